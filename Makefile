@@ -1,0 +1,19 @@
+# The two commands a newcomer needs: `make demo` (a weekly curation run on the local stack) and `make test`.
+.PHONY: demo test lint setup down bench-screen bench-stage bench-throughput
+
+demo:
+	bash scripts/demo.sh
+
+test:
+	bash scripts/test.sh
+
+setup:
+	bash scripts/install-system.sh
+	bash scripts/bootstrap.sh
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+down:
+	.venv/bin/curate dev down

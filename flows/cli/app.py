@@ -1,0 +1,53 @@
+"""The root `curate` command: global options and the registration of every command group."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from flows.cli import context
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(
+    name="curate",
+    help="Curate trending Hugging Face models into verified, deployable catalog entries.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def main(
+    config: Path | None = typer.Option(None, "--config", help="Policy file (default ./curation.toml)."),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="Hub endpoint (default HF_ENDPOINT or the Hub)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Local state directory (default .curation)."),
+) -> None:
+    context.configure(config, endpoint, data_dir)
+    # After `curate dev up`, point clients (HF_ENDPOINT, PREFECT_API_URL, ...) at the running local stack,
+    # unless the user set those variables explicitly.
+    from devstack.stack import apply_stack_env
+
+    apply_stack_env(context.settings().data_dir.resolve())
+
+
+def _register() -> None:
+    # Command groups register themselves here, one import each (keeps start-up light: imports are local).
+    from flows.cli import catalog, dev, discover, run
+
+    discover.register(app)
+    run.register(app)
+    catalog.register(app)
+    dev.register(app)
+    from flows.cli import plan, validate_tools
+
+    plan.register(app)
+    validate_tools.register(app)
+    from flows.cli import stage
+
+    stage.register(app)
+
+
+_register()

@@ -1,0 +1,103 @@
+"""`curate catalog list|show|runs|candidates`: what the catalog store holds."""
+
+from __future__ import annotations
+
+import typer
+from registry.catalog import CatalogStore
+from registry.schema import CatalogEntry, EntryStatus
+from rich.table import Table
+
+from flows.cli.context import settings
+from flows.cli.discover import candidates_table
+from flows.cli.output import JsonOption, console, emit, fail
+
+catalog_app = typer.Typer(help="Inspect the catalog store: published entries, runs, candidates.", no_args_is_help=True)
+
+
+def _store() -> CatalogStore:
+    return CatalogStore.from_settings(settings())
+
+
+def _entries_table(entries: list[CatalogEntry]) -> Table:
+    table = Table(title="Catalog entries")
+    for column in ("entry", "revision", "licence", "task", "templates", "regions", "status", "published"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        table.add_row(
+            e.id,
+            e.model.revision[:12],
+            e.license.spdx or "-",
+            e.task,
+            ", ".join(t.template.id for t in e.templates) or "-",
+            ", ".join(sorted(e.weights.regions)) or "-",
+            e.status.value + (f" ({e.status_reason})" if e.status_reason else ""),
+            e.published_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    return table
+
+
+@catalog_app.command("list")
+def list_entries(
+    status: EntryStatus | None = typer.Option(None, "--status", help="Only entries with this status."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List catalog entries."""
+    with _store() as store:
+        entries = store.entries(status)
+
+    def render() -> None:
+        if not entries:
+            console.print("[dim]The catalog is empty: run `curate run` first.[/]")
+            return
+        console.print(_entries_table(entries))
+
+    emit(entries, as_json, render)
+
+
+@catalog_app.command("show")
+def show_entry(
+    entry_id: str = typer.Argument(..., help="Entry id, e.g. huggingfacetb--smollm2-135m-instruct."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show one catalog entry in full."""
+    with _store() as store:
+        entry = store.entry(entry_id)
+    if entry is None:
+        raise fail(f"no catalog entry {entry_id!r}; `curate catalog list` shows the ids")
+    emit(entry, as_json, lambda: console.print_json(entry.model_dump_json()))
+
+
+@catalog_app.command("runs")
+def list_runs(limit: int = typer.Option(20, "--limit", "-n", min=1), as_json: bool = JsonOption) -> None:
+    """List recent curation runs, newest first."""
+    with _store() as store:
+        runs = store.runs(limit)
+
+    def render() -> None:
+        table = Table(title="Runs")
+        for column in ("run", "kind", "started", "finished", "candidates", "selected", "status"):
+            table.add_column(column)
+        for r in runs:
+            table.add_row(
+                r.run_id, r.kind, r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                r.finished_at.strftime("%H:%M:%S") if r.finished_at else "-",
+                str(r.candidates), str(r.selected), r.status,
+            )
+        console.print(table)
+
+    emit(runs, as_json, render)
+
+
+@catalog_app.command("candidates")
+def list_candidates(
+    run_id: str | None = typer.Option(None, "--run", help="Run id (default: the latest run)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List the candidates one run discovered, with each decision and its reason."""
+    with _store() as store:
+        candidates = store.candidates(run_id)
+    emit(candidates, as_json, lambda: console.print(candidates_table(candidates, "Candidates")))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(catalog_app, name="catalog")

@@ -1,0 +1,52 @@
+"""Shared output helpers: `--json` prints records as stable JSON, otherwise a rich view."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON (shape documented in docs/cli.md).")
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
+
+
+def emit(value: Any, as_json: bool, render: Callable[[], None]) -> None:
+    """Print `value` as JSON when asked, else call `render` for the rich view."""
+    if as_json:
+        print_json(value)
+    else:
+        render()
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print an error the user can act on and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def rows_or_note(rows: Sequence[Any], note: str) -> bool:
+    if not rows:
+        console.print(f"[dim]{note}[/]")
+        return False
+    return True

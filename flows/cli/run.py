@@ -1,0 +1,58 @@
+"""`curate run` (the weekly pipeline) and `curate rerun REPO_ID` (one model, by hand)."""
+
+from __future__ import annotations
+
+import typer
+from registry.errors import RegistryError
+
+from flows.cli.context import settings
+from flows.cli.output import JsonOption, console, emit, fail
+
+
+def _overrides() -> dict[str, object]:
+    current = settings()
+    return {"hub": {"endpoint": current.hub.endpoint}, "data_dir": str(current.data_dir)}
+
+
+def run(
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="How many trending models to consider."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Run the weekly curation pipeline once, now, on the configured policy."""
+    from flows.curate import weekly_curation
+
+    try:
+        with console.status("running the weekly curation pipeline ...", spinner="dots"):
+            summary = weekly_curation(overrides=_overrides(), limit=limit)
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+
+    def render() -> None:
+        console.print(
+            f"[bold]run {summary.run_id}[/]: {summary.candidates} candidates, {summary.selected} selected "
+            f"({summary.status})"
+        )
+        console.print("See [bold]curate catalog list[/] and the Prefect UI (README: 'Dashboards').")
+
+    emit(summary, as_json, render)
+
+
+def rerun(
+    repo_id: str = typer.Argument(..., help="The model to curate again, e.g. HuggingFaceTB/SmolLM2-135M-Instruct."),
+    revision: str | None = typer.Option(None, "--revision", help="Commit sha or branch (default: current head)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Curate one model now, at its current head or a given revision, whatever its trending rank."""
+    from flows.curate import rerun_model
+
+    try:
+        with console.status(f"re-curating {repo_id} ...", spinner="dots"):
+            candidate = rerun_model(repo_id=repo_id, revision=revision, overrides=_overrides())
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+    emit(candidate, as_json, lambda: console.print(f"{candidate.repo_id} pinned to {candidate.revision}: {candidate.reason}"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("rerun")(rerun)
