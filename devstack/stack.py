@@ -16,7 +16,15 @@ from pathlib import Path
 
 from devstack.net import free_port, port_open, wait_for_http
 from devstack.process import ProcessError, start_process, stop_pid
-from devstack.state import ServiceState, StackState, load_state, save_state, state_dir, with_service, without_service
+from devstack.state import (
+    ServiceState,
+    StackState,
+    load_state,
+    save_state,
+    state_dir,
+    with_service,
+    without_service,
+)
 
 HUB_PORT = 8990
 PREFECT_PORT = 4200

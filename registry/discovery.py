@@ -168,9 +168,8 @@ def discover_candidates(
         if info.repo_id in seen:
             continue
         seen.add(info.repo_id)
-        if not info.sha:
-            info = source.model_info(info.repo_id)
-        candidates.append(candidate_from_info(info, rank=rank, source=CandidateSource.TRENDING))
+        pinned = info if info.sha else source.model_info(info.repo_id)
+        candidates.append(candidate_from_info(pinned, rank=rank, source=CandidateSource.TRENDING))
 
     wanted = [RequestedModel.parse(text) for text in (requested if requested is not None else policy.requested)]
     for request in wanted:

@@ -181,7 +181,9 @@ class HfHubSource(HubSource):
 
     def model_info(self, repo_id: str, revision: str | None = None) -> RepoInfo:
         def call() -> RepoInfo:
-            info = self._api.model_info(repo_id, revision=revision, files_metadata=True, timeout=self._settings.timeout_s)
+            info = self._api.model_info(
+                repo_id, revision=revision, files_metadata=True, timeout=self._settings.timeout_s
+            )
             return _to_repo_info(info)
 
         return self._with_retries(call, repo_id=repo_id)
@@ -260,8 +262,9 @@ class HfHubSource(HubSource):
     def _delay(self, attempt: int, error: HubError) -> float:
         if isinstance(error, HubRateLimitedError) and error.retry_after is not None:
             return min(error.retry_after, self._settings.max_backoff_s)
-        base = self._settings.backoff_s * (2 ** (attempt - 1))
-        return min(base * (1 + random.random() * 0.1), self._settings.max_backoff_s)  # noqa: S311 (jitter)
+        base = float(self._settings.backoff_s * (2 ** (attempt - 1)))
+        jitter = 1.0 + random.random() * 0.1  # noqa: S311 (jitter, not cryptography)
+        return min(base * jitter, self._settings.max_backoff_s)
 
 
 def _raise_for_response(response: httpx.Response, repo_id: str, path: str) -> None:
@@ -308,7 +311,9 @@ def _error_for_status(
             f"the Hub failed on {where} (HTTP {status}); it is retried, then try again later",
             repo_id=repo_id, status=status,
         )
-    return HubResponseError(f"unexpected HTTP {status} from the Hub for {where}: {message}", repo_id=repo_id, status=status)
+    return HubResponseError(
+        f"unexpected HTTP {status} from the Hub for {where}: {message}", repo_id=repo_id, status=status
+    )
 
 
 def _parse_retry_after(value: str | None) -> float | None:

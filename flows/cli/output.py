@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,8 +12,10 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+# Not a terminal (CI logs, pipes): rich would wrap tables at 80 columns; use a width that keeps rows on one line.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 180
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
 
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON (shape documented in docs/cli.md).")
 

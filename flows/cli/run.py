@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import typer
-from registry.errors import RegistryError
 
 from flows.cli.context import settings
 from flows.cli.output import JsonOption, console, emit, fail
+from registry.errors import RegistryError
 
 
 def _overrides() -> dict[str, object]:
@@ -50,7 +50,8 @@ def rerun(
             candidate = rerun_model(repo_id=repo_id, revision=revision, overrides=_overrides())
     except RegistryError as exc:
         raise fail(str(exc)) from exc
-    emit(candidate, as_json, lambda: console.print(f"{candidate.repo_id} pinned to {candidate.revision}: {candidate.reason}"))
+    line = f"{candidate.repo_id} pinned to {candidate.revision}: {candidate.reason}"
+    emit(candidate, as_json, lambda: console.print(line))
 
 
 def register(app: typer.Typer) -> None:

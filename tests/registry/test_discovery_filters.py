@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from registry.discovery import DiscoveryError, RequestedModel, decide, policy_filters
 from registry.schema import Candidate, CandidateSource, Decision, ModelRef
 from registry.settings import DiscoverySettings
@@ -94,5 +95,5 @@ def test_requested_entries_parse(text: str, repo: str, rev: str | None) -> None:
 
 @pytest.mark.parametrize("text", ["name-only", "org/name@main", "org/name@abc", "a/b/c", ""])
 def test_malformed_requested_entries_are_errors_that_say_where(text: str) -> None:
-    with pytest.raises(DiscoveryError, match="discovery.requested"):
+    with pytest.raises(DiscoveryError, match=r"discovery\.requested"):
         RequestedModel.parse(text)
