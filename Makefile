@@ -17,3 +17,13 @@ lint: setup
 
 down:
 	.venv/bin/curate dev down
+
+# Benchmarks run on demand (never in `make test`); each writes its results under docs/benchmarks/.
+bench-screen: setup
+	.venv/bin/python -m benchmarks.bench_screen
+
+bench-stage: setup
+	.venv/bin/python -m benchmarks.bench_stage
+
+bench-throughput: setup
+	.venv/bin/python -m benchmarks.bench_throughput_vs_guidellm

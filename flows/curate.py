@@ -1,6 +1,6 @@
 """The weekly pipeline and the per-model rerun: orchestration only, every rule lives in the packages below.
 
-Stages run so far: 1 discover. Later stages are added here as they land (see README "Stages").
+Stages run so far: 1 discover, 2 screen. Later stages are added here as they land (docs/status.md).
 """
 
 from __future__ import annotations
@@ -10,41 +10,57 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+
+from flows.discover import discover_models, settings_from
+from flows.screen import screen_candidates
 from registry.catalog import CatalogStore
 from registry.discovery import resolve_one
 from registry.hub import hub_source
-from registry.schema import Candidate, Decision, RunSummary
-
-from flows.discover import discover_models, settings_from
+from registry.schema import Candidate, Decision, RunSummary, ScreeningReport, Severity, Verdict
 
 
-def _run_markdown(summary: RunSummary, candidates: list[Candidate]) -> str:
+def _screen_cell(report: ScreeningReport | None) -> str:
+    if report is None:
+        return "-"
+    blocking = [f.code for f in report.findings if f.severity.rank >= Severity.MEDIUM.rank]
+    return f"{report.verdict.value}: {'; '.join(blocking) or 'no blocking finding'}"
+
+
+def _run_markdown(summary: RunSummary, candidates: list[Candidate], reports: list[ScreeningReport]) -> str:
     selected = [c for c in candidates if c.decision is Decision.SELECTED]
+    by_ref = {r.ref: r for r in reports}
+    counts = {v: sum(r.verdict is v for r in reports) for v in Verdict}
     lines = [
         f"# Curation run `{summary.run_id}`",
         "",
         f"- candidates: {len(candidates)}",
         f"- selected for curation: {len(selected)}",
+        f"- screening: {counts[Verdict.ACCEPTED]} accepted, {counts[Verdict.NEEDS_REVIEW]} need review, "
+        f"{counts[Verdict.REJECTED]} rejected",
         "",
-        "| repository | revision | stage 1 |",
-        "|---|---|---|",
+        "| repository | revision | 1 discover | 2 screen |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| `{c.repo_id}` | `{c.revision[:12]}` | {c.decision.value}: {c.reason} |" for c in candidates]
+    lines += [
+        f"| `{c.repo_id}` | `{c.revision[:12]}` | {c.decision.value}: {c.reason} | {_screen_cell(by_ref.get(c.ref))} |"
+        for c in candidates
+    ]
     return "\n".join(lines)
 
 
 @flow(name="weekly-curation", log_prints=True)
 def weekly_curation(overrides: dict[str, Any] | None = None, limit: int | None = None) -> RunSummary:
-    """discover -> (later: screen -> build -> stage -> validate -> publish) for the trending models."""
+    """discover -> screen (later: -> build -> stage -> validate -> publish) for the trending models."""
     logger = get_run_logger()
     settings = settings_from(overrides)
     with CatalogStore.from_settings(settings) as store:
         run = store.start_run(kind="weekly", flow_run_id=str(flow_run.id or ""))
     candidates = discover_models(overrides=overrides, limit=limit, run_id=run.run_id)
     selected = [c for c in candidates if c.decision is Decision.SELECTED]
+    reports = screen_candidates(selected, overrides=overrides, run_id=run.run_id)
     with CatalogStore.from_settings(settings) as store:
         summary = store.finish_run(run.run_id, status="completed", candidates=len(candidates), selected=len(selected))
-    create_markdown_artifact(key="curation-run", markdown=_run_markdown(summary, candidates))
+    create_markdown_artifact(key="curation-run", markdown=_run_markdown(summary, candidates, reports))
     logger.info("run %s: %d candidates, %d selected", summary.run_id, len(candidates), len(selected))
     return summary
 
@@ -53,7 +69,10 @@ def weekly_curation(overrides: dict[str, Any] | None = None, limit: int | None =
 def rerun_model(
     repo_id: str, revision: str | None = None, overrides: dict[str, Any] | None = None
 ) -> Candidate:
-    """Curate one model by hand at `revision` (default: the current head), whatever its trending rank."""
+    """Curate one model by hand at `revision` (default: the current head), whatever its trending rank.
+
+    Runs every stage implemented so far for that model (pinning, screening).
+    """
     settings = settings_from(overrides)
     source = hub_source(settings.hub)
     try:
@@ -63,9 +82,13 @@ def rerun_model(
     with CatalogStore.from_settings(settings) as store:
         run = store.start_run(kind="rerun", flow_run_id=str(flow_run.id or ""))
         store.record_candidates(run.run_id, [candidate])
+    reports = screen_candidates([candidate], overrides=overrides, run_id=run.run_id)
+    with CatalogStore.from_settings(settings) as store:
         store.finish_run(run.run_id, status="completed", candidates=1, selected=1)
+    verdict = _screen_cell(reports[0] if reports else None)
     create_markdown_artifact(
         key="rerun-model",
-        markdown=f"# Rerun `{candidate.repo_id}`\n\npinned to `{candidate.revision}`: {candidate.reason}",
+        markdown=f"# Rerun `{candidate.repo_id}`\n\npinned to `{candidate.revision}`: {candidate.reason}\n\n"
+        f"Screening: {verdict}",
     )
     return candidate

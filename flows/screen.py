@@ -1,0 +1,235 @@
+"""Stage 2 flow: screen each selected candidate (licences, custom code, formats, headers, secrets, access).
+
+Orchestration only; every rule lives in `scanners`. One task per candidate, mapped in parallel; the tasks
+carry the `hub` tag, whose Prefect concurrency limit (created from `hub.concurrency` when missing) bounds Hub
+calls across a run. Results are cached by (repo, revision, policy digest, scanner version, token present): a
+rerun at the same revision reads the persisted report under `data_dir` and makes no Hub call. Every report is
+recorded in the catalog store, with a table artifact of all decisions and a markdown report per rejected
+model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import State
+from prefect.context import TaskRunContext
+from prefect.exceptions import ObjectNotFound
+from prefect.filesystems import LocalFileSystem
+from prefect.runtime import flow_run
+
+from flows.discover import settings_from
+from registry.catalog import CatalogStore
+from registry.hub import hub_source
+from registry.schema import (
+    Candidate,
+    Decision,
+    ModelRef,
+    ScreeningReport,
+    StageName,
+    StageOutcome,
+    StageResult,
+    Verdict,
+    model_slug,
+)
+from registry.settings import Settings
+from scanners.policy import describe, disposition
+from scanners.screen import screen_repo
+
+HUB_TAG = "hub"
+# Bump when the scanners change what they conclude: it is part of the cache key.
+SCANNER_VERSION = "1"
+CACHE_EXPIRATION = timedelta(days=30)
+
+_OUTCOME = {
+    Verdict.ACCEPTED: StageOutcome.OK,
+    Verdict.NEEDS_REVIEW: StageOutcome.NEEDS_REVIEW,
+    Verdict.REJECTED: StageOutcome.REJECTED,
+}
+
+
+def cache_key(repo_id: str, revision: str, policy_digest: str, has_token: bool) -> str:
+    """The cache key of one screening: same repo, revision, policy and token presence -> same report."""
+    raw = f"screen|{SCANNER_VERSION}|{repo_id}|{revision}|{policy_digest}|token={has_token}"
+    return "screen-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _task_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    candidate: Candidate = parameters["candidate"]
+    settings = settings_from(parameters.get("overrides"))
+    return cache_key(
+        candidate.repo_id, candidate.revision, settings.policy_digest(), settings.hub.token is not None
+    )
+
+
+def result_storage(settings: Settings) -> str:
+    """A saved LocalFileSystem block over `<data_dir>/prefect-results/screen` (Prefect needs it saved)."""
+    path = Path(settings.data_dir).resolve() / "prefect-results" / "screen"
+    path.mkdir(parents=True, exist_ok=True)
+    name = "screen-results-" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    LocalFileSystem(basepath=str(path)).save(name, overwrite=True)
+    return f"local-file-system/{name}"
+
+
+def ensure_concurrency_limit(tag: str, limit: int) -> int:
+    """Create the Prefect tag concurrency limit `tag` when it is missing; return the limit in force."""
+    with get_client(sync_client=True) as client:
+        try:
+            existing = client.read_concurrency_limit_by_tag(tag)
+        except ObjectNotFound:
+            client.create_concurrency_limit(tag=tag, concurrency_limit=limit)
+            return limit
+        return int(existing.concurrency_limit)
+
+
+@task(
+    name="screen-repo",
+    tags=[HUB_TAG],
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    cache_key_fn=_task_cache_key,
+    cache_expiration=CACHE_EXPIRATION,
+    persist_result=True,
+    task_run_name="screen {candidate.ref.repo_id}",
+)
+def screen_candidate(candidate: Candidate, overrides: dict[str, Any] | None = None) -> ScreeningReport:
+    """Screen one candidate at its pinned revision (Hub reads only: headers and small files)."""
+    settings = settings_from(overrides)
+    source = hub_source(settings.hub)
+    try:
+        return screen_repo(source, candidate.repo_id, candidate.revision, settings)
+    finally:
+        source.close()
+
+
+def reasons_of(report: ScreeningReport) -> list[str]:
+    """One line per finding that made the verdict what it is (rejections first, then review items)."""
+    rejecting = [describe(f) for f in report.findings if disposition(f) is Verdict.REJECTED]
+    return rejecting + list(report.review)
+
+
+def result_rows(reports: list[ScreeningReport]) -> list[dict[str, Any]]:
+    return [
+        {
+            "repo": r.ref.repo_id,
+            "revision": r.ref.revision[:12],
+            "verdict": r.verdict.value,
+            "licence": r.license.spdx or r.license.declared or "-",
+            "formats": ", ".join(r.weight_formats) or "-",
+            "reasons": "; ".join(reasons_of(r)) or "-",
+            "bytes_read": r.bytes_read,
+        }
+        for r in reports
+    ]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def rejection_markdown(report: ScreeningReport) -> str:
+    """The report of one rejected repository: every finding, one line each, and the licence reference."""
+    lic = report.license
+    lines = [
+        f"# Screening rejected `{report.ref.repo_id}`",
+        "",
+        f"- revision: `{report.ref.revision}`",
+        f"- verdict: **{report.verdict.value}**",
+        f"- licence: {lic.spdx or '-'} (declared: {lic.declared or '-'}; file: {lic.file or '-'})",
+        f"- weight formats: {', '.join(report.weight_formats) or '-'}",
+        f"- policy digest: `{report.policy_digest[:16]}`; bytes read from the Hub: {report.bytes_read}",
+        "",
+        "| severity | code | path | finding |",
+        "|---|---|---|---|",
+    ]
+    order = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+    for f in sorted(report.findings, key=lambda f: order.get(f.severity.value, 5)):
+        lines.append(f"| {f.severity.value} | `{f.code}` | {_cell(f.path or '-')} | {_cell(f.message)} |")
+    return "\n".join(lines)
+
+
+def _artifact_key(prefix: str, repo_id: str) -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in model_slug(repo_id))
+    return f"{prefix}-{slug}"[:120].strip("-")
+
+
+@flow(name="screen", log_prints=True)
+def screen_candidates(
+    candidates: list[Candidate],
+    overrides: dict[str, Any] | None = None,
+    run_id: str | None = None,
+) -> list[ScreeningReport]:
+    """Screen every selected candidate in parallel, persist each report and publish the artifacts."""
+    logger = get_run_logger()
+    settings = settings_from(overrides)
+    selected = [c for c in candidates if c.decision is Decision.SELECTED]
+    if not selected:
+        logger.info("no selected candidates to screen")
+        return []
+    ensure_concurrency_limit(HUB_TAG, settings.hub.concurrency)
+    runner = screen_candidate.with_options(result_storage=result_storage(settings))
+    futures = runner.map(selected, unmapped(overrides))
+    futures.wait()
+    states: list[State[ScreeningReport]] = [f.state for f in futures]
+    reports: list[ScreeningReport] = []
+    failures: list[tuple[Candidate, str]] = []
+    for candidate, state in zip(selected, states, strict=True):
+        if state.is_completed():
+            reports.append(state.result())
+        else:
+            failures.append((candidate, str(state.message or state.name)))
+    digest = settings.policy_digest()
+    flow_run_id = str(flow_run.id or "") or None
+    with CatalogStore.from_settings(settings) as store:
+        for report in reports:
+            store.record_screening(report)
+            store.record_stage(
+                StageResult(
+                    ref=report.ref,
+                    stage=StageName.SCREEN,
+                    outcome=_OUTCOME[report.verdict],
+                    reason="; ".join(reasons_of(report))[:2000],
+                    policy_digest=report.policy_digest,
+                    run_id=run_id or flow_run_id,
+                    payload=report.model_dump(mode="json"),
+                )
+            )
+        for candidate, message in failures:
+            store.record_stage(
+                StageResult(
+                    ref=ModelRef(repo_id=candidate.repo_id, revision=candidate.revision),
+                    stage=StageName.SCREEN,
+                    outcome=StageOutcome.FAILED,
+                    reason=f"screening could not run: {message}"[:2000],
+                    policy_digest=digest,
+                    run_id=run_id or flow_run_id,
+                )
+            )
+    create_table_artifact(
+        key="screening-results",
+        table=result_rows(reports),
+        description="Stage 2: every screened model's verdict, licence and the reasons behind it.",
+    )
+    for report in reports:
+        if report.verdict is Verdict.REJECTED:
+            create_markdown_artifact(
+                key=_artifact_key("screening-rejected", report.ref.repo_id),
+                markdown=rejection_markdown(report),
+                description=f"Why {report.ref.repo_id} was rejected at screening.",
+            )
+    counts = {v: sum(1 for r in reports if r.verdict is v) for v in Verdict}
+    logger.info(
+        "screened %d: %d accepted, %d need review, %d rejected, %d failed",
+        len(reports),
+        counts[Verdict.ACCEPTED],
+        counts[Verdict.NEEDS_REVIEW],
+        counts[Verdict.REJECTED],
+        len(failures),
+    )
+    return reports

@@ -1,0 +1,384 @@
+"""Screening one repository at one revision: which files to read, within which byte budget, and the verdict.
+
+Only metadata, small text files (README, LICENSE, configs, index files) and byte ranges (safetensors headers,
+pickle opcode streams) are read; weight data never is. Hostile file names are never requested. Every read goes
+through `_Reader`, which counts the bytes, so each report says what screening cost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from registry.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HubAuthError,
+    HubResponseError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+)
+from registry.hub import HubSource, RepoFile
+from registry.schema import Finding, LicenseReference, ModelRef, ScreeningReport, Severity, Verdict
+from registry.settings import Settings
+from scanners import (
+    access,
+    codes,
+    formats,
+    licenses,
+    paths,
+    pickles,
+    remote_code,
+    safetensors_headers,
+    secrets,
+)
+from scanners.errors import ScreeningError
+from scanners.policy import Policy, Subject, default_policy
+
+SCANNER = "screen"
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+TEXT_SUFFIXES = (
+    ".json",
+    ".md",
+    ".txt",
+    ".yaml",
+    ".yml",
+    ".toml",
+    ".cfg",
+    ".ini",
+    ".env",
+    ".py",
+    ".sh",
+    ".jinja",
+)
+# Large vocabularies: text, but never worth their bytes (no licence, no auto_map, no plausible secret).
+SKIP_TEXT = ("tokenizer.json", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json")
+MAX_TEXT_FILES = 256
+TEXT_BUDGET_FACTOR = 8  # text files read in total: at most this many x screening.max_text_file_bytes
+MAX_SAFETENSORS_FILES = 4096
+MAX_PICKLE_FILES = 32
+DEFAULT_PICKLE_BUDGET = pickles.DEFAULT_BUDGET
+
+
+class _Blocked(Exception):
+    """File reads are refused (gated/private without a usable token)."""
+
+
+@dataclass
+class _Reader:
+    """Reads of one pinned revision, counted; a refused read blocks the rest."""
+
+    source: HubSource
+    ref: ModelRef
+    bytes_read: int = 0
+    blocked: Exception | None = None
+
+    def _guard(self, call: Callable[[], bytes]) -> bytes:
+        if self.blocked is not None:
+            raise _Blocked(str(self.blocked))
+        try:
+            data = call()
+        except (GatedRepoError, HubAuthError) as exc:
+            self.blocked = exc
+            raise _Blocked(str(exc)) from exc
+        self.bytes_read += len(data)
+        return data
+
+    def range(self, path: str, start: int, length: int) -> bytes:
+        return self._guard(lambda: self.source.read_range(self.ref, path, start, length))
+
+    def file(self, path: str, max_bytes: int) -> bytes:
+        return self._guard(lambda: self.source.read_file(self.ref, path, max_bytes=max_bytes))
+
+    def ranger(self, path: str) -> Callable[[int, int], bytes]:
+        return lambda start, length: self.range(path, start, length)
+
+
+@dataclass
+class _Work:
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, items: Any) -> None:
+        self.findings.extend(items)
+
+
+def _unreadable(path: str, why: str, code: str = codes.FILE_UNREADABLE) -> Finding:
+    shown = paths.display_path(path)
+    return Finding(
+        scanner=SCANNER,
+        code=code,
+        severity=Severity.MEDIUM,
+        message=f"{shown} could not be screened ({why}); a maintainer must review it",
+        path=shown,
+    )
+
+
+def _is_license_file(path: str) -> bool:
+    return path.count("/") <= 1 and bool(licenses.LICENSE_FILE.match(path))
+
+
+def select_text_files(files: tuple[RepoFile, ...], max_bytes: int) -> tuple[list[RepoFile], list[RepoFile]]:
+    """(files screening needs, extra small text files for the secret scan), hostile names excluded."""
+    needed: list[RepoFile] = []
+    extra: list[RepoFile] = []
+    for f in files:
+        if not paths.is_safe(f.path):
+            continue
+        name = f.path.rsplit("/", 1)[-1]
+        lower = f.path.lower()
+        if (
+            f.path == "README.md"
+            or _is_license_file(f.path)
+            or remote_code.is_auto_map_file(f.path)
+            or lower.endswith(safetensors_headers.INDEX_SUFFIX)
+        ):
+            needed.append(f)
+        elif (
+            lower.endswith(TEXT_SUFFIXES)
+            and name not in SKIP_TEXT
+            and not f.lfs
+            and (f.size or 0) <= max_bytes
+        ):
+            extra.append(f)
+    extra.sort(key=lambda f: (f.size or 0, f.path))
+    return needed, extra[: max(0, MAX_TEXT_FILES - len(needed))]
+
+
+def _front_matter(readme: str) -> dict[str, Any]:
+    """The README's YAML front matter (used only when the Hub gave no card data)."""
+    if not readme.startswith("---"):
+        return {}
+    end = readme.find("\n---", 3)
+    if end == -1 or end > 256_000:
+        return {}
+    try:
+        value = yaml.safe_load(readme[3:end])
+    except yaml.YAMLError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _parse_json(data: bytes | None) -> dict[str, Any] | None:
+    return remote_code.parse_config(data) if data is not None else None
+
+
+def screen_repo(
+    source: HubSource,
+    repo_id: str,
+    revision: str | None,
+    settings: Settings,
+    *,
+    policy: Policy | None = None,
+    use_trivy: bool = True,
+    pickle_budget: int = DEFAULT_PICKLE_BUDGET,
+) -> ScreeningReport:
+    """Screen `repo_id` at `revision` (a commit sha; a branch is resolved once) and return the report.
+
+    Raises ScreeningError when the repository does not resolve and no commit sha was given (there is no
+    revision to attach a report to). Hub outages (HubUnavailableError, HubRateLimitedError) propagate so the
+    caller can retry.
+    """
+    chosen = policy or default_policy(settings)
+    digest = settings.policy_digest()
+    has_token = bool(getattr(source, "has_token", False))
+    work = _Work()
+    try:
+        info = source.model_info(repo_id, revision)
+    except (RepoNotFoundError, RevisionNotFoundError, GatedRepoError, HubAuthError) as exc:
+        if revision is None or not _SHA.match(revision):
+            raise ScreeningError(f"{repo_id}: {exc}", repo_id=repo_id) from exc
+        ref = _ref(repo_id, revision)
+        if isinstance(exc, GatedRepoError | HubAuthError):
+            finding = access.needs_token(
+                repo_id, gated=True, private=False, has_token=has_token, refused=True
+            )
+        else:
+            finding = access.not_found(repo_id, revision, has_token=has_token)
+        return _report(ref, [finding], chosen, digest, formats=(), license_ref=None, bytes_read=0)
+    ref = _ref(repo_id, info.sha or revision)
+    reader = _Reader(source, ref)
+    all_paths = [f.path for f in info.files]
+
+    # ---- metadata only: names, formats, code files, access
+    work.add(paths.scan_paths(all_paths))
+    format_scan = formats.scan_formats(all_paths)
+    work.add(format_scan.findings)
+    if info.disabled:
+        work.add([access.disabled(repo_id)])
+    if (info.gated or info.private) and not has_token:
+        reader.blocked = GatedRepoError(f"{repo_id} is gated or private and no token is configured")
+
+    # ---- small text files
+    max_text = settings.screening.max_text_file_bytes
+    needed, extra = select_text_files(info.files, max_text)
+    texts: dict[str, bytes] = {}
+    budget = TEXT_BUDGET_FACTOR * max_text
+    for f in [*needed, *extra]:
+        if reader.blocked is not None:
+            break
+        if f.size is not None and f.size > max_text:
+            if f in needed:
+                work.add(
+                    [
+                        _unreadable(
+                            f.path,
+                            f"{f.size} bytes, over screening.max_text_file_bytes",
+                            codes.FILE_TOO_LARGE,
+                        )
+                    ]
+                )
+            continue
+        if budget <= 0:
+            break
+        try:
+            data = reader.file(f.path, max_text)
+        except _Blocked:
+            break
+        except EntryNotFoundError:
+            work.add([_unreadable(f.path, "listed but not served")])
+            continue
+        except HubResponseError as exc:
+            if f in needed:
+                work.add([_unreadable(f.path, str(exc)[:160], codes.FILE_TOO_LARGE)])
+            continue
+        budget -= len(data)
+        texts[f.path] = data
+
+    readme_bytes = texts.get("README.md")
+    readme = readme_bytes.decode("utf-8", "replace") if readme_bytes is not None else None
+    card: dict[str, Any] = dict(info.card_data) or (_front_matter(readme) if readme else {})
+
+    # ---- licences
+    license_files = {p: b for p, b in texts.items() if _is_license_file(p)}
+    hashes = {f.path: f.sha256 for f in info.files if f.sha256}
+    license_scan = licenses.scan_licenses(card, readme, license_files, settings.licenses, file_hashes=hashes)
+    work.add(license_scan.findings)
+
+    # ---- custom code
+    configs = {p: b for p, b in texts.items() if remote_code.is_auto_map_file(p)}
+    safe_paths = [p for p in all_paths if paths.is_safe(p)]
+    work.add(remote_code.scan_remote_code(safe_paths, configs, card, readme, hub_config=info.config))
+
+    # ---- safetensors headers (+ index, + parameter counts)
+    shard_scans: dict[str, safetensors_headers.HeaderScan] = {}
+    sizes = {f.path: f.size for f in info.files}
+    for path in [p for p in format_scan.safetensors_files if paths.is_safe(p)][:MAX_SAFETENSORS_FILES]:
+        if reader.blocked is not None:
+            break
+        try:
+            scan = safetensors_headers.scan_safetensors_file(
+                path,
+                sizes.get(path),
+                reader.ranger(path),
+                max_header_bytes=settings.screening.max_header_bytes,
+            )
+        except _Blocked:
+            break
+        except (EntryNotFoundError, HubResponseError) as exc:
+            work.add([_unreadable(path, str(exc)[:160])])
+            continue
+        shard_scans[path] = scan
+        work.add(scan.findings)
+    repo_paths = set(all_paths)
+    for path, data in texts.items():
+        if path.lower().endswith(safetensors_headers.INDEX_SUFFIX):
+            work.add(safetensors_headers.check_index(path, data, shard_scans, repo_paths))
+    if shard_scans and all(s.ok for s in shard_scans.values()) and reader.blocked is None:
+        total = sum(s.total_parameters for s in shard_scans.values())
+        config = _parse_json(texts.get("config.json")) or info.config
+        work.add(
+            safetensors_headers.parameter_findings(
+                total, info.safetensors_total, config, settings.screening.parameter_tolerance
+            )
+        )
+
+    # ---- pickle opcodes
+    for path in [p for p in format_scan.pickle_files if paths.is_safe(p)][:MAX_PICKLE_FILES]:
+        if reader.blocked is not None:
+            break
+        try:
+            work.add(
+                pickles.scan_pickle_file(path, sizes.get(path), reader.ranger(path), budget=pickle_budget)
+            )
+        except _Blocked:
+            break
+        except (EntryNotFoundError, HubResponseError) as exc:
+            work.add([_unreadable(path, str(exc)[:160])])
+
+    # ---- secrets in what was read
+    work.add(secrets.scan_secrets(texts, use_trivy=use_trivy))
+
+    # ---- access
+    if reader.blocked is not None:
+        work.add(
+            [
+                access.needs_token(
+                    repo_id, gated=info.gated, private=info.private, has_token=has_token, refused=has_token
+                )
+            ]
+        )
+
+    if repo_id in settings.screening.allow_remote_code and any(
+        f.code.startswith("remote-code.") for f in work.findings
+    ):
+        work.add(
+            [
+                Finding(
+                    scanner="remote_code",
+                    code=codes.REMOTE_CODE_ALLOWED,
+                    severity=Severity.INFO,
+                    message=f"{repo_id} is listed in screening.allow_remote_code: its repository code was "
+                    "explicitly accepted",
+                )
+            ]
+        )
+    return _report(
+        ref,
+        work.findings,
+        chosen,
+        digest,
+        formats=format_scan.formats,
+        license_ref=license_scan.reference,
+        bytes_read=reader.bytes_read,
+    )
+
+
+def _ref(repo_id: str, revision: str | None) -> ModelRef:
+    try:
+        return ModelRef(repo_id=repo_id, revision=revision or "")
+    except ValueError as exc:
+        raise ScreeningError(
+            f"{paths.display_path(repo_id)}@{revision}: not a screenable reference ({exc}); pass an "
+            "'org/name' id "
+            "and a 40-hex commit sha",
+            repo_id=repo_id,
+        ) from exc
+
+
+def _report(
+    ref: ModelRef,
+    findings: list[Finding],
+    policy: Policy,
+    digest: str,
+    *,
+    formats: tuple[str, ...],
+    license_ref: LicenseReference | None,
+    bytes_read: int,
+) -> ScreeningReport:
+    unique = tuple(dict.fromkeys(findings))
+    outcome = policy.evaluate(Subject(ref.repo_id, unique))
+    review = outcome.review if outcome.verdict is Verdict.NEEDS_REVIEW else ()
+    return ScreeningReport(
+        ref=ref,
+        verdict=outcome.verdict,
+        findings=unique,
+        license=license_ref or LicenseReference(),
+        review=review,
+        weight_formats=formats,
+        policy_digest=digest,
+        bytes_read=bytes_read,
+    )
