@@ -3,19 +3,53 @@
 from __future__ import annotations
 
 import typer
-from registry.catalog import CatalogStore
-from registry.schema import CatalogEntry, EntryStatus
 from rich.table import Table
 
 from flows.cli.context import settings
 from flows.cli.discover import candidates_table
 from flows.cli.output import JsonOption, console, emit, fail
+from registry.catalog import CatalogStore
+from registry.schema import Candidate, CatalogEntry, Decision, EntryStatus, StageName, StageOutcome
 
 catalog_app = typer.Typer(help="Inspect the catalog store: published entries, runs, candidates.", no_args_is_help=True)
 
 
 def _store() -> CatalogStore:
     return CatalogStore.from_settings(settings())
+
+
+_OUTCOME_STYLE = {
+    StageOutcome.OK: "green",
+    StageOutcome.NEEDS_REVIEW: "yellow",
+    StageOutcome.REJECTED: "red",
+    StageOutcome.FAILED: "red",
+    StageOutcome.SKIPPED: "dim",
+}
+
+
+def stages_table(store: CatalogStore, candidates: list[Candidate], title: str = "Models by stage") -> Table:
+    """One row per candidate, one column per stage: each stage's outcome and reason at this revision."""
+    stages = [s for s in StageName if s is not StageName.DISCOVER]
+    results = {(c.ref, stage): store.stage_result(c.ref, stage) for c in candidates for stage in stages}
+    shown = [s for s in stages if any(results[(c.ref, s)] is not None for c in candidates)]
+    table = Table(title=title)
+    table.add_column("repository", overflow="fold")
+    table.add_column("revision")
+    table.add_column("discover", overflow="fold")
+    for stage in shown:
+        table.add_column(stage.value, overflow="fold")
+    for c in candidates:
+        style = "green" if c.decision is Decision.SELECTED else "dim"
+        row = [c.repo_id, c.revision[:12], f"[{style}]{c.decision.value}[/]"]
+        for stage in shown:
+            result = results[(c.ref, stage)]
+            if result is None:
+                row.append("-")
+                continue
+            colour = _OUTCOME_STYLE.get(result.outcome, "white")
+            row.append(f"[{colour}]{result.outcome.value}[/]" + (f": {result.reason}" if result.reason else ""))
+        table.add_row(*row)
+    return table
 
 
 def _entries_table(entries: list[CatalogEntry]) -> Table:
@@ -96,7 +130,13 @@ def list_candidates(
     """List the candidates one run discovered, with each decision and its reason."""
     with _store() as store:
         candidates = store.candidates(run_id)
-    emit(candidates, as_json, lambda: console.print(candidates_table(candidates, "Candidates")))
+        stages = stages_table(store, candidates)
+
+    def render() -> None:
+        console.print(candidates_table(candidates, "Candidates"))
+        console.print(stages)
+
+    emit(candidates, as_json, render)
 
 
 def register(app: typer.Typer) -> None:

@@ -28,11 +28,16 @@ def run(
         raise fail(str(exc)) from exc
 
     def render() -> None:
+        from flows.cli.catalog import stages_table
+        from registry.catalog import CatalogStore
+
+        with CatalogStore.from_settings(settings()) as store:
+            console.print(stages_table(store, store.candidates(summary.run_id), f"Run {summary.run_id}"))
         console.print(
             f"[bold]run {summary.run_id}[/]: {summary.candidates} candidates, {summary.selected} selected "
-            f"({summary.status})"
+            f"({summary.status}). Published entries: [bold]curate catalog list[/]; every decision is also an "
+            "artifact in the Prefect UI."
         )
-        console.print("See [bold]curate catalog list[/] and the Prefect UI (README: 'Dashboards').")
 
     emit(summary, as_json, render)
 
