@@ -1,0 +1,146 @@
+"""`curate conformance` and `curate bench`: the stage-5 instruments against any OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from flows.cli.context import settings
+from flows.cli.output import JsonOption, console, emit, fail
+from registry.schema import BenchmarkMetrics, CheckStatus, ConformanceReport
+
+_STYLE = {CheckStatus.PASS: "green", CheckStatus.FAIL: "bold red", CheckStatus.SKIP: "yellow"}
+
+
+def _conformance_view(report: ConformanceReport) -> None:
+    table = Table(title=f"{report.suite} {report.version}: {report.model} ({report.task}) at {report.base_url}")
+    for column in ("check", "v", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for check in report.checks:
+        style = _STYLE[check.status]
+        table.add_row(check.name, str(check.version), f"[{style}]{check.status.value}[/]", check.detail)
+    console.print(table)
+    counts = {s: sum(1 for c in report.checks if c.status is s) for s in CheckStatus}
+    console.print(
+        f"{counts[CheckStatus.PASS]} passed, {counts[CheckStatus.FAIL]} failed, {counts[CheckStatus.SKIP]} skipped"
+    )
+
+
+def conformance(
+    base_url: str = typer.Argument(..., help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"),
+    model: str = typer.Option(..., "--model", "-m", help="The served model id."),
+    task: str = typer.Option("chat", "--task", help="chat or embeddings."),
+    tool_parser: str | None = typer.Option(
+        None, "--tool-parser", help="The template's tool parser (enables tool checks)."
+    ),
+    only: list[str] | None = typer.Option(None, "--check", help="Run only this check (repeatable)."),
+    max_tokens: int = typer.Option(6, "--max-tokens", min=2, help="max_tokens of the short generations."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Per-request timeout in seconds."),
+    markdown: Path | None = typer.Option(None, "--markdown", help="Also write the markdown report here."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Run the OpenAI-API conformance suite; exits 1 when a check fails."""
+    from validators.conformance import report_markdown, run_suite
+    from validators.conformance_checks.base import Target
+    from validators.errors import ValidatorError
+
+    target = Target(base_url, model, task=task, tool_call_parser=tool_parser, timeout_s=timeout, max_tokens=max_tokens)
+    try:
+        with console.status(f"running the {task} conformance checks against {base_url} ...", spinner="dots"):
+            report = run_suite(target, only=only or None)
+    except ValidatorError as exc:
+        raise fail(str(exc)) from exc
+    if markdown is not None:
+        markdown.write_text(report_markdown(report))
+    emit(report, as_json, lambda: _conformance_view(report))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _bench_view(results: tuple[BenchmarkMetrics, ...]) -> None:
+    table = Table(title="Throughput")
+    columns = (
+        "load",
+        "ok",
+        "err",
+        "req/s",
+        "out tok/s",
+        "TTFT p50/p99",
+        "TPOT p50",
+        "ITL p50",
+        "e2e p50/p99",
+        "goodput",
+    )
+    for column in columns:
+        table.add_column(column)
+    for r in results:
+        load = f"c={r.concurrency:g}" if r.concurrency is not None else f"rate={r.rate:g}"
+        table.add_row(
+            f"{r.profile} {load}",
+            str(r.requests),
+            str(r.errors),
+            f"{r.request_throughput:.3f}",
+            f"{r.output_token_throughput:.2f}",
+            f"{r.ttft_s.p50:.3f}/{r.ttft_s.p99:.3f}" if r.ttft_s else "-",
+            f"{r.tpot_s.p50:.4f}" if r.tpot_s else "-",
+            f"{r.itl_s.p50:.4f}" if r.itl_s else "-",
+            f"{r.e2e_s.p50:.3f}/{r.e2e_s.p99:.3f}" if r.e2e_s else "-",
+            f"{r.goodput:.3f}" if r.goodput is not None else "-",
+        )
+    console.print(table)
+
+
+def bench(
+    base_url: str = typer.Argument(..., help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"),
+    model: str = typer.Option(..., "--model", "-m", help="The served model id."),
+    profile: str = typer.Option("synchronous", "--profile", help="synchronous|concurrent|sweep|constant|poisson."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Workers for --profile concurrent."),
+    concurrencies: str = typer.Option("1,2,4", "--concurrencies", help="Ladder for --profile sweep, e.g. 1,2,4,8."),
+    rate: float | None = typer.Option(None, "--rate", help="Requests per second for constant/poisson."),
+    max_requests: int = typer.Option(20, "--max-requests", min=1, help="Bound: requests per load level."),
+    max_duration: float = typer.Option(60.0, "--max-duration", help="Bound: seconds per load level."),
+    input_tokens: int = typer.Option(128, "--input-tokens", min=1),
+    output_tokens: int = typer.Option(32, "--output-tokens", min=1),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Model directory with tokenizer.json."),
+    out: Path | None = typer.Option(None, "--out", help="Write results.json, results.csv (and sweep.png) here."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Run a bounded throughput benchmark; metrics per load level, goodput against the policy's SLOs."""
+    from validators.bench_report import plot_sweep, write_csv, write_json
+    from validators.errors import ValidatorError
+    from validators.throughput import LoadSpec, run_benchmark
+
+    try:
+        ladder = tuple(int(part) for part in concurrencies.split(",") if part.strip())
+    except ValueError as exc:
+        raise fail(f"--concurrencies must be comma-separated integers, got {concurrencies!r}") from exc
+    spec = LoadSpec(
+        profile=profile,
+        concurrency=concurrency,
+        concurrencies=ladder,
+        rate=rate,
+        max_requests=max_requests,
+        max_duration_s=max_duration,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        seed=seed,
+    )
+    try:
+        with console.status(f"benchmarking {model} at {base_url} ({profile}) ...", spinner="dots"):
+            results = run_benchmark(base_url, model, spec, tokenizer_dir=tokenizer, slo=settings().slo)
+    except ValidatorError as exc:
+        raise fail(str(exc)) from exc
+    if out is not None:
+        write_json(results, out / "results.json")
+        write_csv(results, out / "results.csv")
+        if profile == "sweep":
+            plot_sweep(results, out / "sweep.png", title=f"{model} ({base_url})")
+    emit(list(results), as_json, lambda: _bench_view(results))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("conformance")(conformance)
+    app.command("bench")(bench)

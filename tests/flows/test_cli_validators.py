@@ -1,0 +1,119 @@
+"""`curate plan`, `curate conformance` and `curate bench` end to end (typer runner, real servers on
+loopback)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli.app import app
+from tests.fixtures.runtimes import SMOLLM2
+
+CONFIGS = Path(__file__).resolve().parents[1] / "validators" / "configs"
+runner = CliRunner()
+
+
+def test_plan_from_a_local_config_prints_the_four_qwen3_templates() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "Qwen/Qwen3-32B",
+            "--config-file",
+            str(CONFIGS / "qwen3-32b.json"),
+            "--parameters",
+            "32762123264",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    templates = json.loads(result.stdout)
+    assert [t["id"] for t in templates] == [
+        "qwen--qwen3-32b--40k-nvidia-a100",
+        "qwen--qwen3-32b--128k-nvidia-2xa100",
+        "qwen--qwen3-32b--40k-nvidia-h100",
+        "qwen--qwen3-32b--128k-nvidia-2xh100",
+    ]
+    assert templates[0]["memory"]["kv_cache_bytes"] == 10 * 1024**3
+    rich_view = runner.invoke(app, ["plan", "Qwen/Qwen3-32B", "--config-file", str(CONFIGS / "qwen3-32b.json")])
+    assert rich_view.exit_code == 0 and "--rope-scaling" in rich_view.output and "reserve 0.50 GiB" in rich_view.output
+
+
+def test_plan_rejects_a_bad_config(tmp_path: Path) -> None:
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps({"hidden_size": 8}))
+    result = runner.invoke(app, ["plan", "org/m", "--config-file", str(bad)])
+    assert result.exit_code == 1
+    assert "num_attention_heads" in result.output
+
+
+@pytest.mark.integration
+def test_plan_reads_the_hub(hub_server: Any) -> None:
+    result = runner.invoke(app, ["--endpoint", hub_server.url, "plan", SMOLLM2, "--json"])
+    assert result.exit_code == 0, result.output
+    templates = json.loads(result.stdout)
+    cpu = [t for t in templates if t["accelerator_family"] == "cpu"]
+    assert [t["id"] for t in cpu] == ["huggingfacetb--smollm2-135m-instruct--8k-cpu"]
+    assert cpu[0]["model"]["repo_id"] == SMOLLM2 and len(cpu[0]["model"]["revision"]) == 40
+    assert cpu[0]["memory"]["weights_bytes"] > 200_000_000  # bf16 weights from the safetensors metadata
+
+
+@pytest.mark.integration
+def test_conformance_and_bench_commands(hf_serve: Any, model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "conformance",
+            hf_serve.base_url,
+            "--model",
+            SMOLLM2,
+            "--check",
+            "models.listing",
+            "--check",
+            "chat.role",
+            "--markdown",
+            str(tmp_path / "report.md"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 1  # models.listing fails on transformers serve (float `created`)
+    report = json.loads(result.stdout)
+    assert [(c["name"], c["status"]) for c in report["checks"]] == [
+        ("models.listing", "fail"),
+        ("chat.role", "pass"),
+    ]
+    assert "| `models.listing` | 1 | **FAIL** |" in (tmp_path / "report.md").read_text()
+
+    out = tmp_path / "bench"
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            hf_serve.base_url,
+            "--model",
+            SMOLLM2,
+            "--profile",
+            "sweep",
+            "--concurrencies",
+            "1,2",
+            "--max-requests",
+            "2",
+            "--input-tokens",
+            "16",
+            "--output-tokens",
+            "3",
+            "--tokenizer",
+            str(model_dirs[SMOLLM2]),
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert [m["concurrency"] for m in metrics] == [1.0, 2.0] and all(m["requests"] == 2 for m in metrics)
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "sweep.png"}
