@@ -1,0 +1,31 @@
+"""The builders package's errors: one hierarchy rooted at `BuildersError`; messages say what to do."""
+
+from __future__ import annotations
+
+
+class BuildersError(Exception):
+    """Root of every error raised by the builders package."""
+
+
+class RecipeError(BuildersError):
+    """A recipe is unknown, or cannot express what was asked (e.g. tensor parallelism on a CPU runtime)."""
+
+
+class ImageBuildError(BuildersError):
+    """The Docker Engine could not build, tag or push an image; the message carries the build log tail."""
+
+
+class NotBuildableError(ImageBuildError):
+    """The recipe references an upstream image (GPU runtimes) and is not built here."""
+
+
+class SbomError(BuildersError):
+    """The SBOM is missing, not SPDX 2.3, or does not validate with spdx-tools."""
+
+
+class SigningError(BuildersError):
+    """An image could not be signed, or a signature could not be stored."""
+
+
+class VerificationError(SigningError):
+    """An image signature is missing, over another digest, or made with another key: do not use the image."""

@@ -1,0 +1,249 @@
+"""Stage 3 flows: build, scan, gate, sign and publish runtime images; re-scan published images weekly.
+
+`build_runtime_images`: for every runtime in `images.runtimes` (buildable recipes; GPU runtimes reference
+upstream images), build through the Docker Engine (cached by recipe digest), push, scan the pushed digest with
+Trivy, gate it by policy, write and validate the SPDX SBOM, attach SBOM and scan report to the image in the
+registry, sign the digest, verify the signature, and record the `RuntimeImage` in the catalog store. An image
+that fails the gate is never signed nor recorded. One markdown artifact per image carries the scan summary.
+
+`rescan_images`: re-scan every recorded image digest with the current database, record the new scan, and
+flag every published catalog entry that uses an image that now fails the gate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, ConfigDict
+
+from builders.errors import BuildersError
+from builders.images import build_image
+from builders.recipes import get_recipe
+from builders.sbom import validate_spdx
+from builders.signing import attach_sbom, attach_scan_report, sign_image, verify_image
+from registry.catalog import CatalogStore
+from registry.keys import signing_key
+from registry.oci import ImageName
+from registry.schema import EntryStatus, RuntimeImage, ScanSummary
+from registry.settings import Settings, load_settings
+from scanners.errors import ScannerError
+from scanners.trivy import (
+    TrivyOptions,
+    db_updated_at,
+    gate,
+    sbom_spdx,
+    scan_image,
+    summary_markdown,
+    trivy_version,
+)
+
+
+class ImageGateError(BuildersError):
+    """At least one image failed its build, scan gate or signature check; see the flow's artifacts."""
+
+
+class ImageOutcome(BaseModel):
+    """What happened to one runtime's image in a run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    runtime: str
+    reference: str = ""
+    digest: str = ""
+    built: bool = False
+    passed: bool = False
+    reason: str = ""
+    image: RuntimeImage | None = None
+    scan: ScanSummary | None = None
+
+
+def settings_from(overrides: dict[str, Any] | None) -> Settings:
+    return load_settings(**(overrides or {}))
+
+
+def _docker_host(explicit: str | None) -> str:
+    host = explicit or os.environ.get("DOCKER_HOST")
+    if not host:
+        raise ImageGateError("no Docker Engine: set DOCKER_HOST or run `curate dev up` and `eval $(curate dev env)`")
+    return host
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60]
+
+
+@task(name="scan-image", retries=1, retry_delay_seconds=10)
+def scan_task(pinned: str, settings: Settings) -> tuple[ScanSummary, bytes]:
+    options = TrivyOptions.from_settings(settings)
+    report = scan_image(pinned, options)
+    summary = gate(report, settings.images, scanner_version=trivy_version(), db_updated=db_updated_at(options))
+    return summary, json.dumps(report, separators=(",", ":")).encode()
+
+
+def _publish_one(runtime: str, settings: Settings, docker_host: str, registry: str, force: bool) -> ImageOutcome:
+    logger = get_run_logger()
+    recipe = get_recipe(runtime)
+    built = build_image(recipe, docker_host=docker_host, registry=registry, force=force, log=logger.debug)
+    logger.info("%s: %s (%s)", runtime, built.reference, "built" if built.built else "reused")
+    pinned = built.pinned
+    summary, report = scan_task(pinned, settings)
+    allow_reasons = {entry.id: entry.reason for entry in settings.images.allowed_cves}
+    create_markdown_artifact(
+        key=f"image-scan-{_slug(runtime)}",
+        markdown=summary_markdown(pinned, summary, allow_reasons),
+        description=f"Trivy scan of {runtime} {recipe.version}",
+    )
+    if not summary.passed:
+        return ImageOutcome(
+            runtime=runtime,
+            reference=built.reference,
+            digest=built.digest,
+            built=built.built,
+            reason="gate failed: " + ", ".join(summary.blocking),
+            scan=summary,
+        )
+    options = TrivyOptions.from_settings(settings)
+    sbom_bytes = sbom_spdx(pinned, options)
+    sbom = attach_sbom(built.reference, built.digest, sbom_bytes, validate_spdx(sbom_bytes))
+    attach_scan_report(built.reference, built.digest, report)
+    key = signing_key(settings)
+    signature = sign_image(built.reference, built.digest, key)
+    verify_image(built.reference, key.public_key(), expected_digest=built.digest)
+    image = RuntimeImage(
+        runtime=runtime,
+        version=recipe.version,
+        reference=built.reference,
+        digest=built.digest,
+        recipe_digest=built.recipe_digest,
+        sbom=sbom,
+        scan=summary,
+        signature=signature,
+    )
+    CatalogStore.from_settings(settings).record_image(image)
+    return ImageOutcome(
+        runtime=runtime,
+        reference=built.reference,
+        digest=built.digest,
+        built=built.built,
+        passed=True,
+        image=image,
+        scan=summary,
+    )
+
+
+@flow(name="build-runtime-images")
+def build_runtime_images(
+    runtimes: list[str] | None = None,
+    *,
+    docker_host: str | None = None,
+    registry: str | None = None,
+    force: bool = False,
+    fail_on_gate: bool = True,
+    settings_overrides: dict[str, Any] | None = None,
+) -> list[ImageOutcome]:
+    """Build, push, scan, gate, sign, verify and record the runtime images (default: `images.runtimes`)."""
+    logger = get_run_logger()
+    settings = settings_from(settings_overrides)
+    host = _docker_host(docker_host)
+    target = registry or settings.images.registry
+    outcomes: list[ImageOutcome] = []
+    for runtime in runtimes or list(settings.images.runtimes):
+        policy = settings.runtimes.get(runtime)
+        if policy is not None and not policy.enabled:
+            outcomes.append(ImageOutcome(runtime=runtime, reason="disabled in curation.toml [runtimes]"))
+            continue
+        try:
+            outcome = _publish_one(runtime, settings, host, target, force)
+        except (BuildersError, ScannerError) as exc:
+            logger.error("%s: %s", runtime, exc)
+            outcome = ImageOutcome(runtime=runtime, reason=str(exc))
+        if not outcome.passed:
+            logger.error("%s: not published: %s", runtime, outcome.reason)
+        outcomes.append(outcome)
+    failed = [o for o in outcomes if not o.passed and "disabled" not in o.reason]
+    if failed and fail_on_gate:
+        raise ImageGateError("; ".join(f"{o.runtime}: {o.reason}" for o in failed))
+    return outcomes
+
+
+# --------------------------------------------------------------------------------------------- rescan
+
+
+class RescanOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    reference: str
+    digest: str
+    passed: bool
+    was_passing: bool
+    blocking: tuple[str, ...] = ()
+    flagged_entries: tuple[str, ...] = ()
+    error: str = ""
+
+
+def _uses(pinned_reference: str, digest: str) -> bool:
+    try:
+        return ImageName.parse(pinned_reference).digest == digest
+    except ValueError:
+        return False
+
+
+@flow(name="rescan-images")
+def rescan_images(settings_overrides: dict[str, Any] | None = None) -> list[RescanOutcome]:
+    """Re-scan every recorded image digest; flag published entries that use an image that now fails."""
+    logger = get_run_logger()
+    settings = settings_from(settings_overrides)
+    store = CatalogStore.from_settings(settings)
+    outcomes: list[RescanOutcome] = []
+    lines = [
+        "# Image rescan",
+        "",
+        "| image | gate | blocking | flagged entries |",
+        "| --- | --- | --- | --- |",
+    ]
+    for image in store.images():
+        was_passing = bool(image.scan and image.scan.passed)
+        try:
+            summary, _ = scan_task(image.pinned, settings)
+        except ScannerError as exc:
+            logger.error("%s: rescan failed: %s", image.pinned, exc)
+            outcomes.append(
+                RescanOutcome(
+                    reference=image.reference,
+                    digest=image.digest,
+                    passed=False,
+                    was_passing=was_passing,
+                    error=str(exc),
+                )
+            )
+            continue
+        store.record_image(image.model_copy(update={"scan": summary}))
+        flagged: list[str] = []
+        if not summary.passed:
+            reason = f"runtime image {image.pinned} now fails the scan gate: {', '.join(summary.blocking)}"
+            for entry in store.entries(EntryStatus.PUBLISHED):
+                if any(_uses(ref, image.digest) for ref in entry.images.values()):
+                    store.set_entry_status(entry.id, EntryStatus.FLAGGED, reason)
+                    flagged.append(entry.id)
+            logger.warning("%s fails the gate now; flagged %d entries", image.pinned, len(flagged))
+        outcomes.append(
+            RescanOutcome(
+                reference=image.reference,
+                digest=image.digest,
+                passed=summary.passed,
+                was_passing=was_passing,
+                blocking=summary.blocking,
+                flagged_entries=tuple(flagged),
+            )
+        )
+        lines.append(
+            f"| {image.pinned} | {'pass' if summary.passed else 'FAIL'} "
+            f"| {', '.join(summary.blocking) or '-'} "
+            f"| {', '.join(flagged) or '-'} |"
+        )
+    create_markdown_artifact(key="image-rescan", markdown="\n".join(lines) + "\n", description="Weekly image rescan")
+    return outcomes
