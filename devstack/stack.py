@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.net import free_port, port_open, wait_for_http
@@ -34,7 +34,7 @@ DEV_HUB_TOKEN = "hf_dev_local_token"  # noqa: S105 (a well-known token of the lo
 @dataclass(frozen=True)
 class StackContext:
     data_dir: Path
-    regions: tuple[str, ...] = ()
+    regions: dict[str, str] = field(default_factory=dict)  # region -> storage account name
     progress: Callable[[str], None] = lambda message: None
 
     @property
@@ -108,9 +108,48 @@ def start_prefect(ctx: StackContext) -> ServiceState:
     return ServiceState(name="prefect", pids=(proc.pid,), url=url, env={"PREFECT_API_URL": f"{url}/api"})
 
 
+def start_azurite(ctx: StackContext) -> ServiceState:
+    from devstack.azurite import azurite_service
+
+    return azurite_service(ctx.root, ctx.regions, ctx.progress)
+
+
+def stop_azurite(ctx: StackContext, _: ServiceState) -> None:
+    from devstack.azurite import stop_azurite as stop
+
+    stop(ctx.root / "azurite")
+
+
+def start_docker(ctx: StackContext) -> ServiceState:
+    """dockerd (private socket, overlay2, no iptables) + a CNCF registry, unless the user gave DOCKER_HOST."""
+    from devstack.docker_engine import start_dev_images
+
+    if os.environ.get("DOCKER_HOST"):
+        ctx.progress(f"using the Docker Engine at DOCKER_HOST={os.environ['DOCKER_HOST']}")
+        return ServiceState(name="docker", details={"external": True})
+    ctx.progress("starting dockerd and the image registry (first time: builds the base image, ~1 min)")
+    stack, env = start_dev_images(ctx.root / "docker")
+    return ServiceState(
+        name="docker",
+        pids=(stack.dockerd_pid, stack.registry_pid),
+        url=stack.docker_host,
+        env=env,
+        details=stack.to_json(),
+    )
+
+
+def stop_docker(ctx: StackContext, service: ServiceState) -> None:
+    from devstack.docker_engine import stop_docker as stop
+
+    if not service.details.get("external"):
+        stop(ctx.root / "docker")
+
+
 SERVICES: dict[str, tuple[Starter, Stopper]] = {
     "hub": (start_hub, _stop_pids),
     "prefect": (start_prefect, _stop_pids),
+    "azurite": (start_azurite, stop_azurite),
+    "docker": (start_docker, stop_docker),
 }
 
 
@@ -121,7 +160,7 @@ def up(ctx: StackContext, only: tuple[str, ...] = ()) -> StackState:
         if only and name not in only:
             continue
         existing = state.services.get(name)
-        if existing is not None and existing.alive():
+        if existing is not None and (existing.alive() or existing.details.get("external")):
             ctx.progress(f"{name} already running ({existing.url or 'pid ' + str(existing.pids[0])})")
             continue
         service = start(ctx)

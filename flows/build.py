@@ -25,11 +25,12 @@ from builders.images import build_image
 from builders.recipes import get_recipe
 from builders.sbom import validate_spdx
 from builders.signing import attach_sbom, attach_scan_report, sign_image, verify_image
+from flows.settings import settings_from
 from registry.catalog import CatalogStore
 from registry.keys import signing_key
 from registry.oci import ImageName
 from registry.schema import EntryStatus, RuntimeImage, ScanSummary
-from registry.settings import Settings, load_settings
+from registry.settings import Settings
 from scanners.errors import ScannerError
 from scanners.trivy import (
     TrivyOptions,
@@ -59,10 +60,6 @@ class ImageOutcome(BaseModel):
     reason: str = ""
     image: RuntimeImage | None = None
     scan: ScanSummary | None = None
-
-
-def settings_from(overrides: dict[str, Any] | None) -> Settings:
-    return load_settings(**(overrides or {}))
 
 
 def _docker_host(explicit: str | None) -> str:

@@ -7,16 +7,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
+
+from flows.settings import settings_from
 from registry.catalog import CatalogStore
 from registry.discovery import discover_candidates
 from registry.hub import hub_source
 from registry.schema import Candidate, Decision
-from registry.settings import Settings, load_settings
-
-
-def settings_from(overrides: dict[str, Any] | None) -> Settings:
-    """Flows take plain overrides (never secrets) and load the rest from curation.toml and the environment."""
-    return load_settings(**(overrides or {}))
 
 
 @task(name="fetch-candidates", retries=2, retry_delay_seconds=[2, 10], tags=["hub"])

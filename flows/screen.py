@@ -24,7 +24,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
 
-from flows.discover import settings_from
+from flows.settings import settings_from
 from registry.catalog import CatalogStore
 from registry.hub import hub_source
 from registry.schema import (

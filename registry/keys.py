@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,11 +89,33 @@ def generate_private_pem() -> bytes:
     )
 
 
-def _write_private(path: Path, pem: bytes) -> None:
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Write via a temp file and rename, so a concurrent reader never sees a half-written key."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def _create_once(path: Path, pem: bytes) -> None:
+    """Create `path` unless another thread or process did first (link is atomic and refuses to overwrite)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # someone else created the key first: use theirs
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_private(path: Path, pem: bytes) -> None:
+    _atomic_write(path, pem, 0o600)
 
 
 def _from_secret_block(name: str) -> bytes:
@@ -118,7 +141,8 @@ def signing_key(settings: Settings) -> KeyPair:
         pem = _from_secret_block(settings.signing.secret_block)
     if pem is not None:
         private_path = keys_dir / "from-settings.pem"
-        _write_private(private_path, pem)
+        if not private_path.is_file() or private_path.read_bytes() != pem:
+            _write_private(private_path, pem)
     elif settings.signing.key_path:
         private_path = Path(settings.signing.key_path)
         if not private_path.is_file():
@@ -126,9 +150,10 @@ def signing_key(settings: Settings) -> KeyPair:
     else:
         private_path = keys_dir / "signing-key.pem"
         if not private_path.is_file():
-            _write_private(private_path, generate_private_pem())
+            _create_once(private_path, generate_private_pem())
     private = load_private_key(private_path.read_bytes())
     public_path = keys_dir / f"{private_path.stem}.pub.pem"
-    public_path.parent.mkdir(parents=True, exist_ok=True)
-    public_path.write_bytes(public_pem(private))
+    public = public_pem(private)
+    if not public_path.is_file() or public_path.read_bytes() != public:
+        _atomic_write(public_path, public, 0o644)
     return KeyPair(private_path=private_path, public_path=public_path, key_id=key_id(private))

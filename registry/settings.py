@@ -112,6 +112,10 @@ class CatalogSettings(_Section):
     url: str = ""
 
 
+class PublishSettings(_Section):
+    export_dir: str = Field(default="", description="where entries are exported; empty = <data_dir>/catalog-export")
+
+
 class RuntimePolicy(_Section):
     enabled: bool = True
     memory_utilization: float = Field(default=0.90, gt=0, le=1)
@@ -132,6 +136,32 @@ class SloSettings(_Section):
     ttft_s: float = 2.0
     tpot_s: float = 0.2
     e2e_s: float = 30.0
+
+
+class ValidationSettings(_Section):
+    """Stage 5 (flows/validate.py): how cells are dispatched and bounded, and what a passing cell needs."""
+
+    dispatch: str = Field(default="deployment", pattern="^(deployment|inline)$")
+    inline_pools: tuple[str, ...] = Field(
+        default=("cpu",), description="pools whose cells run in-process when dispatch is 'inline'"
+    )
+    deployment_flow: str = "validate-cell"
+    capacity_deadline_s: float = Field(default=600.0, ge=0)
+    cell_timeout_s: float = Field(default=3600.0, gt=0)
+    health_timeout_s: float = Field(default=600.0, gt=0)
+    sas_valid_s: int = Field(default=6 * 3600, ge=300)
+    bench_concurrencies: tuple[int, ...] = (1, 2)
+    bench_max_requests: int = Field(default=8, ge=1)
+    bench_max_duration_s: float = Field(default=60.0, gt=0)
+    bench_input_tokens: int = Field(default=64, ge=1)
+    bench_output_tokens: int = Field(default=16, ge=1)
+    max_benchmark_error_rate: float = Field(default=0.0, ge=0, le=1)
+    required: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="task -> conformance checks a cell must pass ('*' = every check)"
+    )
+    deviations: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="runtime -> {check: reason} failures accepted for that runtime"
+    )
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -187,9 +217,11 @@ class Settings(BaseSettings):
     signing: SigningSettings = Field(default_factory=SigningSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
     runtimes: dict[str, RuntimePolicy] = Field(default_factory=dict)
     accelerators: dict[str, AcceleratorFamily] = Field(default_factory=dict)
     slo: SloSettings = Field(default_factory=SloSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
 
     _config_path: Path | None = None
 
@@ -215,11 +247,24 @@ class Settings(BaseSettings):
             return self.catalog.url
         return f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
 
+    @property
+    def catalog_export_dir(self) -> Path:
+        return Path(self.publish.export_dir) if self.publish.export_dir else self.data_dir / "catalog-export"
+
     def policy(self) -> dict[str, Any]:
         """The decision-relevant part of the settings (no secrets, no endpoints, no paths)."""
         return self.model_dump(
             mode="json",
-            include={"discovery", "licenses", "screening", "images", "runtimes", "accelerators", "slo"},
+            include={
+                "discovery": True,
+                "licenses": True,
+                "screening": True,
+                "images": True,
+                "runtimes": True,
+                "accelerators": True,
+                "slo": True,
+                "validation": {"required", "deviations", "max_benchmark_error_rate"},
+            },
         )
 
     def policy_digest(self) -> str:

@@ -29,4 +29,5 @@ pytest_plugins = [
     "tests.fixtures.runtimes",
     "tests.fixtures.azurite",
     "tests.fixtures.docker",
+    "tests.fixtures.publishing",
 ]

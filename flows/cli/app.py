@@ -34,20 +34,12 @@ def main(
 
 
 def _register() -> None:
-    # Command groups register themselves here, one import each (keeps start-up light: imports are local).
-    from flows.cli import catalog, dev, discover, run
+    # Command groups register themselves here, one module each (their heavy imports stay inside the commands).
+    from flows.cli import catalog, dev, discover, images, plan, run, screen, stage, validate_tools
+    from flows.cli import verify as verify_cli
 
-    discover.register(app)
-    run.register(app)
-    catalog.register(app)
-    dev.register(app)
-    from flows.cli import plan, validate_tools
-
-    plan.register(app)
-    validate_tools.register(app)
-    from flows.cli import stage
-
-    stage.register(app)
+    for group in (discover, run, screen, stage, images, plan, validate_tools, catalog, dev, verify_cli):
+        group.register(app)
 
 
 _register()

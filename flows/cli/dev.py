@@ -5,11 +5,11 @@ from __future__ import annotations
 import shlex
 
 import typer
+from rich.table import Table
+
 from devstack.process import ProcessError
 from devstack.stack import StackContext, down, up
 from devstack.state import load_state
-from rich.table import Table
-
 from flows.cli.context import settings
 from flows.cli.output import JsonOption, console, emit, fail
 
@@ -20,7 +20,7 @@ def _context() -> StackContext:
     current = settings()
     return StackContext(
         data_dir=current.data_dir.resolve(),
-        regions=tuple(current.storage.regions),
+        regions={name: region.account for name, region in current.storage.regions.items()},
         progress=lambda message: console.print(f"[dim]-[/] {message}"),
     )
 

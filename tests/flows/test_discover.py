@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
 from devstack.hub_server import HubServer
 from devstack.samples import SampleSet
 from flows.cli import app
@@ -15,7 +17,6 @@ from flows.discover import discover_models
 from registry.catalog import CatalogStore
 from registry.schema import Decision
 from registry.settings import load_settings
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from devstack.hub_server import HubServer
 from devstack.repostore import RepoStore
 from registry.errors import (
@@ -20,7 +21,6 @@ from registry.errors import (
 from registry.hub import HfHubSource
 from registry.schema import ModelRef
 from registry.settings import HubSettings
-
 from tests.fixtures.hub import build_repo, tiny_safetensors
 
 TOKEN = "hf_test_token"
