@@ -189,7 +189,7 @@ def _make_tiny(out: Path) -> None:
         for name, data in tiny.tiny_model_files(arch, tok).items():
             (out / arch).mkdir(exist_ok=True)
             (out / arch / name).write_bytes(data)
-    from safetensors.torch import load  # noqa: PLC0415 (heavy, only when generating)
+    from safetensors.torch import load
 
     weights = load((out / "llama" / "model.safetensors").read_bytes())
     (out / "pickle").mkdir()

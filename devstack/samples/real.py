@@ -107,8 +107,8 @@ def smollm2_card() -> bytes:
 
 def convert_smollm2(out: Path) -> None:
     """Dequantize the GGUF and write the repo's files into `out` (runs in the child process)."""
-    import torch  # noqa: PLC0415 (heavy, child process only)
-    from transformers import (  # noqa: PLC0415
+    import torch
+    from transformers import (
         AutoModelForCausalLM,
         AutoTokenizer,
         LlamaForCausalLM,

@@ -76,7 +76,7 @@ def training_corpus() -> list[str]:
 
 def tokenizer_json() -> bytes:
     """Train the byte-level BPE tokenizer and return its tokenizer.json bytes."""
-    from tokenizers import (  # noqa: PLC0415 (heavy, only when generating)
+    from tokenizers import (
         Tokenizer,
         decoders,
         models,
@@ -191,8 +191,8 @@ def generation_config() -> bytes:
 
 def random_weights(config: dict[str, Any], seed: int = SEED) -> dict[str, Any]:
     """A bf16 state dict for `config`, initialised from a fixed seed (CPU, deterministic)."""
-    import torch  # noqa: PLC0415 (heavy, only when generating)
-    from transformers import AutoConfig, AutoModelForCausalLM  # noqa: PLC0415
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     hf_config = AutoConfig.for_model(**{k: v for k, v in config.items() if k != "torch_dtype"})
     threads = torch.get_num_threads()
@@ -209,7 +209,7 @@ def random_weights(config: dict[str, Any], seed: int = SEED) -> dict[str, Any]:
 
 
 def safetensors_bytes(state_dict: dict[str, Any]) -> bytes:
-    from safetensors.torch import save  # noqa: PLC0415 (heavy, only when generating)
+    from safetensors.torch import save
 
     data: bytes = save(state_dict, metadata={"format": "pt"})
     return data
@@ -217,7 +217,7 @@ def safetensors_bytes(state_dict: dict[str, Any]) -> bytes:
 
 def pickle_bytes(state_dict: dict[str, Any]) -> bytes:
     """A real torch zip-pickle (`torch.save`) of plain tensors, with its random serialization id pinned."""
-    import torch  # noqa: PLC0415 (heavy, only when generating)
+    import torch
 
     buffer = io.BytesIO()
     torch.save({k: v.to(torch.float32) for k, v in sorted(state_dict.items())}, buffer)

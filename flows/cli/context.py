@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry.settings import Settings, SettingsError, load_settings
-
 from flows.cli.output import fail
+from registry.settings import Settings, SettingsError, load_settings
 
 
 @dataclass
