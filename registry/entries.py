@@ -127,6 +127,7 @@ def build_entry(
             image=inputs.images[result.template.runtime].pinned,
             metrics=result.benchmark,
             accepted_deviations=result.accepted_deviations,
+            weights_signature_digest=result.weights_signature_digest,
         )
         for result in sorted(listed, key=lambda r: r.template.id)
     )
@@ -139,6 +140,7 @@ def build_entry(
         templates=templates,
         weights=inputs.weights,
         images={runtime: inputs.images[runtime].pinned for runtime in sorted(used)},
+        image_tags={runtime: inputs.images[runtime].reference for runtime in sorted(used)},
         provenance=provenance,
     )
 
@@ -217,3 +219,39 @@ def load_exported_entry(directory: Path, entry_id_: str) -> CatalogEntry:
     if not path.is_file():
         raise PublicationError(f"no exported entry {entry_id_!r} under {directory}; run `curate run` or check the id")
     return CatalogEntry.model_validate_json(path.read_bytes())
+
+
+# ---------------------------------------------------------------------------------------------- index signature
+
+INDEX_SIGNATURE = "index.json.sig"
+
+
+def sign_index(directory: Path, key: KeyPair) -> Path:
+    """Sign `index.json` (its exact bytes) into `index.json.sig` (base64 ECDSA P-256).
+
+    The entry signature leaves the status out (flagging must not invalidate it); the signed index is what
+    binds each entry's current status and digest to the key, so a withdrawn entry cannot be relabelled.
+    """
+    index = directory / "index.json"
+    path = directory / INDEX_SIGNATURE
+    path.write_text(base64.b64encode(key.sign(index.read_bytes())).decode() + "\n")
+    return path
+
+
+def verify_index(directory: Path, public_key: ec.EllipticCurvePublicKey) -> dict[str, dict[str, object]]:
+    """The signed index's rows by entry id; raises PublicationError when missing, unsigned or altered."""
+    index, signature = directory / "index.json", directory / INDEX_SIGNATURE
+    try:
+        data = index.read_bytes()
+        raw = base64.b64decode(signature.read_text().strip(), validate=True)
+    except OSError as exc:
+        raise PublicationError(f"cannot read the signed index in {directory}: {exc}; re-export the catalog") from exc
+    except ValueError as exc:
+        raise PublicationError(f"{signature} is not a base64 signature") from exc
+    if not verify_signature(public_key, raw, data):
+        raise PublicationError(f"{index.name} was changed after it was signed, or signed with another key")
+    try:
+        rows = json.loads(data)["entries"]
+        return {str(row["id"]): dict(row) for row in rows}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PublicationError(f"{index} is not a catalog index: {exc}") from exc

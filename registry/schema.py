@@ -373,6 +373,9 @@ class PublishedTemplate(Record):
     image: str = Field(description="pinned image reference repo@sha256:...")
     metrics: tuple[BenchmarkMetrics, ...] = ()
     accepted_deviations: tuple[str, ...] = ()
+    weights_signature_digest: str = Field(
+        default="", description="digest of the weights signature the validation ran against"
+    )
 
 
 class Provenance(Record):
@@ -396,12 +399,38 @@ class CatalogEntry(Record):
     templates: tuple[PublishedTemplate, ...]
     weights: StagedWeights
     images: dict[str, str] = Field(default_factory=dict, description="runtime -> pinned image reference")
+    image_tags: dict[str, str] = Field(
+        default_factory=dict, description="runtime -> tag reference the image was built and signed under"
+    )
     provenance: Provenance = Field(default_factory=Provenance)
     status: EntryStatus = EntryStatus.PUBLISHED
     status_reason: str = ""
     schema_version: int = SCHEMA_VERSION
     published_at: datetime = Field(default_factory=utcnow)
     signature: Signature | None = None
+
+
+class VerificationCheck(Record):
+    """One check of `curate verify`: what was checked, whether it held, and why not."""
+
+    name: str = Field(description="entry-signature, index, weights:<region>, image:<runtime>, binding:<template>")
+    passed: bool
+    detail: str = ""
+
+
+class VerificationReport(Record):
+    """`curate verify ENTRY_ID --json`: every check of one published entry; `ok` only if all of them held."""
+
+    entry_id: str
+    repo_id: str = ""
+    revision: str = ""
+    entry_digest: str = ""
+    key_id: str = ""
+    key_source: str = Field(default="", description="where the trusted public key came from (a path)")
+    key_pinned: bool = Field(default=False, description="true when the key was given explicitly (--public-key)")
+    checks: tuple[VerificationCheck, ...] = ()
+    ok: bool = False
+    verified_at: datetime = Field(default_factory=utcnow)
 
 
 # --------------------------------------------------------------------------------------------- runs

@@ -205,6 +205,18 @@ def _examples() -> dict[type[Record], Record]:
         entry.templates[0],
         entry.provenance,
         entry,
+        schema.VerificationCheck(name="weights:eastus", passed=False, detail="model.safetensors was altered"),
+        schema.VerificationReport(
+            entry_id=entry.id,
+            repo_id=entry.model.repo_id,
+            revision=entry.model.revision,
+            entry_digest=f"sha256:{sha64('entry')}",
+            key_id=sha64("key"),
+            key_source="catalog-export/keys/key.pem",
+            checks=(schema.VerificationCheck(name="entry-signature", passed=True, detail="signed"),),
+            ok=True,
+            verified_at=T0,
+        ),
         StageResult(
             ref=REF,
             stage=StageName.VALIDATE,

@@ -1,0 +1,209 @@
+"""End-to-end checks of one catalog entry, shared by `publish_model` (before publishing) and `curate verify`.
+
+Every check returns a `VerificationCheck` (name, passed, detail) instead of raising, so a report lists every
+problem at once. The trusted public key is an argument: the caller decides where trust comes from (the
+pipeline's own key when publishing; a key the consumer pins when verifying).
+
+- `check_entry_signature`: ECDSA over the entry's canonical JSON (registry/entries.py);
+- `check_status`: the entry is published (not flagged or withdrawn; the status is outside the signature);
+- `check_weights_region`: the weights' signature blob in that region is the one the entry names, it verifies
+  with the key, it signs exactly the entry's file set, and every blob's sha256 re-computed by streaming matches;
+- `check_image`: the pinned digest carries a valid signature by the key, and the tag the image was built under
+  still points at that digest (a re-pointed tag fails);
+- `check_bindings`: every published template ran on the entry's pinned image of its runtime and on the entry's
+  weights signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import unquote, urlsplit
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from builders.errors import BuildersError
+from builders.signing import verify_image
+from registry.blobs import SIGNATURE_NAME, RegionalBlobStore, model_prefix
+from registry.entries import PublicationError, entry_digest, verify_entry
+from registry.errors import RegistryError
+from registry.keys import key_id
+from registry.oci import ImageName, OciError
+from registry.schema import CatalogEntry, EntryStatus, RegionCopy, VerificationCheck, VerificationReport
+from registry.settings import StorageSettings
+from validators.errors import ValidatorError
+from validators.weights_signing import verify_remote
+
+
+def _plain(digest: str) -> str:
+    return digest.removeprefix("sha256:")
+
+
+def _ok(name: str, detail: str) -> VerificationCheck:
+    return VerificationCheck(name=name, passed=True, detail=detail)
+
+
+def _bad(name: str, detail: str) -> VerificationCheck:
+    return VerificationCheck(name=name, passed=False, detail=detail)
+
+
+def check_status(entry: CatalogEntry) -> VerificationCheck:
+    """A flagged or withdrawn entry is not one to deploy, however valid its signatures."""
+    if entry.status is EntryStatus.PUBLISHED:
+        return _ok("status", "published")
+    return _bad("status", f"{entry.status.value}: {entry.status_reason or 'no reason recorded'}")
+
+
+def check_entry_signature(entry: CatalogEntry, public_key: ec.EllipticCurvePublicKey) -> VerificationCheck:
+    try:
+        verify_entry(entry, public_key)
+    except PublicationError as exc:
+        return _bad("entry-signature", str(exc))
+    return _ok("entry-signature", f"signed by key {key_id(public_key)[:16]}, digest {entry_digest(entry)[:19]}")
+
+
+def container_of(entry: CatalogEntry, copy: RegionCopy) -> str | None:
+    """The blob container named by a region copy's URL (`.../<container>/<org>/<name>/<revision>/`)."""
+    prefix = model_prefix(entry.model)
+    path = unquote(urlsplit(copy.container_url).path)
+    if not path.endswith("/" + prefix):
+        return None
+    head = path[: -len(prefix)].rstrip("/")
+    container = head.rsplit("/", 1)[-1]
+    return container or None
+
+
+def check_weights_region(
+    entry: CatalogEntry, region: str, storage: StorageSettings, public_key: ec.EllipticCurvePublicKey
+) -> VerificationCheck:
+    """The region's copy of the entry's weights: signature blob, key, file set and every blob's sha256."""
+    name = f"weights:{region}"
+    copy = entry.weights.regions.get(region)
+    signature = entry.weights.signature
+    if copy is None:
+        return _bad(name, f"the entry lists no copy in region {region}")
+    if signature is None:
+        return _bad(name, "the entry's weights carry no signature")
+    if region not in storage.regions:
+        return _bad(
+            name,
+            f"no storage account configured for region {region}; add [storage.regions.{region}] (or "
+            f"CURATE_STORAGE__REGIONS__{region.upper()}__*) with read access",
+        )
+    container = container_of(entry, copy)
+    if container is None:
+        return _bad(name, f"{copy.container_url} is not a weights location of {entry.model}")
+    prefix = model_prefix(entry.model)
+    try:
+        with RegionalBlobStore(
+            storage.model_copy(update={"container": container}), regions=(region,), retry_total=1
+        ) as store:
+            if store.blob_url(region, prefix) != copy.container_url:
+                return _bad(
+                    name,
+                    f"the entry points at {copy.container_url}, but region {region} is configured as "
+                    f"{store.blob_url(region, prefix)}; configure the account the entry names",
+                )
+            raw = store.get_bytes(region, prefix + SIGNATURE_NAME, max_bytes=16 * 1024 * 1024)
+            if _plain(hashlib.sha256(raw).hexdigest()) != _plain(signature.signature_digest):
+                return _bad(name, f"the signature blob in {region} is not the one the entry names (replaced)")
+            manifest = verify_remote(store, region, prefix, public_key, expected_signature=raw)
+    except (RegistryError, ValidatorError) as exc:
+        return _bad(name, str(exc))
+    if manifest.statement_digest != signature.signed_digest:
+        return _bad(name, f"the signature in {region} signs another statement than the entry names")
+    expected = {f.name: f.sha256 for f in entry.weights.files}
+    if manifest.files != expected:
+        return _bad(name, f"the signed file set in {region} differs from the entry's file list")
+    return _ok(name, f"{len(expected)} files, signature and every blob's sha256 verified")
+
+
+def check_image(entry: CatalogEntry, runtime: str, public_key: ec.EllipticCurvePublicKey) -> VerificationCheck:
+    """The pinned image's signature by the key, and the build tag still pointing at the pinned digest."""
+    name = f"image:{runtime}"
+    pinned = entry.images.get(runtime, "")
+    try:
+        digest = ImageName.parse(pinned).digest
+    except OciError as exc:
+        return _bad(name, str(exc))
+    if digest is None:
+        return _bad(name, f"{pinned!r} is not pinned by digest")
+    try:
+        verify_image(pinned, public_key, expected_digest=digest)
+        tag = entry.image_tags.get(runtime)
+        if tag:
+            verify_image(tag, public_key, expected_digest=digest)
+    except (BuildersError, RegistryError) as exc:
+        return _bad(name, str(exc))
+    where = f", tag {tag.rsplit(':', 1)[-1]} still points at it" if tag else ""
+    return _ok(name, f"{digest[:19]} signed by the trusted key{where}")
+
+
+def check_bindings(entry: CatalogEntry) -> list[VerificationCheck]:
+    """Each published template ran on the entry's pinned image and the entry's weights signature."""
+    checks: list[VerificationCheck] = []
+    signature = entry.weights.signature
+    if entry.weights.ref != entry.model:
+        checks.append(_bad("binding:weights", f"the weights are of {entry.weights.ref}, not {entry.model}"))
+    if not entry.templates:
+        checks.append(_bad("binding:templates", "the entry lists no deployment template"))
+    for published in entry.templates:
+        template = published.template
+        name = f"binding:{template.id}"
+        problems: list[str] = []
+        pinned = entry.images.get(template.runtime)
+        if pinned is None:
+            problems.append(f"no image pinned for runtime {template.runtime}")
+        elif published.image != pinned:
+            problems.append(f"validated on {published.image}, but the entry pins {pinned}")
+        if template.model is not None and template.model != entry.model:
+            problems.append(f"validated for {template.model}, not {entry.model}")
+        if signature is None:
+            problems.append("the entry's weights are not signed")
+        elif _plain(published.weights_signature_digest) != _plain(signature.signature_digest):
+            problems.append("validated against another weights signature than the entry's")
+        if problems:
+            checks.append(_bad(name, "; ".join(problems)))
+        else:
+            checks.append(_ok(name, f"ran on {template.runtime} image and the entry's weights"))
+    return checks
+
+
+def verify_artifacts(
+    entry: CatalogEntry, storage: StorageSettings, public_key: ec.EllipticCurvePublicKey
+) -> list[VerificationCheck]:
+    """Weights in every region, every image, and the template bindings (everything but the entry signature)."""
+    checks = [check_weights_region(entry, region, storage, public_key) for region in sorted(entry.weights.regions)]
+    if not entry.weights.regions:
+        checks.append(_bad("weights", "the entry lists no region holding its weights"))
+    checks += [check_image(entry, runtime, public_key) for runtime in sorted(entry.images)]
+    checks += check_bindings(entry)
+    return checks
+
+
+def verify_catalog_entry(
+    entry: CatalogEntry,
+    storage: StorageSettings,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    key_source: str = "",
+    key_pinned: bool = False,
+    extra: tuple[VerificationCheck, ...] = (),
+) -> VerificationReport:
+    """Every check of one published entry; `ok` only if the entry signature and every other check held."""
+    checks = [
+        check_entry_signature(entry, public_key),
+        check_status(entry),
+        *extra,
+        *verify_artifacts(entry, storage, public_key),
+    ]
+    return VerificationReport(
+        entry_id=entry.id,
+        repo_id=entry.model.repo_id,
+        revision=entry.model.revision,
+        entry_digest=entry_digest(entry),
+        key_id=key_id(public_key),
+        key_source=key_source,
+        key_pinned=key_pinned,
+        checks=tuple(checks),
+        ok=all(c.passed for c in checks),
+    )
