@@ -103,6 +103,9 @@ PROFILES: dict[str, RuntimeProfile] = {
     "tei": RuntimeProfile(
         "tei", frozenset({"embeddings"}), reserve_bytes=GIB, max_element_bytes=4, kv_dtype_bytes=None
     ),
+    "infinity": RuntimeProfile(
+        "infinity", frozenset({"embeddings"}), reserve_bytes=GIB, max_element_bytes=4, kv_dtype_bytes=None
+    ),
     "hf-serve": RuntimeProfile(
         "hf-serve",
         frozenset({"chat"}),

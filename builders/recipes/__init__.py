@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from builders.errors import RecipeError
-from builders.recipes import hf_serve, llama_cpp, nim, sglang, tei, tensorrt_llm, vllm
+from builders.recipes import hf_serve, infinity, llama_cpp, nim, sglang, tei, tensorrt_llm, vllm
 from builders.recipes.base import LaunchFlags, LaunchKnobs, Recipe
 
 __all__ = ["LaunchFlags", "LaunchKnobs", "Recipe", "RecipeError", "all_recipes", "get_recipe"]
@@ -18,6 +18,7 @@ _RECIPES: dict[str, Recipe] = {
         tei.RECIPE,
         llama_cpp.RECIPE,
         hf_serve.RECIPE,
+        infinity.RECIPE,
     )
 }
 

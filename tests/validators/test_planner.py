@@ -135,11 +135,12 @@ def test_quantized_weights_are_sized_from_packed_tensors_and_labelled(policy: Se
     assert {t.context_length for t in templates} == {32768, 131072}
 
 
-def test_embedding_models_go_to_tei_with_no_kv_cache(policy: Settings) -> None:
+def test_embedding_models_go_to_tei_on_gpus_and_infinity_on_cpu_with_no_kv_cache(policy: Settings) -> None:
     templates = plan("sentence-transformers/all-MiniLM-L6-v2", _config("all-minilm-l6-v2"), {"F32": 22_713_216}, policy)
-    assert {t.runtime for t in templates} == {"tei"}
+    assert {t.runtime for t in templates if t.vendor != "cpu"} == {"tei"}
     assert all(t.task == "embeddings" and t.memory and t.memory.kv_cache_bytes == 0 for t in templates)
-    assert "sentence-transformers--all-minilm-l6-v2--0.5k-cpu" in [t.id for t in templates]
+    cpu = [t for t in templates if t.vendor == "cpu"]
+    assert [(t.id, t.runtime) for t in cpu] == [("sentence-transformers--all-minilm-l6-v2--0.5k-cpu", "infinity")]
 
 
 def test_small_chat_model_gets_a_capped_cpu_template(policy: Settings) -> None:

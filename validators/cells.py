@@ -1,0 +1,124 @@
+"""The verdict of one validation cell, as pure policy logic (no I/O).
+
+Policy (`[validation]` in curation.toml): the conformance checks required per task, and per runtime the known
+deviations accepted with a reason each. A cell passes when every required check passed or is an accepted
+deviation of its runtime, and its benchmark completed requests within the allowed error rate. A required
+check that is missing from the report, skipped (feature declared unsupported) or failed, and not accepted,
+fails the cell. `chat.tool_calls` is required only when the template declares a tool-call parser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from registry.schema import (
+    BenchmarkMetrics,
+    CheckStatus,
+    ConformanceReport,
+    DeploymentTemplate,
+    ValidationVerdict,
+)
+from registry.settings import ValidationSettings
+from validators.conformance import checks_for
+
+TOOL_CALLS_CHECK = "chat.tool_calls"
+WILDCARD = "*"
+_TASK_ALIASES = {"embedding": "embeddings", "feature-extraction": "embeddings", "text-generation": "chat"}
+
+
+@dataclass(frozen=True)
+class CellVerdict:
+    verdict: ValidationVerdict
+    reason: str
+    accepted_deviations: tuple[str, ...] = ()
+    unmet_optional: tuple[str, ...] = ()
+
+
+def suite_task(task: str) -> str:
+    """The conformance suite's task name for a template task (`chat` or `embeddings`)."""
+    return _TASK_ALIASES.get(task, task)
+
+
+def required_checks(policy: ValidationSettings, template: DeploymentTemplate) -> tuple[str, ...]:
+    """The checks this template must pass, in suite order; `*` means every check of the task."""
+    task = suite_task(template.task)
+    known = tuple(spec.name for spec in checks_for(task))
+    listed = policy.required.get(task, (WILDCARD,))
+    names = set(known) if WILDCARD in listed else set(listed)
+    if template.tool_call_parser and task == "chat":
+        names.add(TOOL_CALLS_CHECK)
+    else:
+        names.discard(TOOL_CALLS_CHECK)
+    ordered = [name for name in known if name in names]
+    return tuple(ordered + sorted(names - set(known)))
+
+
+def unknown_policy_checks(policy: ValidationSettings) -> list[str]:
+    """Check names in the policy that the suite does not have (a typo in curation.toml)."""
+    problems: list[str] = []
+    for task, names in policy.required.items():
+        known = {spec.name for spec in checks_for(suite_task(task))}
+        problems += [f"validation.required.{task}: {name}" for name in names if name != WILDCARD and name not in known]
+    every = {spec.name for task in ("chat", "embeddings") for spec in checks_for(task)}
+    for runtime, deviations in policy.deviations.items():
+        problems += [f"validation.deviations.{runtime}: {name}" for name in deviations if name not in every]
+    return problems
+
+
+def accepted_deviations(policy: ValidationSettings, runtime: str) -> dict[str, str]:
+    """check name -> reason, for the failures this runtime is allowed."""
+    return dict(policy.deviations.get(runtime, {}))
+
+
+def benchmark_problem(metrics: Sequence[BenchmarkMetrics], max_error_rate: float) -> str | None:
+    """Why the benchmark does not support a pass (None when it does)."""
+    if not metrics:
+        return "the benchmark produced no results"
+    requests = sum(m.requests for m in metrics)
+    errors = sum(m.errors for m in metrics)
+    if requests - errors <= 0:
+        return f"no benchmark request succeeded ({errors} error(s))"
+    if requests and errors / requests > max_error_rate:
+        return f"{errors} of {requests} benchmark requests failed (allowed fraction {max_error_rate:g})"
+    return None
+
+
+def cell_verdict(
+    template: DeploymentTemplate,
+    report: ConformanceReport,
+    metrics: Sequence[BenchmarkMetrics] | None,
+    policy: ValidationSettings,
+) -> CellVerdict:
+    """PASSED or FAILED from the conformance report and the benchmark (None: no benchmark for this task)."""
+    statuses = {check.name: check.status for check in report.checks}
+    allowed = accepted_deviations(policy, template.runtime)
+    failing: list[str] = []
+    accepted: list[str] = []
+    for name in required_checks(policy, template):
+        status = statuses.get(name)
+        if status is CheckStatus.PASS:
+            continue
+        if name in allowed:
+            accepted.append(f"{name}: {allowed[name]}")
+            continue
+        failing.append(f"{name} ({'missing' if status is None else status.value})")
+    required = set(required_checks(policy, template))
+    optional = tuple(name for name, status in statuses.items() if name not in required and status is CheckStatus.FAIL)
+    accepted += [f"{name}: {allowed[name]}" for name in optional if name in allowed]
+    unmet = tuple(name for name in optional if name not in allowed)
+    problems: list[str] = []
+    if failing:
+        problems.append("required conformance checks not met: " + ", ".join(failing))
+    if metrics is not None:
+        bench = benchmark_problem(metrics, policy.max_benchmark_error_rate)
+        if bench:
+            problems.append(bench)
+    if problems:
+        return CellVerdict(ValidationVerdict.FAILED, "; ".join(problems), tuple(accepted), unmet)
+    reason = "every required check passed"
+    if accepted:
+        reason += f" ({len(accepted)} accepted deviation(s) of {template.runtime})"
+    if unmet:
+        reason += "; optional checks not met: " + ", ".join(unmet)
+    return CellVerdict(ValidationVerdict.PASSED, reason, tuple(accepted), unmet)
