@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -260,3 +260,31 @@ def diff_markdown(diff: CatalogDiff, *, title: str = "Catalog diff") -> str:
     if unchanged:
         lines += ["", f"Unchanged: {', '.join(f'`{i.entry_id}`' for i in unchanged)}."]
     return "\n".join(lines) + "\n"
+
+
+def observe_upstream(
+    previous: Sequence[CatalogEntry],
+    seen_revisions: Mapping[str, str],
+    screenings: Mapping[str, ScreeningReport],
+    lookup: Callable[[str], str | None],
+) -> dict[str, UpstreamObservation]:
+    """What the Hub shows now for every repository that had an entry.
+
+    `seen_revisions`/`screenings` come from this run (repo id -> head sha / screening at that sha); a repo the run
+    did not see is looked up with `lookup(repo_id)`, which returns its head sha, or None when it is gone (404).
+    """
+    observations: dict[str, UpstreamObservation] = {}
+    for entry in previous:
+        repo_id = entry.model.repo_id
+        if repo_id in observations:
+            continue
+        revision = seen_revisions.get(repo_id)
+        if revision is None:
+            revision = lookup(repo_id)
+            if revision is None:
+                observations[repo_id] = UpstreamObservation(repo_id=repo_id, gone=True)
+                continue
+        observations[repo_id] = UpstreamObservation(
+            repo_id=repo_id, revision=revision, screening=screenings.get(repo_id)
+        )
+    return observations

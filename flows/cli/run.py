@@ -45,14 +45,20 @@ def run(
 def rerun(
     repo_id: str = typer.Argument(..., help="The model to curate again, e.g. HuggingFaceTB/SmolLM2-135M-Instruct."),
     revision: str | None = typer.Option(None, "--revision", help="Commit sha or branch (default: current head)."),
+    from_stage: str = typer.Option(
+        "discover", "--from-stage", help="Redo this stage and the later ones: discover|screen|stage|validate|publish."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Curate one model now, at its current head or a given revision, whatever its trending rank."""
-    from flows.curate import rerun_model
+    from flows.curate import STAGE_ORDER, rerun_model
+
+    if from_stage not in STAGE_ORDER:
+        raise fail(f"--from-stage must be one of {', '.join(STAGE_ORDER)}")
 
     try:
         with console.status(f"re-curating {repo_id} ...", spinner="dots"):
-            candidate = rerun_model(repo_id=repo_id, revision=revision, overrides=_overrides())
+            candidate = rerun_model(repo_id=repo_id, revision=revision, from_stage=from_stage, overrides=_overrides())
     except RegistryError as exc:
         raise fail(str(exc)) from exc
     line = f"{candidate.repo_id} pinned to {candidate.revision}: {candidate.reason}"

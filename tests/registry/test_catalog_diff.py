@@ -170,3 +170,27 @@ def test_markdown_lists_every_change_with_its_reason() -> None:
     assert f"| `{ENTRY.id}` | withdrawn |" in markdown
     assert f"| `{other.id}` | added |" in markdown
     assert markdown.index("withdrawn |") < markdown.index("added |")
+
+
+def test_observe_upstream_uses_the_run_then_the_hub() -> None:
+    from registry.catalog_diff import observe_upstream
+    from registry.schema import ScreeningReport, Verdict
+    from tests.fixtures.catalog import sample_entry, sample_ref
+
+    seen = sample_entry(sample_ref("org/seen"))
+    gone = sample_entry(sample_ref("org/gone"))
+    asked = sample_entry(sample_ref("org/asked"))
+    report = ScreeningReport(ref=sample_ref("org/seen", seed=2), verdict=Verdict.ACCEPTED)
+    lookups: list[str] = []
+
+    def lookup(repo_id: str) -> str | None:
+        lookups.append(repo_id)
+        return None if repo_id == "org/gone" else "b" * 40
+
+    observed = observe_upstream(
+        [seen, gone, asked], {"org/seen": report.ref.revision}, {"org/seen": report}, lookup
+    )
+    assert lookups == ["org/gone", "org/asked"]
+    assert observed["org/seen"].screening == report and observed["org/seen"].revision == report.ref.revision
+    assert observed["org/gone"].gone
+    assert observed["org/asked"].revision == "b" * 40 and observed["org/asked"].screening is None
