@@ -9,6 +9,7 @@ the local stack without any exported variable.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ DEV_HUB_TOKEN = "hf_dev_local_token"  # noqa: S105 (a well-known token of the lo
 class StackContext:
     data_dir: Path
     regions: dict[str, str] = field(default_factory=dict)  # region -> storage account name
+    pools: tuple[str, ...] = ()  # Prefect work pools of the accelerator families
     progress: Callable[[str], None] = lambda message: None
 
     @property
@@ -145,11 +147,73 @@ def stop_docker(ctx: StackContext, service: ServiceState) -> None:
         stop(ctx.root / "docker")
 
 
+# How long a validation cell waits for a worker of its pool on the local stack, where GPU pools have none.
+LOCAL_CAPACITY_DEADLINE_S = "15"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _prefect_cli(ctx: StackContext, args: list[str], env: dict[str, str]) -> None:
+    prefect = Path(sys.executable).with_name("prefect")
+    log = ctx.root / "logs" / "workers.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as handle:
+        done = subprocess.run(
+            [str(prefect), "--no-prompt", *args],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            check=False,
+            timeout=300,
+        )
+    if done.returncode != 0:
+        raise ProcessError(f"`prefect {' '.join(args)}` failed (exit {done.returncode}); see {log}")
+
+
+def start_workers(ctx: StackContext) -> ServiceState:
+    """The local work pools (one per accelerator family), the prefect.yaml deployments, and a `cpu` worker.
+
+    The worker inherits the stack's client variables (Hub, Prefect API, Azurite regions, Docker), so validation
+    cells dispatched to `validate-cell/cpu` run against the local stack. GPU pools get no worker here: their
+    cells end "no capacity" after LOCAL_CAPACITY_DEADLINE_S.
+    """
+    state = load_state(ctx.data_dir)
+    env = {
+        **state.env(),
+        "CURATION_HOME": str(REPO_ROOT),
+        "CURATE_DATA_DIR": str(ctx.data_dir),
+        "CURATE_VALIDATION__CAPACITY_DEADLINE_S": LOCAL_CAPACITY_DEADLINE_S,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    if "PREFECT_API_URL" not in env:
+        raise ProcessError("the Prefect server is not running; start it first (`curate dev up --only prefect`)")
+    pools = ctx.pools or ("cpu",)
+    ctx.progress(f"creating work pools {', '.join(pools)} and deploying prefect.yaml")
+    for pool in pools:
+        _prefect_cli(ctx, ["work-pool", "create", pool, "--type", "process", "--overwrite"], env)
+    _prefect_cli(ctx, ["deploy", "--all"], env)
+    ctx.progress("starting a process worker for the cpu pool")
+    worker = start_process(
+        "worker",
+        [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", "cpu", "--type", "process"],
+        log_path=ctx.root / "logs" / "worker-cpu.log",
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    return ServiceState(
+        name="workers",
+        pids=(worker.pid,),
+        env={"CURATE_VALIDATION__CAPACITY_DEADLINE_S": LOCAL_CAPACITY_DEADLINE_S},
+        details={"pools": list(pools), "worker_pool": "cpu"},
+    )
+
+
 SERVICES: dict[str, tuple[Starter, Stopper]] = {
     "hub": (start_hub, _stop_pids),
     "prefect": (start_prefect, _stop_pids),
     "azurite": (start_azurite, stop_azurite),
     "docker": (start_docker, stop_docker),
+    "workers": (start_workers, _stop_pids),
 }
 
 

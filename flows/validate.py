@@ -32,7 +32,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, WorkerStatus
 from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound, PrefectException
+from prefect.exceptions import ObjectNotFound, PrefectException, PrefectHTTPStatusError
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
@@ -53,6 +53,9 @@ from registry.schema import (
     ModelRef,
     RuntimeImage,
     StagedWeights,
+    StageName,
+    StageOutcome,
+    StageResult,
     ValidationResult,
     ValidationVerdict,
     utcnow,
@@ -351,6 +354,10 @@ def pool_has_worker(pool: str, deadline_s: float, poll_s: float = 2.0) -> bool:
                 workers = client.read_workers_for_work_pool(work_pool_name=pool)
             except ObjectNotFound:
                 workers = []
+            except PrefectHTTPStatusError as exc:  # the sync client reports a missing pool as a plain 404
+                if exc.response.status_code != 404:
+                    raise
+                workers = []
             if any(w.status == WorkerStatus.ONLINE for w in workers):
                 return True
             if time.monotonic() + poll_s > end:
@@ -490,4 +497,19 @@ def validate_model(
         markdown=_summary(ref, results),
         description=f"Validation cells of {ref}",
     )
+    passed = [r.template.id for r in results if r.verdict is ValidationVerdict.PASSED]
+    others = [f"{r.template.id}: {r.verdict.value}" for r in results if r.verdict is not ValidationVerdict.PASSED]
+    with CatalogStore.from_settings(settings) as catalog:
+        catalog.record_stage(
+            StageResult(
+                ref=ref,
+                stage=StageName.VALIDATE,
+                outcome=StageOutcome.OK if passed else StageOutcome.FAILED,
+                reason=f"{len(passed)} of {len(results)} template(s) passed"
+                + (f" ({'; '.join(others)})" if others else ""),
+                policy_digest=settings.policy_digest(),
+                run_id=str(flow_run.id or "") or None,
+                payload={"passed": passed},
+            )
+        )
     return results

@@ -21,6 +21,7 @@ def _context() -> StackContext:
     return StackContext(
         data_dir=current.data_dir.resolve(),
         regions={name: region.account for name, region in current.storage.regions.items()},
+        pools=tuple(sorted({family.pool for family in current.accelerators.values()})),
         progress=lambda message: console.print(f"[dim]-[/] {message}"),
     )
 

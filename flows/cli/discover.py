@@ -42,7 +42,7 @@ def discover(
     from flows.discover import discover_models
 
     current = settings()
-    overrides = {"hub": {"endpoint": current.hub.endpoint}, "data_dir": str(current.data_dir)}
+    overrides = {"hub": {"endpoint": current.hub.endpoint}, "data_dir": str(current.data_dir.resolve())}
     try:
         with console.status(f"discovering trending models on {current.hub.endpoint} ...", spinner="dots"):
             candidates = discover_models(overrides=overrides, limit=limit, requested=requested or None)

@@ -11,7 +11,7 @@ from registry.errors import RegistryError
 
 def _overrides() -> dict[str, object]:
     current = settings()
-    return {"hub": {"endpoint": current.hub.endpoint}, "data_dir": str(current.data_dir)}
+    return {"hub": {"endpoint": current.hub.endpoint}, "data_dir": str(current.data_dir.resolve())}
 
 
 def run(
