@@ -240,7 +240,12 @@ def down(ctx: StackContext) -> StackState:
         service = state.services[name]
         stopper = SERVICES.get(name, (None, _stop_pids))[1]
         ctx.progress(f"stopping {name}")
-        stopper(ctx, service)
+        try:
+            stopper(ctx, service)
+        except (ProcessError, OSError) as exc:
+            # Keep going: one service that will not stop must not leave the others running.
+            ctx.progress(f"could not stop {name} cleanly ({exc}); stopping its pids")
+            _stop_pids(ctx, service)
         state = without_service(state, name)
         save_state(ctx.data_dir, state)
     return state
