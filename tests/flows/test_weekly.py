@@ -54,7 +54,8 @@ from registry.schema import (
 )
 from registry.settings import Settings, load_settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.docker]
+# The whole weekly pipeline runs four times here (~6-12 min on 2 cores): allow more than the default 900 s.
+pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.timeout(1800)]
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
