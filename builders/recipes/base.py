@@ -167,3 +167,52 @@ class Recipe(BaseModel):
                 f"runtime {self.runtime} {self.version} has no {what}; pick another runtime for this template"
             )
         return flag
+
+
+# ---------------------------------------------------------------------------------------------- offline images
+
+LOCAL_BASE_IMAGE = "local/debian-python:bookworm"
+OFFLINE_VENV = "/opt/venv"
+
+
+def offline_venv_dockerfile(name: str, files: tuple[str, ...], entrypoint: str, extra_env: tuple[str, ...] = ()) -> str:
+    """The Dockerfile of a runtime built here: wheels installed --no-index into a venv on the local base image.
+
+    `files` are build-context files copied to /opt/<name>/ (the first is the entrypoint script, installed as
+    `entrypoint`); `extra_env` adds `KEY=value` lines. Runs as an unprivileged user, offline, on port 8000.
+    """
+    site = f"{OFFLINE_VENV}/lib/python3.11/site-packages"
+    copies = "\n".join(f"COPY {source} /opt/{name}/{target}" for source, target in _targets(files, entrypoint))
+    env = "".join(f"    {line} \\\n" for line in extra_env)
+    return f"""\
+# {name}: built offline by builders/images.py (classic builder, network none).
+FROM {LOCAL_BASE_IMAGE} AS install
+COPY wheels/ /tmp/wheels/
+COPY requirements.txt /tmp/requirements.txt
+RUN python3 -m venv {OFFLINE_VENV} \\
+ && {OFFLINE_VENV}/bin/pip install --no-index --find-links /tmp/wheels --no-cache-dir --no-compile \\
+      --disable-pip-version-check -r /tmp/requirements.txt \\
+ && rm -rf {site}/torch/include {site}/torch/share/cmake {site}/torch/test \\
+ && find {OFFLINE_VENV} -name '__pycache__' -prune -exec rm -rf {{}} +
+
+FROM {LOCAL_BASE_IMAGE}
+COPY --from=install {OFFLINE_VENV} {OFFLINE_VENV}
+{copies}
+RUN useradd --system --uid 10001 --home-dir /var/lib/hf --create-home serve
+ENV PATH={OFFLINE_VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    HF_HOME=/var/lib/hf \\
+    HF_HUB_OFFLINE=1 \\
+    HF_HUB_DISABLE_TELEMETRY=1 \\
+{env}    PYTHONDONTWRITEBYTECODE=1 \\
+    PYTHONUNBUFFERED=1 \\
+    PORT=8000
+USER 10001
+WORKDIR /var/lib/hf
+EXPOSE 8000
+ENTRYPOINT ["{OFFLINE_VENV}/bin/python", "/opt/{name}/entrypoint.py"]
+"""
+
+
+def _targets(files: tuple[str, ...], entrypoint: str) -> list[tuple[str, str]]:
+    return [(source, "entrypoint.py" if source == entrypoint else source) for source in files]
+

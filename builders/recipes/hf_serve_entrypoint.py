@@ -173,6 +173,29 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def prepare_model(prog: str, model_id: str | None, revision: str | None, hf_home: Path) -> Path | int:
+    """Check the model id and revision, then fetch and verify the model: its snapshot dir, or an exit code."""
+    if not model_id or not REPO_ID.match(model_id) or ".." in model_id:
+        print(f"{prog}: MODEL_ID must look like org/name, got {model_id!r}", file=sys.stderr)
+        return 2
+    if revision is not None and not REVISION.match(revision):
+        print(f"{prog}: MODEL_REVISION must be a 40-hex commit sha", file=sys.stderr)
+        return 2
+    try:
+        if os.environ.get("MODEL_BLOB_URL"):
+            snap = fetch_from_blob(os.environ["MODEL_BLOB_URL"], model_id, revision, hf_home)
+        elif os.environ.get("MODEL_DIR"):
+            snap = fetch_from_dir(Path(os.environ["MODEL_DIR"]), model_id, revision, hf_home)
+        else:
+            print(f"{prog}: set MODEL_BLOB_URL or MODEL_DIR to say where the model is", file=sys.stderr)
+            return 2
+    except (FetchError, OSError, ValueError) as exc:
+        print(f"{prog}: cannot fetch {model_id}: {exc}", file=sys.stderr)
+        return 3
+    print(f"{prog}: {model_id} ready in {snap}", file=sys.stderr, flush=True)
+    return snap
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hf-serve", add_help=True)
     parser.add_argument("--model-id", default=os.environ.get("MODEL_ID"))
@@ -183,24 +206,9 @@ def main(argv: list[str]) -> int:
     args, extra = parser.parse_known_args(argv)
     hf_home = Path(os.environ.get("HF_HOME", "/var/lib/hf"))
     if args.model_id:
-        if not REPO_ID.match(args.model_id) or ".." in args.model_id:
-            print(f"hf-serve: MODEL_ID must look like org/name, got {args.model_id!r}", file=sys.stderr)
-            return 2
-        if args.revision is not None and not REVISION.match(args.revision):
-            print("hf-serve: MODEL_REVISION must be a 40-hex commit sha", file=sys.stderr)
-            return 2
-        try:
-            if os.environ.get("MODEL_BLOB_URL"):
-                snap = fetch_from_blob(os.environ["MODEL_BLOB_URL"], args.model_id, args.revision, hf_home)
-            elif os.environ.get("MODEL_DIR"):
-                snap = fetch_from_dir(Path(os.environ["MODEL_DIR"]), args.model_id, args.revision, hf_home)
-            else:
-                print("hf-serve: set MODEL_BLOB_URL or MODEL_DIR to say where the model is", file=sys.stderr)
-                return 2
-        except (FetchError, OSError, ValueError) as exc:
-            print(f"hf-serve: cannot fetch {args.model_id}: {exc}", file=sys.stderr)
-            return 3
-        print(f"hf-serve: {args.model_id} ready in {snap}", file=sys.stderr, flush=True)
+        prepared = prepare_model("hf-serve", args.model_id, args.revision, hf_home)
+        if isinstance(prepared, int):
+            return prepared
     else:
         (hf_home / "hub").mkdir(parents=True, exist_ok=True)
     os.environ["HF_HUB_OFFLINE"] = "1"

@@ -11,43 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builders.recipes.base import LaunchFlags, Recipe
+from builders.recipes.base import LOCAL_BASE_IMAGE, OFFLINE_VENV, LaunchFlags, Recipe, offline_venv_dockerfile
 
-BASE_IMAGE = "local/debian-python:bookworm"
+BASE_IMAGE = LOCAL_BASE_IMAGE
 REQUIREMENTS = ("infinity-emb[server,torch]==0.0.77", "torch==2.13.0", "click==8.1.8")
-VENV = "/opt/venv"
-SITE = f"{VENV}/lib/python3.11/site-packages"
+VENV = OFFLINE_VENV
 
-DOCKERFILE = f"""\
-# infinity: built offline by builders/images.py (classic builder, network none).
-FROM {BASE_IMAGE} AS install
-COPY wheels/ /tmp/wheels/
-COPY requirements.txt /tmp/requirements.txt
-RUN python3 -m venv {VENV} \\
- && {VENV}/bin/pip install --no-index --find-links /tmp/wheels --no-cache-dir --no-compile \\
-      --disable-pip-version-check -r /tmp/requirements.txt \\
- && rm -rf {SITE}/torch/include {SITE}/torch/share/cmake {SITE}/torch/test \\
- && find {VENV} -name '__pycache__' -prune -exec rm -rf {{}} +
-
-FROM {BASE_IMAGE}
-COPY --from=install {VENV} {VENV}
-COPY hf_serve_entrypoint.py /opt/infinity/hf_serve_entrypoint.py
-COPY infinity_entrypoint.py /opt/infinity/entrypoint.py
-RUN useradd --system --uid 10001 --home-dir /var/lib/hf --create-home serve
-ENV PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
-    HF_HOME=/var/lib/hf \\
-    HF_HUB_OFFLINE=1 \\
-    HF_HUB_DISABLE_TELEMETRY=1 \\
-    INFINITY_ANONYMOUS_USAGE_STATS=0 \\
-    DO_NOT_TRACK=1 \\
-    PYTHONDONTWRITEBYTECODE=1 \\
-    PYTHONUNBUFFERED=1 \\
-    PORT=8000
-USER 10001
-WORKDIR /var/lib/hf
-EXPOSE 8000
-ENTRYPOINT ["{VENV}/bin/python", "/opt/infinity/entrypoint.py"]
-"""
+DOCKERFILE = offline_venv_dockerfile(
+    "infinity",
+    ("hf_serve_entrypoint.py", "infinity_entrypoint.py"),
+    "infinity_entrypoint.py",
+    extra_env=("INFINITY_ANONYMOUS_USAGE_STATS=0", "DO_NOT_TRACK=1"),
+)
 
 _HERE = Path(__file__).resolve().parent
 

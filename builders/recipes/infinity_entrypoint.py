@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hf_serve_entrypoint import REPO_ID, REVISION, FetchError, fetch_from_blob, fetch_from_dir  # type: ignore[import-not-found]
+from hf_serve_entrypoint import prepare_model  # type: ignore[import-not-found]
 
 
 def main(argv: list[str]) -> int:
@@ -29,25 +29,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--port", default=os.environ.get("PORT", "8000"))
     parser.add_argument("--device", default=os.environ.get("DEVICE", "cpu"))
     args, extra = parser.parse_known_args(argv)
-    if not args.model_id or not REPO_ID.match(args.model_id) or ".." in args.model_id:
-        print(f"infinity: MODEL_ID must look like org/name, got {args.model_id!r}", file=sys.stderr)
-        return 2
-    if args.revision is not None and not REVISION.match(args.revision):
-        print("infinity: MODEL_REVISION must be a 40-hex commit sha", file=sys.stderr)
-        return 2
-    hf_home = Path(os.environ.get("HF_HOME", "/var/lib/hf"))
-    try:
-        if os.environ.get("MODEL_BLOB_URL"):
-            snap = fetch_from_blob(os.environ["MODEL_BLOB_URL"], args.model_id, args.revision, hf_home)
-        elif os.environ.get("MODEL_DIR"):
-            snap = fetch_from_dir(Path(os.environ["MODEL_DIR"]), args.model_id, args.revision, hf_home)
-        else:
-            print("infinity: set MODEL_BLOB_URL or MODEL_DIR to say where the model is", file=sys.stderr)
-            return 2
-    except (FetchError, OSError, ValueError) as exc:
-        print(f"infinity: cannot fetch {args.model_id}: {exc}", file=sys.stderr)
-        return 3
-    print(f"infinity: {args.model_id} ready in {snap}", file=sys.stderr, flush=True)
+    snap = prepare_model("infinity", args.model_id, args.revision, Path(os.environ.get("HF_HOME", "/var/lib/hf")))
+    if isinstance(snap, int):
+        return snap
     os.environ["HF_HUB_OFFLINE"] = "1"
     command = [
         "infinity_emb",
