@@ -158,6 +158,7 @@ class HubApp:
             response = exc.response()
         except (RepoStoreError, OSError, ValueError) as exc:  # a damaged store: answer 500, keep serving
             response = HubError(500, f"the repository store could not be read: {exc}"[:500]).response()
+        self.log.begin()
         try:
             await response(scope, receive, counting_send)
         finally:
@@ -178,6 +179,13 @@ class HubApp:
                     fault=fault is not None and fault.status is not None,
                 )
             )
+
+    async def _settled_entries(self, settle_s: float = 2.0) -> list[RequestRecord]:
+        """The request log once responses being sent are recorded, without blocking the event loop."""
+        deadline = asyncio.get_running_loop().time() + settle_s
+        while not self.log.settled() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        return self.log.entries(settle_s=0)
 
     def _authorize(self, request: Request) -> bool:
         return self._token(request) is not None
@@ -418,12 +426,12 @@ class HubApp:
         if path == "/_devstack/requests":
             if request.method == "DELETE":
                 self.log.clear()
-            return _json(
-                {
-                    "requests": [r.as_dict() for r in self.log.entries()],
-                    "bytes_by_repo": self.log.bytes_by_repo(),
-                }
-            )
+            records = await self._settled_entries()
+            totals: dict[str, int] = {}
+            for r in records:
+                if r.repo_id is not None:
+                    totals[r.repo_id] = totals.get(r.repo_id, 0) + r.bytes_sent
+            return _json({"requests": [r.as_dict() for r in records], "bytes_by_repo": totals})
         if path == "/_devstack/faults":
             if request.method == "DELETE":
                 self.faults.clear()

@@ -128,15 +128,30 @@ class RequestLog:
     """Every request the server answered (admin requests excluded), in order."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._records: list[RequestRecord] = []
+        self._in_flight = 0
+
+    def begin(self) -> None:
+        """A response is about to be sent; `record` ends it."""
+        with self._lock:
+            self._in_flight += 1
 
     def record(self, record: RequestRecord) -> None:
         with self._lock:
             self._records.append(record)
+            self._in_flight = max(0, self._in_flight - 1)
+            self._lock.notify_all()
 
-    def entries(self) -> list[RequestRecord]:
+    def settled(self) -> bool:
         with self._lock:
+            return self._in_flight == 0
+
+    def entries(self, settle_s: float = 2.0) -> list[RequestRecord]:
+        """The records so far. A client can hold a whole response before the server has recorded it, so this
+        first waits (up to `settle_s`) for responses being sent to be recorded."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._in_flight == 0, timeout=settle_s)
             return list(self._records)
 
     def clear(self) -> None:
