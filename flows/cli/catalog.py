@@ -7,7 +7,7 @@ from rich.table import Table
 
 from flows.cli.context import settings
 from flows.cli.discover import candidates_table
-from flows.cli.output import JsonOption, console, emit, fail
+from flows.cli.output import JsonOption, console, emit, emit_rows, fail
 from registry.catalog import CatalogStore
 from registry.schema import Candidate, CatalogEntry, Decision, EntryStatus, StageName, StageOutcome
 
@@ -79,13 +79,7 @@ def list_entries(
     with _store() as store:
         entries = store.entries(status)
 
-    def render() -> None:
-        if not entries:
-            console.print("[dim]The catalog is empty: run `curate run` first.[/]")
-            return
-        console.print(_entries_table(entries))
-
-    emit(entries, as_json, render)
+    emit_rows(entries, as_json, "The catalog is empty: run `curate run` first.", lambda: _entries_table(entries))
 
 
 @catalog_app.command("show")

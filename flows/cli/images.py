@@ -10,7 +10,7 @@ from rich.table import Table
 from builders.errors import BuildersError, VerificationError
 from builders.signing import verify_image
 from flows.cli.context import settings
-from flows.cli.output import JsonOption, console, emit, err_console, fail
+from flows.cli.output import JsonOption, console, emit, emit_rows, err_console, fail
 from registry.catalog import CatalogStore
 from registry.errors import RegistryError
 from registry.keys import signing_key
@@ -90,13 +90,7 @@ def list_images(
     with CatalogStore.from_settings(settings()) as store:
         images = store.images(runtime)
 
-    def render() -> None:
-        if not images:
-            console.print("[dim]No images recorded: run `curate images build`.[/]")
-            return
-        console.print(_images_table(images))
-
-    emit(images, as_json, render)
+    emit_rows(images, as_json, "No images recorded: run `curate images build`.", lambda: _images_table(images))
 
 
 @images_app.command("verify")

@@ -48,8 +48,10 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def rows_or_note(rows: Sequence[Any], note: str) -> bool:
-    if not rows:
-        console.print(f"[dim]{note}[/]")
-        return False
-    return True
+def emit_rows(rows: Sequence[Any], as_json: bool, empty_note: str, table: Callable[[], Any]) -> None:
+    """`--json`: the rows; else the table, or a dim note saying what to run when there are none."""
+
+    def render() -> None:
+        console.print(table() if rows else f"[dim]{empty_note}[/]")
+
+    emit(rows, as_json, render)
