@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` (a weekly curation run on the local stack) and `make test`.
-.PHONY: demo test lint setup down bench-screen bench-stage bench-throughput
+.PHONY: demo test lint setup down lock lock-upgrade lock-check bench-screen bench-stage bench-throughput
 
 demo:
 	bash scripts/demo.sh
@@ -17,6 +17,17 @@ lint: setup
 
 down:
 	.venv/bin/curate dev down
+
+# Dependency locks (docs/development.md): `lock` adds what the inputs need and keeps every existing pin,
+# `lock-upgrade` moves every pin to the newest compatible release, `lock-check` fails if `lock` would change a file.
+lock: setup
+	.venv/bin/python scripts/lock.py
+
+lock-upgrade: setup
+	.venv/bin/python scripts/lock.py --upgrade
+
+lock-check: setup
+	.venv/bin/python scripts/lock.py --check
 
 # Benchmarks run on demand (never in `make test`); each writes its results under docs/benchmarks/.
 bench-screen: setup

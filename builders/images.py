@@ -27,6 +27,7 @@ import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
 from builders.errors import ImageBuildError, NotBuildableError
+from builders.locks import pins, require_lock
 from builders.recipes.base import Recipe
 from registry.oci import ImageName, OciClient, OciError
 
@@ -63,36 +64,41 @@ def _quiet(_: str) -> None:
 # --------------------------------------------------------------------------------------------- wheels
 
 
-def ensure_wheels(requirements: Iterable[str], cache_dir: Path = DEFAULT_WHEEL_CACHE, log: Log = _quiet) -> list[Path]:
-    """The wheel files that satisfy `requirements`, downloaded once into `cache_dir` with the host's pip.
+def ensure_wheels(lock_text: str, cache_dir: Path = DEFAULT_WHEEL_CACHE, log: Log = _quiet) -> list[Path]:
+    """The wheel files of a lock (hash-pinned requirements), downloaded once into `cache_dir` with the host's pip.
 
-    A lock file per requirement set lists the wheels; while every listed wheel is present pip is not run.
+    pip checks every wheel against the lock's hashes; a list per lock digest names the wheels, and while every
+    listed wheel is present pip is not run again.
     """
-    reqs = sorted(requirements)
-    key = hashlib.sha256("\n".join(reqs).encode()).hexdigest()[:16]
+    key = hashlib.sha256(lock_text.encode()).hexdigest()[:16]
     cache_dir.mkdir(parents=True, exist_ok=True)
-    lock = cache_dir / f"lock-{key}.json"
-    if lock.is_file():
-        names = json.loads(lock.read_text())
+    listing = cache_dir / f"lock-{key}.json"
+    if listing.is_file():
+        names = json.loads(listing.read_text())
         paths = [cache_dir / name for name in names]
         if all(p.is_file() for p in paths):
             return paths
-    log(f"downloading wheels for {', '.join(reqs)} into {cache_dir}")
+    log(f"downloading the {len(pins(lock_text))} locked wheels into {cache_dir}")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="lock-", delete=False) as handle:
+        handle.write(lock_text)
     command = [sys.executable, "-m", "pip", "download", "--progress-bar", "off", "--dest", str(cache_dir)]
-    command += ["--only-binary", ":all:", "--disable-pip-version-check"]
+    command += ["--only-binary", ":all:", "--no-deps", "--require-hashes", "--disable-pip-version-check"]
     if LOCAL_WHEELS.is_dir():
         command += ["--find-links", str(LOCAL_WHEELS)]
-    result = subprocess.run([*command, *reqs], capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run([*command, "-r", handle.name], capture_output=True, text=True, check=False)
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
     if result.returncode != 0:
         raise ImageBuildError(
-            f"pip download failed for {', '.join(reqs)} (exit {result.returncode}); check the index "
+            f"pip download of the locked wheels failed (exit {result.returncode}); check the index "
             f"and /opt/wheels:\n{result.stderr[-2000:]}"
         )
     names = sorted({Path(match).name for match in _SAVED.findall(result.stdout)})
     missing = [n for n in names if not (cache_dir / n).is_file()]
     if missing:
         raise ImageBuildError(f"pip reported wheels that are not in {cache_dir}: {', '.join(missing[:5])}")
-    lock.write_text(json.dumps(names, indent=1))
+    listing.write_text(json.dumps(names, indent=1))
     return [cache_dir / name for name in names]
 
 
@@ -150,7 +156,7 @@ def _context(recipe: Recipe, wheels: list[Path], target: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     if recipe.requirements:
-        (target / "requirements.txt").write_text("\n".join(recipe.requirements) + "\n")
+        (target / "requirements.txt").write_text(recipe.lock)
         wheel_dir = target / "wheels"
         wheel_dir.mkdir()
         for wheel in wheels:
@@ -235,7 +241,8 @@ def build_image(
             f"runtime {recipe.runtime} uses the upstream images {sorted(recipe.upstream_images.values())}; "
             "only recipes with build files are built here"
         )
-    wheels = ensure_wheels(recipe.requirements, wheel_cache, log) if recipe.requirements else []
+    lock = require_lock(recipe.runtime, recipe.lock) if recipe.requirements else ""
+    wheels = ensure_wheels(lock, wheel_cache, log) if lock else []
     digest = recipe_digest(recipe, wheels)
     reference = image_reference(registry, recipe, digest)
     name = ImageName.parse(reference)

@@ -6,6 +6,10 @@ Trivy, gate it by policy, write and validate the SPDX SBOM, attach SBOM and scan
 registry, sign the digest, verify the signature, and record the `RuntimeImage` in the catalog store. An image
 that fails the gate is never signed nor recorded. One markdown artifact per image carries the scan summary.
 
+With `propose_updates` (the weekly deployment sets it) the flow also resolves each built runtime's requirements
+afresh and lists in a `dependency-updates` artifact what `make lock-upgrade` would move; nothing changes until
+a maintainer re-locks and commits.
+
 `rescan_images`: re-scan every recorded image digest with the current database, record the new scan, and
 flag every published catalog entry that uses an image that now fails the gate.
 """
@@ -22,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from builders.errors import BuildersError
 from builders.images import build_image
+from builders.locks import proposed_updates
 from builders.recipes import get_recipe
 from builders.sbom import validate_spdx
 from builders.signing import attach_sbom, attach_scan_report, sign_image, verify_image
@@ -140,6 +145,7 @@ def build_runtime_images(
     registry: str | None = None,
     force: bool = False,
     fail_on_gate: bool = True,
+    propose_updates: bool = False,
     settings_overrides: dict[str, Any] | None = None,
 ) -> list[ImageOutcome]:
     """Build, push, scan, gate, sign, verify and record the runtime images (default: `images.runtimes`)."""
@@ -161,10 +167,40 @@ def build_runtime_images(
         if not outcome.passed:
             logger.error("%s: not published: %s", runtime, outcome.reason)
         outcomes.append(outcome)
+    if propose_updates:
+        propose_dependency_updates([o.runtime for o in outcomes if "disabled" not in o.reason])
     failed = [o for o in outcomes if not o.passed and "disabled" not in o.reason]
     if failed and fail_on_gate:
         raise ImageGateError("; ".join(f"{o.runtime}: {o.reason}" for o in failed))
     return outcomes
+
+
+def propose_dependency_updates(runtimes: list[str], index_args: tuple[str, ...] = ()) -> str:
+    """The `dependency-updates` artifact: per built runtime, what a fresh resolution would change in its lock."""
+    lines = [
+        "# Proposed dependency updates",
+        "",
+        "What `make lock-upgrade` would change in each image's lock (builders/recipes/locks/). Re-lock, rebuild, and "
+        "let the weekly run re-validate before committing.",
+        "",
+        "| runtime | proposed changes |",
+        "| --- | --- |",
+    ]
+    for runtime in runtimes:
+        recipe = get_recipe(runtime)
+        if not recipe.requirements:
+            continue
+        try:
+            updates = proposed_updates(recipe.requirements, recipe.lock, index_args=index_args)
+            text = "; ".join(update.change for update in updates) or "none: the lock is current"
+        except BuildersError as exc:
+            text = f"could not resolve: {exc}"
+        lines.append(f"| {runtime} | {text.replace('|', '/')} |")
+    markdown = "\n".join(lines) + "\n"
+    create_markdown_artifact(
+        key="dependency-updates", markdown=markdown, description="Lock updates the weekly image rebuild proposes"
+    )
+    return markdown
 
 
 # --------------------------------------------------------------------------------------------- rescan

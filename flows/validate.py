@@ -194,6 +194,9 @@ def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
     ]
     if result.accepted_deviations:
         lines += ["## Accepted deviations", ""] + [f"- {d}" for d in result.accepted_deviations] + [""]
+    if result.stale_deviations:
+        lines += ["## Stale deviations (the check passes: drop them from the policy)", ""]
+        lines += [f"- {d}" for d in result.stale_deviations] + [""]
     if result.conformance is not None:
         lines += [report_markdown(result.conformance), ""]
     if result.benchmark:
@@ -315,7 +318,7 @@ def validate_cell(
             result = result.model_copy(update={"weights_signature_digest": weights.signature.signature_digest})
             logger.info("image %s and weights of %s verified in %s; starting the runtime", digest, ref, region)
             report, metrics = _exercise(settings, template, weights, image, region, docker_host, Path(tmp))
-            verdict = cell_verdict(template, report, metrics, settings.validation)
+            verdict = cell_verdict(template, report, metrics, settings.validation, image.version)
             result = result.model_copy(
                 update={
                     "conformance": report,
@@ -323,6 +326,7 @@ def validate_cell(
                     "verdict": verdict.verdict,
                     "reason": verdict.reason,
                     "accepted_deviations": verdict.accepted_deviations,
+                    "stale_deviations": verdict.stale_deviations,
                 }
             )
             if metrics:

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from registry.catalog_migrations import migrate
 from registry.catalog_tables import STORE_VERSION, metadata, schema_version_table
 from registry.errors import CatalogError
 from registry.schema import SCHEMA_VERSION, utcnow
@@ -217,7 +218,9 @@ class CatalogDatabase:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_SETUP_LOCK)))
             metadata.create_all(conn)
             row = conn.execute(
-                sa.select(schema_version_table.c.version).where(schema_version_table.c.component == "catalog")
+                sa.select(schema_version_table.c.version, schema_version_table.c.record_schema).where(
+                    schema_version_table.c.component == "catalog"
+                )
             ).first()
             if row is None:
                 conn.execute(
@@ -228,11 +231,14 @@ class CatalogDatabase:
                         updated_at=utcnow(),
                     )
                 )
-            elif row.version > STORE_VERSION:
+            elif row.version > STORE_VERSION or row.record_schema > SCHEMA_VERSION:
                 raise CatalogError(
-                    f"catalog {self._display} has table layout v{row.version}, newer than this code "
-                    f"(v{STORE_VERSION}); upgrade model-curation before using it"
+                    f"catalog {self._display} has table layout v{row.version} with records v{row.record_schema}, "
+                    f"newer than this code (v{STORE_VERSION}, records v{SCHEMA_VERSION}); upgrade model-curation "
+                    "before using it"
                 )
+            elif row.version < STORE_VERSION or row.record_schema < SCHEMA_VERSION:
+                migrate(conn, row.version, row.record_schema)
 
         self._write("creating the tables", setup)
 

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version of these records; bumped with a step in registry/catalog_migrations.py whenever a record changes."""
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -363,6 +364,9 @@ class ValidationResult(Record):
     verdict: ValidationVerdict
     reason: str = ""
     accepted_deviations: tuple[str, ...] = ()
+    stale_deviations: tuple[str, ...] = Field(
+        default=(), description="accepted deviations whose check passed: the policy should drop them"
+    )
     flow_run_id: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None

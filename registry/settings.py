@@ -14,6 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -138,6 +140,33 @@ class SloSettings(_Section):
     e2e_s: float = 30.0
 
 
+class AcceptedDeviation(_Section):
+    """A conformance check a runtime is known to fail, accepted only for the runtime versions it was seen on."""
+
+    versions: str = Field(
+        description="PEP 440 specifier of the runtime versions this applies to, e.g. '==5.23.0' or '>=5.20,<5.24'"
+    )
+    reason: str = Field(min_length=10, description="why it is accepted; consumers read it on the catalog entry")
+
+    @field_validator("versions")
+    @classmethod
+    def _specifier(cls, value: str) -> str:
+        try:
+            SpecifierSet(value)
+        except InvalidSpecifier as exc:
+            raise ValueError(f"{value!r} is not a version specifier (e.g. '==5.23.0'): {exc}") from exc
+        if not value.strip():
+            raise ValueError("name the runtime versions the deviation was seen on, e.g. '==5.23.0'")
+        return value
+
+    def applies_to(self, version: str) -> bool:
+        """Whether this deviation covers that runtime version (local build labels such as +cpu included)."""
+        try:
+            return SpecifierSet(self.versions).contains(Version(version), prereleases=True)
+        except InvalidVersion:
+            return False
+
+
 class ValidationSettings(_Section):
     """Stage 5 (flows/validate.py): how cells are dispatched and bounded, and what a passing cell needs."""
 
@@ -159,8 +188,9 @@ class ValidationSettings(_Section):
     required: dict[str, tuple[str, ...]] = Field(
         default_factory=dict, description="task -> conformance checks a cell must pass ('*' = every check)"
     )
-    deviations: dict[str, dict[str, str]] = Field(
-        default_factory=dict, description="runtime -> {check: reason} failures accepted for that runtime"
+    deviations: dict[str, dict[str, AcceptedDeviation]] = Field(
+        default_factory=dict,
+        description="runtime -> {check: {versions, reason}}: failures accepted for those versions of that runtime",
     )
 
 

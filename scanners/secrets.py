@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.schema import Finding, Severity
+from registry.tools import find_tool
 from scanners import codes
 from scanners.errors import ScannerError
 from scanners.paths import display_path
@@ -76,7 +76,7 @@ def builtin_findings(files: Mapping[str, bytes]) -> list[Finding]:
 
 
 def trivy_binary() -> str | None:
-    return shutil.which("trivy")
+    return find_tool("trivy")
 
 
 def trivy_findings(

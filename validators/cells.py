@@ -1,10 +1,12 @@
 """The verdict of one validation cell, as pure policy logic (no I/O).
 
 Policy (`[validation]` in curation.toml): the conformance checks required per task, and per runtime the known
-deviations accepted with a reason each. A cell passes when every required check passed or is an accepted
-deviation of its runtime, and its benchmark completed requests within the allowed error rate. A required
-check that is missing from the report, skipped (feature declared unsupported) or failed, and not accepted,
-fails the cell. `chat.tool_calls` is required only when the template declares a tool-call parser.
+deviations accepted with a reason each, for the runtime versions they were seen on. A cell passes when every
+required check passed or is an accepted deviation of its runtime at that version, and its benchmark completed
+requests within the allowed error rate. A required check that is missing from the report, skipped (feature
+declared unsupported) or failed, and not accepted, fails the cell. `chat.tool_calls` is required only when the
+template declares a tool-call parser. An accepted deviation whose check passes is stale: it waives nothing and
+is reported so the policy can drop it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class CellVerdict:
     reason: str
     accepted_deviations: tuple[str, ...] = ()
     unmet_optional: tuple[str, ...] = ()
+    stale_deviations: tuple[str, ...] = ()
 
 
 def suite_task(task: str) -> str:
@@ -66,9 +69,23 @@ def unknown_policy_checks(policy: ValidationSettings) -> list[str]:
     return problems
 
 
-def accepted_deviations(policy: ValidationSettings, runtime: str) -> dict[str, str]:
-    """check name -> reason, for the failures this runtime is allowed."""
-    return dict(policy.deviations.get(runtime, {}))
+def accepted_deviations(policy: ValidationSettings, runtime: str, version: str) -> dict[str, str]:
+    """check name -> reason, for the failures this runtime is allowed at this version."""
+    return {
+        check: deviation.reason
+        for check, deviation in policy.deviations.get(runtime, {}).items()
+        if deviation.applies_to(version)
+    }
+
+
+def stale_deviations(policy: ValidationSettings, runtime: str, version: str, report: ConformanceReport) -> list[str]:
+    """Accepted deviations of this runtime version whose check passed: they no longer describe the runtime."""
+    passed = {check.name for check in report.checks if check.status is CheckStatus.PASS}
+    return [
+        f"{check}: passes on {runtime} {version}; remove it from validation.deviations.{runtime}"
+        for check in accepted_deviations(policy, runtime, version)
+        if check in passed
+    ]
 
 
 def benchmark_problem(metrics: Sequence[BenchmarkMetrics], max_error_rate: float) -> str | None:
@@ -89,10 +106,12 @@ def cell_verdict(
     report: ConformanceReport,
     metrics: Sequence[BenchmarkMetrics] | None,
     policy: ValidationSettings,
+    runtime_version: str,
 ) -> CellVerdict:
     """PASSED or FAILED from the conformance report and the benchmark (None: no benchmark for this task)."""
     statuses = {check.name: check.status for check in report.checks}
-    allowed = accepted_deviations(policy, template.runtime)
+    allowed = accepted_deviations(policy, template.runtime, runtime_version)
+    stale = tuple(stale_deviations(policy, template.runtime, runtime_version, report))
     failing: list[str] = []
     accepted: list[str] = []
     for name in required_checks(policy, template):
@@ -115,10 +134,12 @@ def cell_verdict(
         if bench:
             problems.append(bench)
     if problems:
-        return CellVerdict(ValidationVerdict.FAILED, "; ".join(problems), tuple(accepted), unmet)
+        return CellVerdict(ValidationVerdict.FAILED, "; ".join(problems), tuple(accepted), unmet, stale)
     reason = "every required check passed"
     if accepted:
-        reason += f" ({len(accepted)} accepted deviation(s) of {template.runtime})"
+        reason += f" ({len(accepted)} accepted deviation(s) of {template.runtime} {runtime_version})"
     if unmet:
         reason += "; optional checks not met: " + ", ".join(unmet)
-    return CellVerdict(ValidationVerdict.PASSED, reason, tuple(accepted), unmet)
+    if stale:
+        reason += f"; {len(stale)} stale deviation(s) in the policy: " + ", ".join(s.split(":", 1)[0] for s in stale)
+    return CellVerdict(ValidationVerdict.PASSED, reason, tuple(accepted), unmet, stale)

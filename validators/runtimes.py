@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from registry.tools import find_tool
 from validators.errors import RuntimeLaunchError
 
 LOOPBACK = "127.0.0.1"
@@ -111,10 +111,7 @@ def _alive(pid: int) -> bool:
 
 
 def _transformers_cli() -> list[str]:
-    binary = Path(sys.executable).with_name("transformers")
-    if binary.is_file():
-        return [str(binary)]
-    found = shutil.which("transformers")
+    found = find_tool("transformers")
     if found is None:
         raise RuntimeLaunchError("the `transformers` CLI is not installed: pip install 'transformers[serving]'")
     return [found]

@@ -64,7 +64,11 @@ class Recipe(BaseModel):
     build_files: dict[str, str] = Field(
         default_factory=dict, description="build context files (name -> text), Dockerfile included"
     )
-    requirements: tuple[str, ...] = Field(default=(), description="wheels installed with --no-index")
+    requirements: tuple[str, ...] = Field(default=(), description="top-level requirements (the lock's input)")
+    lock: str = Field(
+        default="",
+        description="the hash-pinned wheel set installed with --no-index --require-hashes (builders/recipes/locks/)",
+    )
     entrypoint: tuple[str, ...] = ()
     port: int = 8000
     health_path: str = "/health"
@@ -191,7 +195,8 @@ COPY wheels/ /tmp/wheels/
 COPY requirements.txt /tmp/requirements.txt
 RUN python3 -m venv {OFFLINE_VENV} \\
  && {OFFLINE_VENV}/bin/pip install --no-index --find-links /tmp/wheels --no-cache-dir --no-compile \\
-      --disable-pip-version-check -r /tmp/requirements.txt \\
+      --disable-pip-version-check --require-hashes --no-deps -r /tmp/requirements.txt \\
+ && {OFFLINE_VENV}/bin/pip check \\
  && rm -rf {site}/torch/include {site}/torch/share/cmake {site}/torch/test \\
  && find {OFFLINE_VENV} -name '__pycache__' -prune -exec rm -rf {{}} +
 

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builders.locks import read_lock
 from builders.recipes.base import LOCAL_BASE_IMAGE, OFFLINE_VENV, LaunchFlags, Recipe, offline_venv_dockerfile
 
 BASE_IMAGE = LOCAL_BASE_IMAGE
-REQUIREMENTS = ("transformers[serving]==5.23.0", "torch==2.13.0", "fastapi==0.150.0")
+# The one place the transformers version is written: the image is built with it, and `make lock` pins the
+# project's venv (where the tests run `transformers serve`) to the same release.
+VERSION = "5.23.0"
+REQUIREMENTS = (f"transformers[serving]=={VERSION}", "torch==2.13.0", "fastapi==0.150.0")
 VENV = OFFLINE_VENV
 
 DOCKERFILE = offline_venv_dockerfile("hf-serve", ("hf_serve_entrypoint.py",), "hf_serve_entrypoint.py")
@@ -24,12 +28,13 @@ _ENTRYPOINT_SOURCE = (Path(__file__).resolve().parent / "hf_serve_entrypoint.py"
 
 RECIPE = Recipe(
     runtime="hf-serve",
-    version="5.23.0",
+    version=VERSION,
     description="transformers serve (CPU), OpenAI-compatible, model fetched from blob storage at start",
     source="https://github.com/huggingface/transformers",
     base_image=BASE_IMAGE,
     build_files={"Dockerfile": DOCKERFILE, "hf_serve_entrypoint.py": _ENTRYPOINT_SOURCE},
     requirements=REQUIREMENTS,
+    lock=read_lock("hf-serve"),
     entrypoint=(f"{VENV}/bin/python", "/opt/hf-serve/entrypoint.py"),
     port=8000,
     health_path="/health",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builders.locks import read_lock
 from builders.recipes.base import LOCAL_BASE_IMAGE, OFFLINE_VENV, LaunchFlags, Recipe, offline_venv_dockerfile
 
 BASE_IMAGE = LOCAL_BASE_IMAGE
@@ -38,6 +39,7 @@ RECIPE = Recipe(
         "infinity_entrypoint.py": (_HERE / "infinity_entrypoint.py").read_text(encoding="utf-8"),
     },
     requirements=REQUIREMENTS,
+    lock=read_lock("infinity"),
     entrypoint=(f"{VENV}/bin/python", "/opt/infinity/entrypoint.py"),
     port=8000,
     health_path="/health",

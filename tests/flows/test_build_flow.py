@@ -84,3 +84,16 @@ def test_build_flow_then_rescan_flags_entries(
     assert other is not None and other.status is EntryStatus.PUBLISHED
     [recorded] = store.images("hf-serve")
     assert recorded.scan is not None and not recorded.scan.passed
+
+
+def test_dependency_update_proposals_become_an_artifact(prefect_harness: Any, tmp_path: Path) -> None:
+    from prefect import flow
+
+    from flows.build import propose_dependency_updates
+
+    @flow(name="propose-updates-test")
+    def propose() -> str:
+        return propose_dependency_updates(["hf-serve"], index_args=("--no-index", "--find-links", str(tmp_path)))
+
+    markdown = propose()
+    assert "| hf-serve | could not resolve:" in markdown and "make lock-upgrade" in markdown

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from registry.catalog import STORE_VERSION, CatalogStore
+from registry.catalog_migrations import RECORD_STEPS, TABLE_STEPS
 from registry.errors import CatalogError, RegistryError
 from registry.schema import (
+    SCHEMA_VERSION,
     Candidate,
     CandidateSource,
     CheckStatus,
@@ -103,6 +105,26 @@ def test_schema_version_recorded_and_newer_layout_refused(tmp_path: Path) -> Non
         raw.execute("UPDATE schema_version SET version = ?", (STORE_VERSION + 1,))
     with pytest.raises(CatalogError, match="newer than this code"):
         CatalogStore(f"sqlite:///{path}")
+
+
+def test_older_record_schema_is_migrated_and_newer_refused(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    with CatalogStore(f"sqlite:///{path}") as store:
+        store.start_run()
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE schema_version SET record_schema = 1")
+    with CatalogStore(f"sqlite:///{path}") as store:
+        assert len(store.runs()) == 1
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT record_schema FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+        raw.execute("UPDATE schema_version SET record_schema = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(CatalogError, match="newer than this code"):
+        CatalogStore(f"sqlite:///{path}")
+
+
+def test_every_record_and_table_version_has_a_migration_step() -> None:
+    assert set(RECORD_STEPS) == set(range(2, SCHEMA_VERSION + 1))
+    assert set(TABLE_STEPS) == set(range(2, STORE_VERSION + 1))
 
 
 def test_in_memory_sqlite_works_across_calls() -> None:

@@ -1,0 +1,50 @@
+"""Migrations of the catalog store: the table layout (STORE_VERSION) and the stored records (SCHEMA_VERSION).
+
+Each step brings a store from one version to the next inside the set-up transaction that opens it; the
+versions reached are written back to the `schema_version` row. Record changes that only add fields with
+defaults load as they are (the step is empty, but the bump tells older code that it cannot read newer rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from registry.catalog_tables import STORE_VERSION, schema_version_table
+from registry.schema import SCHEMA_VERSION, utcnow
+
+Step = Callable[[Connection], None]
+
+
+def _no_data_change(_: Connection) -> None:
+    return None
+
+
+RECORD_STEPS: dict[int, tuple[str, Step]] = {
+    2: ("ValidationResult.stale_deviations (added, default empty)", _no_data_change),
+}
+"""record schema version reached -> (what changed, the step from the version before)."""
+
+TABLE_STEPS: dict[int, tuple[str, Step]] = {}
+"""table layout version reached -> (what changed, the step from the version before)."""
+
+
+def migrate(conn: Connection, store_version: int, record_schema: int) -> list[str]:
+    """Runs every step from the stored versions up to this code's; returns what each step changed."""
+    applied: list[str] = []
+    for target in range(store_version + 1, STORE_VERSION + 1):
+        what, step = TABLE_STEPS[target]
+        step(conn)
+        applied.append(f"tables v{target}: {what}")
+    for target in range(record_schema + 1, SCHEMA_VERSION + 1):
+        what, step = RECORD_STEPS[target]
+        step(conn)
+        applied.append(f"records v{target}: {what}")
+    conn.execute(
+        sa.update(schema_version_table)
+        .where(schema_version_table.c.component == "catalog")
+        .values(version=STORE_VERSION, record_schema=SCHEMA_VERSION, updated_at=utcnow())
+    )
+    return applied
