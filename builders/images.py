@@ -29,6 +29,7 @@ from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 from builders.errors import ImageBuildError, NotBuildableError
 from builders.locks import pins, require_lock
 from builders.recipes.base import Recipe
+from registry.credentials import RegistryCredentials
 from registry.oci import ImageName, OciClient, OciError
 
 LABEL_RUNTIME = "io.curation.runtime"
@@ -204,14 +205,19 @@ def _run_build(client: docker.DockerClient, context: Path, reference: str, label
         raise ImageBuildError(f"building {reference} failed: {exc}\n" + "".join(tail[-20:])) from exc
 
 
-def _push(client: docker.DockerClient, reference: str, log: Log) -> str:
+def _push(client: docker.DockerClient, reference: str, log: Log, credentials: RegistryCredentials | None) -> str:
+    """Push through the engine, logged in with `credentials` (its auth config) when the registry needs them."""
     name = ImageName.parse(reference)
     repository = f"{name.registry}/{name.repository}"
+    login = credentials.docker_auth_config() if credentials is not None else None
     digest: str | None = None
     try:
-        for chunk in client.api.push(repository, tag=name.tag, stream=True, decode=True):
+        for chunk in client.api.push(repository, tag=name.tag, stream=True, decode=True, auth_config=login):
             if "error" in chunk:
-                raise ImageBuildError(f"pushing {reference} failed: {chunk['error']}; is the registry running?")
+                who = credentials.describe() if credentials is not None else "anonymous access"
+                raise ImageBuildError(
+                    f"pushing {reference} failed: {chunk['error']}; is the registry running, and does it accept {who}?"
+                )
             aux = chunk.get("aux") or {}
             if aux.get("Digest"):
                 digest = str(aux["Digest"])
@@ -246,11 +252,12 @@ def build_image(
     digest = recipe_digest(recipe, wheels)
     reference = image_reference(registry, recipe, digest)
     name = ImageName.parse(reference)
-    with OciClient(registry) as oci:
-        try:
+    try:
+        with OciClient.for_registry(registry) as oci:
+            credentials = oci.credentials
             existing = None if force else oci.manifest_digest(name.repository, name.ref)
-        except OciError as exc:
-            raise ImageBuildError(str(exc)) from exc
+    except OciError as exc:
+        raise ImageBuildError(str(exc)) from exc
     if existing is not None:
         log(f"{reference} is already in the registry ({existing}); not rebuilt")
         return BuiltImage(recipe.runtime, recipe.version, reference, existing, digest, built=False, pushed=False)
@@ -273,7 +280,7 @@ def build_image(
                 _context(recipe, wheels, Path(tmp))
                 _run_build(client, Path(tmp), reference, _labels(recipe, digest, revision or source_revision()), log)
             built = True
-        pushed_digest = _push(client, reference, log)
+        pushed_digest = _push(client, reference, log, credentials)
     finally:
         client.close()
     return BuiltImage(recipe.runtime, recipe.version, reference, pushed_digest, digest, built=built, pushed=True)

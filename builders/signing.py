@@ -55,7 +55,7 @@ def sign_image(reference: str, digest: str, key: KeyPair) -> Signature:
     """Sign `digest` (the image's manifest digest in the registry of `reference`) and store the signature."""
     name = ImageName.parse(reference)
     try:
-        with OciClient(name.registry) as oci:
+        with OciClient.for_registry(name.registry) as oci:
             subject = oci.get_manifest(name.repository, digest)
             payload = simple_signing_payload(_repo(name), digest, {"key-id": key.key_id})
             signature = base64.b64encode(key.sign(payload)).decode()
@@ -136,7 +136,7 @@ def verify_image(reference: str, public_key: ec.EllipticCurvePublicKey, *, expec
     """Verify the image's signature; returns the verified digest. Raises `VerificationError` otherwise."""
     name = ImageName.parse(reference)
     try:
-        with OciClient(name.registry) as oci:
+        with OciClient.for_registry(name.registry) as oci:
             digest = _resolve(oci, name, expected_digest)
             manifest = oci.attached(name.repository, digest, "sig")
             if manifest is None:
@@ -158,7 +158,7 @@ def verify_image(reference: str, public_key: ec.EllipticCurvePublicKey, *, expec
 def _attach(reference: str, digest: str, *, suffix: str, artifact_type: str, data: bytes, media_type: str) -> str:
     name = ImageName.parse(reference)
     try:
-        with OciClient(name.registry) as oci:
+        with OciClient.for_registry(name.registry) as oci:
             subject = oci.get_manifest(name.repository, digest)
             _, tag = oci.attach(
                 name.repository,
@@ -195,7 +195,7 @@ def attach_scan_report(reference: str, digest: str, report: bytes) -> str:
 def fetch_attached(reference: str, digest: str, suffix: str) -> bytes | None:
     """The first layer of the artifact attached under `suffix` (sbom, scan, sig), or None."""
     name = ImageName.parse(reference)
-    with OciClient(name.registry) as oci:
+    with OciClient.for_registry(name.registry) as oci:
         manifest = oci.attached(name.repository, digest, suffix)
         if manifest is None:
             return None

@@ -2,7 +2,10 @@
 
 `start_docker(state_dir)` starts `dockerd` (private unix socket, overlay2, no iptables, no bridge: containers
 use `--network host` or `none`) and `docker-registry serve` on 127.0.0.1, both tracked by pid files under
-`state_dir`; `stop_docker(state_dir)` stops them by pid and unmounts what dockerd leaves mounted.
+`state_dir`; `stop_docker(state_dir)` stops them by pid and unmounts what dockerd leaves mounted. With
+`registry_auth=True` the registry needs a login (htpasswd, bcrypt: the only format distribution accepts): a
+random password made once per state dir, kept beside it (mode 0600), exported to clients as the settings'
+registry credentials.
 `ensure_base_image(docker_host)` imports a Debian bookworm root filesystem (made once with `debootstrap`
 and cached as a tar) as `local/debian-python:bookworm`: no image can be pulled from a public registry here.
 """
@@ -12,19 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import bcrypt
 import docker
 from docker.errors import DockerException, ImageNotFound
 
 from devstack.net import LOOPBACK, free_port, port_open, wait_for_http
 from devstack.process import ManagedProcess, ProcessError, read_pid_file, start_process, stop_pid
 from devstack.trivydb import write_trivy_db
+from registry.settings import REGISTRY_PASSWORD_VARIABLE, REGISTRY_USERNAME_VARIABLE
 
 BASE_IMAGE = "local/debian-python:bookworm"
 BASE_SUITE = "bookworm"
@@ -32,6 +38,7 @@ BASE_MIRROR = "http://deb.debian.org/debian"
 # python3 + venv (for pip's bundled wheel) and CA certificates; everything else comes from wheels.
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache"
+REGISTRY_USER = "curate"
 
 
 class DockerStackError(ProcessError):
@@ -47,15 +54,31 @@ class DockerStack:
     state_dir: Path
     dockerd_pid: int
     registry_pid: int
+    registry_login: RegistryLogin | None = None  # None: anonymous registry
 
     def to_json(self) -> dict[str, object]:
+        """What `curate dev status` shows (the login's user, never its password)."""
         return {
             "docker_host": self.docker_host,
             "registry": self.registry,
             "state_dir": str(self.state_dir),
             "dockerd_pid": self.dockerd_pid,
             "registry_pid": self.registry_pid,
+            "registry_auth": "htpasswd" if self.registry_login else "none",
+            "registry_user": self.registry_login.username if self.registry_login else "",
         }
+
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    """The local registry's user and password (a local, generated secret; `repr` hides the password)."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def client_env(self) -> dict[str, str]:
+        """The variables that give every client (CLI, flows, Trivy) these credentials through the settings."""
+        return {REGISTRY_USERNAME_VARIABLE: self.username, REGISTRY_PASSWORD_VARIABLE: self.password}
 
 
 def _exec_root(state_dir: Path) -> Path:
@@ -136,23 +159,57 @@ def stop_dockerd(state_dir: Path) -> None:
         shutil.rmtree(exec_root, ignore_errors=True)
 
 
-def registry_config(storage_dir: Path, port: int) -> str:
+def registry_config(storage_dir: Path, port: int, auth: str = "") -> str:
+    """distribution's config.yml; `auth` is a YAML `auth:` block (htpasswd_auth, or a token block), "" for none."""
     return (
         "version: 0.1\n"
         "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage_dir}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: {LOOPBACK}:{port}\n"
-    )
+    ) + auth
 
 
-def start_registry(state_dir: Path, *, port: int | None = None, timeout: float = 30.0) -> tuple[str, int]:
-    """Start `docker-registry serve` on 127.0.0.1; returns ("127.0.0.1:PORT", pid). Reuses a running one."""
+def htpasswd_auth(path: Path) -> str:
+    return f"auth:\n  htpasswd:\n    realm: curate-local-registry\n    path: {path}\n"
+
+
+def registry_login(state_dir: Path, username: str = REGISTRY_USER) -> tuple[RegistryLogin, Path]:
+    """The registry's login and htpasswd file under `state_dir`, made once (random password, bcrypt hash)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    saved = state_dir / "registry-login.json"
+    htpasswd = state_dir / "registry.htpasswd"
+    if saved.is_file() and htpasswd.is_file():
+        data = json.loads(saved.read_text())
+        return RegistryLogin(username=str(data["username"]), password=str(data["password"])), htpasswd
+    login = RegistryLogin(username=username, password=secrets.token_urlsafe(24))
+    hashed = bcrypt.hashpw(login.password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    htpasswd.write_text(f"{username}:{hashed}\n")
+    descriptor = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump({"username": login.username, "password": login.password}, handle)
+    return login, htpasswd
+
+
+def start_registry(
+    state_dir: Path, *, port: int | None = None, timeout: float = 30.0, auth: str = ""
+) -> tuple[str, int]:
+    """Start `docker-registry serve` on 127.0.0.1; returns ("127.0.0.1:PORT", pid). Reuses a running one.
+
+    `auth` is the config's `auth:` block (see `registry_config`); a running registry started with another one
+    is an error: stop the stack first.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     pid_path = state_dir / "registry.pid"
     info_path = state_dir / "registry.json"
     running = read_pid_file(pid_path)
     if running is not None and info_path.is_file():
-        return str(json.loads(info_path.read_text())["address"]), running
+        info = json.loads(info_path.read_text())
+        if info.get("auth", "") != auth:
+            raise DockerStackError(
+                f"the registry at {info['address']} runs with another authentication setting; stop it "
+                "(`curate dev down`) and start it again with the one you want (`curate dev up [--registry-auth]`)"
+            )
+        return str(info["address"]), running
     binary = shutil.which("docker-registry") or shutil.which("registry")
     if binary is None:
         raise DockerStackError("docker-registry is not installed: run scripts/install-system.sh")
@@ -160,17 +217,17 @@ def start_registry(state_dir: Path, *, port: int | None = None, timeout: float =
     storage = state_dir / "registry-data"
     storage.mkdir(parents=True, exist_ok=True)
     config = state_dir / "registry.yml"
-    config.write_text(registry_config(storage, chosen))
+    config.write_text(registry_config(storage, chosen, auth))
     proc = start_process(
         "registry", [binary, "serve", str(config)], log_path=state_dir / "registry.log", pid_path=pid_path
     )
     address = f"{LOOPBACK}:{chosen}"
     try:
-        wait_for_http(f"http://{address}/v2/", timeout=timeout)
+        wait_for_http(f"http://{address}/v2/", timeout=timeout)  # 401 counts: it answers
     except TimeoutError as exc:
         proc.stop()
         raise DockerStackError(f"the registry did not start on {address}:\n{proc.log_tail()}") from exc
-    info_path.write_text(json.dumps({"address": address}))
+    info_path.write_text(json.dumps({"address": address, "auth": auth}))
     return address, proc.pid
 
 
@@ -183,11 +240,23 @@ def stop_registry(state_dir: Path) -> None:
     (state_dir / "registry.json").unlink(missing_ok=True)
 
 
-def start_docker(state_dir: Path, *, registry_port: int | None = None, data_root: Path | None = None) -> DockerStack:
-    """Start (or reuse) the private dockerd and the registry for `state_dir`; what `curate dev up` calls."""
+def start_docker(
+    state_dir: Path,
+    *,
+    registry_port: int | None = None,
+    data_root: Path | None = None,
+    registry_auth: bool = False,
+) -> DockerStack:
+    """Start (or reuse) the private dockerd and the registry for `state_dir`; what `curate dev up` calls.
+
+    `registry_auth`: the registry needs the login `registry_login(state_dir)` (htpasswd)."""
     host, dockerd_pid = start_dockerd(state_dir, data_root=data_root)
+    login, auth = None, ""
+    if registry_auth:
+        login, htpasswd = registry_login(state_dir)
+        auth = htpasswd_auth(htpasswd)
     try:
-        registry, registry_pid = start_registry(state_dir, port=registry_port)
+        registry, registry_pid = start_registry(state_dir, port=registry_port, auth=auth)
     except ProcessError:
         stop_dockerd(state_dir)
         raise
@@ -197,6 +266,7 @@ def start_docker(state_dir: Path, *, registry_port: int | None = None, data_root
         state_dir=state_dir,
         dockerd_pid=dockerd_pid,
         registry_pid=registry_pid,
+        registry_login=login,
     )
 
 
@@ -302,11 +372,14 @@ def ensure_base_image(docker_host: str, *, cache_dir: Path = DEFAULT_CACHE_DIR, 
 DEV_REGISTRY_PORT = 5000
 
 
-def start_dev_images(state_dir: Path, *, cache_dir: Path = DEFAULT_CACHE_DIR) -> tuple[DockerStack, dict[str, str]]:
-    """What `curate dev up` needs for stage 3: engine + registry (port 5000 when free), the base image, and an
-    (empty) offline Trivy database. Returns the stack and the environment its clients need."""
+def start_dev_images(
+    state_dir: Path, *, cache_dir: Path = DEFAULT_CACHE_DIR, registry_auth: bool = False
+) -> tuple[DockerStack, dict[str, str]]:
+    """What `curate dev up` needs for stage 3: engine + registry (port 5000 when free; with a login when
+    `registry_auth`), the base image, and an (empty) offline Trivy database. Returns the stack and the environment
+    its clients need (the registry's credentials included)."""
     port = DEV_REGISTRY_PORT if not port_open(DEV_REGISTRY_PORT) else None
-    stack = start_docker(state_dir, registry_port=port)
+    stack = start_docker(state_dir, registry_port=port, registry_auth=registry_auth)
     ensure_base_image(stack.docker_host, cache_dir=cache_dir)
     trivy_cache = state_dir / "trivy"
     if not (trivy_cache / "db" / "trivy.db").is_file():
@@ -317,4 +390,6 @@ def start_dev_images(state_dir: Path, *, cache_dir: Path = DEFAULT_CACHE_DIR) ->
         "CURATE_IMAGES__TRIVY_CACHE_DIR": str(trivy_cache),
         "CURATE_IMAGES__TRIVY_SKIP_DB_UPDATE": "true",
     }
+    if stack.registry_login is not None:
+        env.update(stack.registry_login.client_env())
     return stack, env

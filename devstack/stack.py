@@ -37,6 +37,7 @@ class StackContext:
     data_dir: Path
     regions: dict[str, str] = field(default_factory=dict)  # region -> storage account name
     pools: tuple[str, ...] = ()  # Prefect work pools of the accelerator families
+    registry_auth: bool = False  # the image registry needs a login (htpasswd); clients get it from `dev env`
     progress: Callable[[str], None] = lambda message: None
 
     @property
@@ -129,8 +130,9 @@ def start_docker(ctx: StackContext) -> ServiceState:
     if os.environ.get("DOCKER_HOST"):
         ctx.progress(f"using the Docker Engine at DOCKER_HOST={os.environ['DOCKER_HOST']}")
         return ServiceState(name="docker", details={"external": True})
-    ctx.progress("starting dockerd and the image registry (first time: builds the base image, ~1 min)")
-    stack, env = start_dev_images(ctx.root / "docker")
+    login = " (with a login)" if ctx.registry_auth else ""
+    ctx.progress(f"starting dockerd and the image registry{login} (first time: builds the base image, ~1 min)")
+    stack, env = start_dev_images(ctx.root / "docker", registry_auth=ctx.registry_auth)
     return ServiceState(
         name="docker",
         pids=(stack.dockerd_pid, stack.registry_pid),
@@ -217,6 +219,15 @@ SERVICES: dict[str, tuple[Starter, Stopper]] = {
 }
 
 
+def _refuse_login_change(ctx: StackContext, name: str, existing: ServiceState | None) -> None:
+    """`--registry-auth` asked of a stack whose registry runs without a login: say how to restart it."""
+    running = existing is not None and existing.alive() and name == "docker"
+    if running and ctx.registry_auth and existing is not None and existing.details.get("registry_auth") != "htpasswd":
+        raise ProcessError(
+            "the image registry is running without a login: `curate dev down`, then `curate dev up --registry-auth`"
+        )
+
+
 def up(ctx: StackContext, only: tuple[str, ...] = ()) -> StackState:
     """Start every service not already running; return the stack's state."""
     state = load_state(ctx.data_dir)
@@ -224,6 +235,7 @@ def up(ctx: StackContext, only: tuple[str, ...] = ()) -> StackState:
         if only and name not in only:
             continue
         existing = state.services.get(name)
+        _refuse_login_change(ctx, name, existing)
         if existing is not None and (existing.alive() or existing.details.get("external")):
             ctx.progress(f"{name} already running ({existing.url or 'pid ' + str(existing.pids[0])})")
             continue

@@ -5,7 +5,9 @@ image (OCI 1.1 referrers) AND are tagged with cosign's scheme `sha256-<hex>.<suf
 repository, because the CNCF distribution 2.8 registry used locally has no referrers API: the tag scheme works
 on every registry, the subject lets newer registries list them as referrers too.
 
-Loopback registries (127.0.0.1, localhost) are spoken to over http; anything else over https.
+Loopback registries (127.0.0.1, localhost) are spoken to over http; anything else over https. Registries that
+need credentials are answered by registry/registry_auth.py (basic, or the bearer-token challenge) with the
+credentials registry/credentials.py finds for them: `OciClient.for_registry(registry)`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from typing import Any
 
 import httpx
 
+from registry.credentials import SET_CREDENTIALS, RegistryAuthError, RegistryCredentials, registry_credentials
 from registry.errors import RegistryError
+from registry.registry_auth import RegistryAuth, is_loopback
+from registry.settings import ImageSettings
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -34,6 +39,10 @@ class OciError(RegistryError):
 
 class OciNotFoundError(OciError):
     """The manifest, tag or blob does not exist in the registry."""
+
+
+class OciAuthError(OciError, RegistryAuthError):
+    """The registry refused the request (401/403): credentials missing, wrong, or without that permission."""
 
 
 @dataclass(frozen=True)
@@ -109,22 +118,30 @@ def attached_tag(subject_digest: str, suffix: str) -> str:
     return f"sha256-{hexdigest}.{suffix}"
 
 
-def _is_loopback(registry: str) -> bool:
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    return host in ("localhost", "127.0.0.1", "[::1]") or host.startswith("127.")
-
-
 class OciClient:
-    """One registry. Anonymous access (the local registry); a bearer/basic `auth` header can be supplied."""
+    """One registry, anonymous unless `credentials` are given (`for_registry` finds the configured ones)."""
 
-    def __init__(self, registry: str, *, timeout: float = 120.0, authorization: str | None = None) -> None:
-        scheme = "http" if _is_loopback(registry) else "https"
+    def __init__(
+        self, registry: str, *, timeout: float = 120.0, credentials: RegistryCredentials | None = None
+    ) -> None:
+        scheme = "http" if is_loopback(registry) else "https"
         self.registry = registry
-        headers = {"Authorization": authorization} if authorization else {}
-        self._http = httpx.Client(base_url=f"{scheme}://{registry}", timeout=timeout, headers=headers)
+        self.credentials = credentials
+        self.auth = RegistryAuth(registry, credentials, timeout=min(timeout, 60.0))
+        self._http = httpx.Client(base_url=f"{scheme}://{registry}", timeout=timeout, auth=self.auth)
+
+    @classmethod
+    def for_registry(cls, registry: str, images: ImageSettings | None = None, *, timeout: float = 120.0) -> OciClient:
+        """A client with the credentials configured for `registry` (settings, else Docker config, else none)."""
+        try:
+            credentials = registry_credentials(registry, images)
+        except RegistryAuthError as exc:
+            raise OciAuthError(str(exc)) from exc
+        return cls(registry, timeout=timeout, credentials=credentials)
 
     def close(self) -> None:
         self._http.close()
+        self.auth.close()
 
     def __enter__(self) -> OciClient:
         return self
@@ -139,12 +156,31 @@ class OciClient:
             raise OciError(
                 f"registry {self.registry} is unreachable ({type(exc).__name__}); start it (`curate dev up`)"
             ) from exc
+        except RegistryAuthError as exc:  # from the token service (registry_auth.py)
+            if isinstance(exc, OciError):
+                raise
+            raise OciAuthError(str(exc)) from exc
 
     def _check(self, response: httpx.Response, what: str) -> None:
         if response.status_code == 404:
             raise OciNotFoundError(f"{what}: not found in {self.registry}")
+        if response.status_code in (401, 403):
+            raise OciAuthError(self._refused(response.status_code, what))
         if response.status_code >= 400:
             raise OciError(f"{what}: {self.registry} answered HTTP {response.status_code}: {response.text[:300]}")
+
+    def _refused(self, status: int, what: str) -> str:
+        if self.credentials is None:
+            return f"{what}: registry {self.registry} needs credentials (HTTP {status}): {SET_CREDENTIALS}"
+        if status == 403:
+            return (
+                f"{what}: registry {self.registry} denied it to {self.credentials.describe()} (HTTP 403): "
+                "grant that account pull and push on the repository, or use another account"
+            )
+        return (
+            f"{what}: registry {self.registry} refused {self.credentials.describe()} (HTTP 401): "
+            f"{self.credentials.remedy()}"
+        )
 
     # ---------------------------------------------------------------------------------------- manifests
 
@@ -204,6 +240,9 @@ class OciClient:
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         response = self._request("HEAD", f"/v2/{repository}/blobs/{digest}")
+        if response.status_code == 404:
+            return False
+        self._check(response, f"HEAD blob {repository}@{digest}")
         return response.status_code == 200
 
     def push_blob(self, repository: str, data: bytes) -> str:

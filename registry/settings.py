@@ -99,8 +99,16 @@ class AllowedCve(_Section):
     expires: str | None = None
 
 
+REGISTRY_USERNAME_VARIABLE = "CURATE_IMAGES__REGISTRY_USERNAME"
+REGISTRY_PASSWORD_VARIABLE = "CURATE_IMAGES__REGISTRY_PASSWORD"  # noqa: S105 (a variable's name, not a secret)
+
+
 class ImageSettings(_Section):
     registry: str = "127.0.0.1:5000"
+    registry_username: str = Field(default="", description=f"for `registry` only; env {REGISTRY_USERNAME_VARIABLE}")
+    registry_password: SecretStr | None = Field(
+        default=None, description=f"for `registry` only; env {REGISTRY_PASSWORD_VARIABLE}; never logged"
+    )
     fail_on_fixable: tuple[str, ...] = ("CRITICAL",)
     allowed_cves: tuple[AllowedCve, ...] = ()
     denied_licenses: tuple[str, ...] = ()
@@ -108,6 +116,11 @@ class ImageSettings(_Section):
     trivy_skip_db_update: bool = False
     trivy_db_repository: str = ""
     runtimes: tuple[str, ...] = ("hf-serve",)
+
+    @classmethod
+    def decision_fields(cls) -> set[str]:
+        """The fields that change an image decision: all but the registry credentials."""
+        return set(cls.model_fields) - {"registry_username", "registry_password"}
 
 
 class CatalogSettings(_Section):
@@ -289,7 +302,7 @@ class Settings(BaseSettings):
                 "discovery": True,
                 "licenses": True,
                 "screening": True,
-                "images": True,
+                "images": ImageSettings.decision_fields(),
                 "runtimes": True,
                 "accelerators": True,
                 "slo": True,

@@ -5,6 +5,11 @@ by pinned digest (`--image-src remote`; loopback registries are plain http, henc
 docker-archive tar (`--input`). On machines without internet the database is local: `--skip-db-update` with a
 database under `<cache dir>/db` (see devstack/trivydb.py), or `--db-repository` pointing at a registry copy.
 
+Registry credentials (`TrivyOptions.credentials`, from the settings or the Docker config) reach Trivy as
+TRIVY_USERNAME / TRIVY_PASSWORD in its environment, never on its command line, and only for images in the
+registry they belong to. Trivy offers such credentials to every registry it contacts, so when its database
+comes from another registry it is downloaded first, in a run without them.
+
 The gate (`gate`) turns a report into a `ScanSummary`: a vulnerability of a severity in
 `images.fail_on_fixable` with a fixed version available blocks, unless its id is allow-listed with a reason
 (and the allow-listing has not expired); any secret blocks; any licence in `images.denied_licenses` blocks.
@@ -13,6 +18,7 @@ The gate (`gate`) turns a report into a `ScanSummary`: a vulnerability of a seve
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
@@ -20,6 +26,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from registry.credentials import RegistryAuthError, RegistryCredentials, registry_credentials, registry_host
 from registry.schema import ScanSummary, utcnow
 from registry.settings import ImageSettings, Settings
 from registry.tools import find_tool
@@ -39,15 +46,21 @@ class TrivyOptions:
     db_repository: str = ""
     insecure: bool = False  # plain-http registries other than loopback ones (always allowed)
     timeout_s: float = 1800.0
+    credentials: RegistryCredentials | None = None  # for images in `credentials.registry` only
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrivyOptions:
         images = settings.images
         cache = Path(images.trivy_cache_dir) if images.trivy_cache_dir else settings.data_dir / "trivy"
+        try:
+            credentials = registry_credentials(images.registry, images)
+        except RegistryAuthError as exc:
+            raise TrivyError(str(exc)) from exc
         return cls(
             cache_dir=cache,
             skip_db_update=images.trivy_skip_db_update,
             db_repository=images.trivy_db_repository,
+            credentials=credentials,
         )
 
 
@@ -96,38 +109,64 @@ def _loopback_registry(image: str) -> bool:
     return "/" in image and (host == "localhost" or host.startswith("127."))
 
 
-def _run(image: str, options: TrivyOptions, extra: list[str]) -> bytes:
+def _registry_of(reference: str) -> str:
+    return registry_host(reference.split("/", 1)[0]) if "/" in reference else ""
+
+
+def _base_command(options: TrivyOptions) -> list[str]:
     options.cache_dir.mkdir(parents=True, exist_ok=True)
-    command = [
+    return [
         trivy_binary(),
         "image",
         "--quiet",
         "--cache-dir",
         str(options.cache_dir),
         "--skip-java-db-update",
+        "--timeout",
+        f"{int(options.timeout_s)}s",
     ]
-    command += ["--timeout", f"{int(options.timeout_s)}s"]
+
+
+def _execute(command: list[str], what: str, options: TrivyOptions, env: dict[str, str] | None = None) -> bytes:
+    try:
+        result = subprocess.run(command, capture_output=True, check=False, timeout=options.timeout_s + 60, env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise TrivyError(f"trivy did not finish {what} within {options.timeout_s:.0f}s") from exc
+    if result.returncode != 0:
+        stderr = result.stderr.decode(errors="replace")[-2000:]
+        raise TrivyError(f"trivy failed {what} (exit {result.returncode}); is the image reachable?\n{stderr}")
+    return result.stdout
+
+
+def _database_args(options: TrivyOptions, credentials: RegistryCredentials | None) -> list[str]:
+    """How the scan run gets its vulnerability database; downloads it first when credentials must not reach it."""
     if options.skip_db_update:
         if not (options.cache_dir / "db" / "trivy.db").is_file():
             raise TrivyError(
                 f"no vulnerability database in {options.cache_dir / 'db'} and updates are off: "
                 "run `curate dev up` (writes a local one) or set images.trivy_skip_db_update = false"
             )
-        command += ["--skip-db-update", "--offline-scan"]
-    elif options.db_repository:
-        command += ["--db-repository", options.db_repository]
+        return ["--skip-db-update", "--offline-scan"]
+    source = ["--db-repository", options.db_repository] if options.db_repository else []
+    if credentials is None or _registry_of(options.db_repository) == credentials.registry:
+        return source
+    if options.insecure or _loopback_registry(options.db_repository):
+        source.append("--insecure")
+    _execute([*_base_command(options), "--download-db-only", *source], "downloading its database", options)
+    return ["--skip-db-update"]
+
+
+def _run(image: str, options: TrivyOptions, extra: list[str]) -> bytes:
+    target = _target_args(image)
+    credentials = options.credentials
+    if target[0] == "--input" or credentials is None or _registry_of(image) != credentials.registry:
+        credentials = None
+    command = [*_base_command(options), *_database_args(options, credentials)]
     if options.insecure or _loopback_registry(image):
         command.append("--insecure")
-    command += extra
-    command += _target_args(image)
-    try:
-        result = subprocess.run(command, capture_output=True, check=False, timeout=options.timeout_s + 60)
-    except subprocess.TimeoutExpired as exc:
-        raise TrivyError(f"trivy did not finish scanning {image} within {options.timeout_s:.0f}s") from exc
-    if result.returncode != 0:
-        stderr = result.stderr.decode(errors="replace")[-2000:]
-        raise TrivyError(f"trivy failed on {image} (exit {result.returncode}); is the image reachable?\n{stderr}")
-    return result.stdout
+    login = credentials.trivy_environment() if credentials is not None else {}
+    env = {**os.environ, **login} if login else None
+    return _execute([*command, *extra, *target], f"on {image}", options, env)
 
 
 def scan_image(image: str, options: TrivyOptions) -> dict[str, Any]:

@@ -18,6 +18,10 @@ os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_ENDPOINT", None)
 os.environ.pop("CURATE_CONFIG", None)
 os.environ["CURATE_DATA_DIR"] = str(_RUN_DIR / "curation")
+# Registry credentials only from what a test sets: never the machine's Docker login or exported variables.
+os.environ["DOCKER_CONFIG"] = str(_RUN_DIR / "docker-config")
+os.environ.pop("CURATE_IMAGES__REGISTRY_USERNAME", None)
+os.environ.pop("CURATE_IMAGES__REGISTRY_PASSWORD", None)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,5 +33,6 @@ pytest_plugins = [
     "tests.fixtures.runtimes",
     "tests.fixtures.azurite",
     "tests.fixtures.docker",
+    "tests.fixtures.registry_auth",
     "tests.fixtures.publishing",
 ]

@@ -16,12 +16,13 @@ from flows.cli.output import JsonOption, console, emit, fail
 dev_app = typer.Typer(help="Start and stop the local stack (Hub test server, Prefect, ...).", no_args_is_help=True)
 
 
-def _context() -> StackContext:
+def _context(registry_auth: bool = False) -> StackContext:
     current = settings()
     return StackContext(
         data_dir=current.data_dir.resolve(),
         regions={name: region.account for name, region in current.storage.regions.items()},
         pools=tuple(sorted({family.pool for family in current.accelerators.values()})),
+        registry_auth=registry_auth,
         progress=lambda message: console.print(f"[dim]-[/] {message}"),
     )
 
@@ -45,10 +46,13 @@ def _status_table() -> Table:
 @dev_app.command("up")
 def dev_up(
     only: list[str] | None = typer.Option(None, "--only", help="Start only these services (repeatable)."),
+    registry_auth: bool = typer.Option(
+        False, "--registry-auth", help="The image registry needs a login (htpasswd); `curate dev env` exports it."
+    ),
 ) -> None:
     """Start the local stack (idempotent: running services are kept)."""
     try:
-        up(_context(), tuple(only or ()))
+        up(_context(registry_auth), tuple(only or ()))
     except (ProcessError, OSError) as exc:
         raise fail(f"{exc}. Stop what was started with `curate dev down`, fix the cause, then retry.") from exc
     console.print(_status_table())
