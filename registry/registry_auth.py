@@ -74,11 +74,13 @@ class RegistryAuth(httpx.Auth):
         self.credentials = credentials
         self._basic = False  # the registry asked for Basic: send the credentials up front from now on
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, monotonic expiry)
-        self._token_http = httpx.Client(timeout=timeout)
+        self._timeout = timeout
+        self._token_http: httpx.Client | None = None  # made on the first challenge: most registries never send one
         self.token_requests = 0
 
     def close(self) -> None:
-        self._token_http.close()
+        if self._token_http is not None:
+            self._token_http.close()
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         scope = request_scope(request)
@@ -154,6 +156,8 @@ class RegistryAuth(httpx.Auth):
 
     def _request_token(self, realm: str, service: str, scopes: list[str]) -> httpx.Response:
         credentials = self.credentials
+        if self._token_http is None:
+            self._token_http = httpx.Client(timeout=self._timeout)
         try:
             if credentials is not None and credentials.identity_token is not None:
                 form = {
