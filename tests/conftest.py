@@ -30,4 +30,5 @@ pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.docker",
     "tests.fixtures.publishing",
+    "tests.fixtures.ground_truth",
 ]
