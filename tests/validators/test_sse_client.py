@@ -4,11 +4,19 @@ completed each event, keep-alive reuse and its stale-connection retry, timeouts,
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -146,3 +154,61 @@ def test_a_kept_alive_connection_the_server_closed_is_retried_once_on_a_new_one(
     assert [e.error for e in exchanges] == [None, None]
     assert [list(sse_events(e)) for e in exchanges][1][0][1] == b"[DONE]"
     assert connections == 2
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, written as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_streams_through_the_tls_transport(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client's default context trusts it
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(_chunked(EVENTS))
+            await writer.drain()
+
+    async def scenario() -> tuple[list[Exchange], int]:
+        listener = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context)
+        port = listener.sockets[0].getsockname()[1]
+        async with listener, StreamClient(f"https://127.0.0.1:{port}/v1/chat/completions") as client:
+            exchanges = [await client.post(b"{}") for _ in range(2)]
+            idle = len(client._idle)
+            listener.close()
+            return exchanges, idle
+
+    exchanges, idle = asyncio.run(scenario())
+    assert idle == 1  # kept alive over TLS too
+    for exchange in exchanges:
+        assert exchange.error is None and exchange.status == 200
+        assert [data for _, data in sse_events(exchange)] == EVENTS
+        assert exchange.read_lags and set(exchange.read_lags) == {0.0}  # timed by the loop: no lag to report
