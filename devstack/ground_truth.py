@@ -16,17 +16,23 @@ The server measures how late it actually wrote each token against its due time (
 max lateness, requests, aborts, peak concurrency; `POST /stats/reset` answers them and starts a new window): a
 measurement taken against it is only a measurement of the client while the server says it was on time.
 
-It is a plain asyncio protocol (no framework), every response's bytes are built once per request, and one timer
-per due token writes every token that is due: a few microseconds of CPU per token. It binds 127.0.0.1 only.
+It runs plain non-blocking sockets on an asyncio loop (no framework) whose timers are precise to microseconds;
+a request's `start` is the kernel's receive time of its last byte (SO_TIMESTAMPNS, Linux), so a busy server
+shifts nothing and shows up as lateness; `/stats` also gives the delay between a request's arrival and its
+reading. Every response's bytes are built once per request and one timer per due token writes every token that
+is due: a few microseconds of CPU per token. It binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import select
 import selectors
+import socket
+import struct
 import sys
 import threading
 import time
@@ -44,6 +50,10 @@ from devstack.process import ManagedProcess, ProcessError, start_process
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 16 * 1024 * 1024
 _MAX_LATENESS_SAMPLES = 4_000_000
+_SO_TIMESTAMPNS: int = getattr(socket, "SO_TIMESTAMPNS", 35)
+_ANCILLARY = socket.CMSG_SPACE(16)
+_TIMESPEC = struct.Struct("qq")
+_READ_SIZE = 256 * 1024
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
 
 
@@ -69,6 +79,7 @@ class ServerStats:
 
     def reset(self) -> None:
         self.lateness = array("d")
+        self.read_delay = array("d")
         self.requests = 0
         self.completed = 0
         self.aborted = 0
@@ -76,7 +87,9 @@ class ServerStats:
         self.max_in_flight = 0
         self.since = time.time()
 
-    def started(self) -> None:
+    def started(self, read_delay: float) -> None:
+        if len(self.read_delay) < _MAX_LATENESS_SAMPLES:
+            self.read_delay.append(read_delay)
         self.requests += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -93,21 +106,26 @@ class ServerStats:
             self.lateness.append(seconds)
 
     def summary(self) -> dict[str, Any]:
-        values = sorted(self.lateness)
-
-        def at(q: float) -> float | None:
-            return round(values[min(len(values) - 1, int(q * len(values)))] * 1e3, 4) if values else None
-
         return {
             "requests": self.requests,
             "completed": self.completed,
             "aborted": self.aborted,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
-            "tokens_written": len(values),
-            "lateness_ms": {"median": at(0.5), "p99": at(0.99), "max": at(1.0)},
+            "tokens_written": len(self.lateness),
+            "lateness_ms": _quantiles_ms(self.lateness),
+            "request_read_delay_ms": _quantiles_ms(self.read_delay),
             "window_s": round(time.time() - self.since, 3),
         }
+
+
+def _quantiles_ms(samples: array[float]) -> dict[str, float | None]:
+    values = sorted(samples)
+
+    def at(q: float) -> float | None:
+        return round(values[min(len(values) - 1, int(q * len(values)))] * 1e3, 4) if values else None
+
+    return {"median": at(0.5), "p99": at(0.99), "max": at(1.0)}
 
 
 def _event(data: bytes) -> bytes:
@@ -231,39 +249,97 @@ class _Stream:
             self.handle = None
 
 
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 keep-alive connection; requests are answered one after the other."""
+class _Connection:
+    """One HTTP/1.1 keep-alive connection; requests are answered one after the other.
 
-    def __init__(self, server: GroundTruthServer) -> None:
+    The socket is read with recvmsg and SO_TIMESTAMPNS: a request's schedule starts when its last byte reached
+    the kernel, not when this loop got to it, so a busy server shows up as lateness instead of shifting the truth.
+    """
+
+    def __init__(self, server: GroundTruthServer, sock: socket.socket) -> None:
         self.server = server
         self.schedule = server.schedule
         self.stats = server.stats
         self.loop = asyncio.get_running_loop()
+        self.sock = sock
+        self.fd = sock.fileno()
         self.buffer = b""
-        self.transport: asyncio.Transport | None = None
+        self.arrived = 0.0
+        self.outbox = bytearray()
+        self.open = True
+        self.close_when_sent = False
         self.stream: _Stream | None = None
         self.pending: asyncio.TimerHandle | None = None
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        self.loop.add_reader(self.fd, self.readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.pending is not None:
-            self.pending.cancel()
-        if self.stream is not None:
-            self.stream.cancel()
-            self.stream = None
-            self.stats.ended(aborted=True)
-        self.transport = None
-
-    def data_received(self, data: bytes) -> None:
+    def readable(self) -> None:
+        try:
+            data, ancillary, _flags, _address = self.sock.recvmsg(_READ_SIZE, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.close()
+            return
+        now = time.monotonic()
+        self.arrived = now
+        if ancillary:  # the kernel's wall-clock receive time, moved onto the monotonic clock
+            seconds, nanoseconds = _TIMESPEC.unpack_from(ancillary[0][2])
+            self.arrived = now - max(0.0, time.time() - (seconds + nanoseconds * 1e-9))
         self.buffer += data
         self.parse()
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
+        if not self.open:
+            return
+        if not self.outbox:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.close()
+                return
+            data = data[sent:]
+            if data:
+                self.loop.add_writer(self.fd, self.writable)
+        self.outbox += data
+
+    def writable(self) -> None:
+        try:
+            sent = self.sock.send(self.outbox)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        del self.outbox[:sent]
+        if not self.outbox:
+            self.loop.remove_writer(self.fd)
+            if self.close_when_sent:
+                self.close()
+
+    def close(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self.sock.close()
+        if self.pending is not None:
+            self.pending.cancel()
+            self.pending = None
+            self.stats.ended(aborted=True)
+        if self.stream is not None:
+            self.stream.cancel()
+            self.stream = None
+            self.stats.ended(aborted=True)
 
     def finished(self) -> None:
         self.stream = None
@@ -272,7 +348,7 @@ class _Connection(asyncio.Protocol):
         self.parse()
 
     def parse(self) -> None:
-        if self.stream is not None or self.pending is not None or self.transport is None:
+        if self.stream is not None or self.pending is not None or not self.open:
             return
         head_end = self.buffer.find(b"\r\n\r\n")
         if head_end < 0:
@@ -323,8 +399,8 @@ class _Connection(asyncio.Protocol):
             self.respond(404, {"error": {"message": f"no route {method} {path}"}}, close=close)
 
     def complete(self, request: _Request) -> None:
-        start = time.monotonic()
-        self.stats.started()
+        start = self.arrived
+        self.stats.started(read_delay=time.monotonic() - start)
         if request.stream:
             head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
             self.write(head + b"transfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n")
@@ -345,8 +421,10 @@ class _Connection(asyncio.Protocol):
             f"content-length: {len(body)}\r\nconnection: {'close' if close else 'keep-alive'}\r\n\r\n"
         )
         self.write(head.encode() + body)
-        if close and self.transport is not None:
-            self.transport.close()
+        if close:
+            self.close_when_sent = True
+            if not self.outbox:
+                self.close()
         else:
             self.parse()
 
@@ -394,10 +472,30 @@ class GroundTruthServer:
     async def serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = await self._loop.create_server(lambda: _Connection(self), self.host, self.port, backlog=4096)
+        listener = socket.create_server((self.host, self.port), backlog=4096, reuse_port=False)
+        listener.setblocking(False)
+        connections: list[_Connection] = []
+
+        def accept() -> None:
+            while True:
+                try:
+                    sock, _ = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return  # e.g. out of file descriptors: the client sees a refused or stalled connect
+                connections[:] = [c for c in connections if c.open]
+                connections.append(_Connection(self, sock))
+
+        self._loop.add_reader(listener.fileno(), accept)
         self._ready.set()
-        async with server:
+        try:
             await self._stop.wait()
+        finally:
+            self._loop.remove_reader(listener.fileno())
+            listener.close()
+            for connection in connections:
+                connection.close()
 
     def run(self) -> None:
         """Serve on a new event loop with precise timers until `close()`."""

@@ -19,6 +19,7 @@ Times are wall-clock seconds (`time.time()`, the kernel timestamps' clock). Requ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import ssl
@@ -171,11 +172,9 @@ class _Link:
         self.exchange: Exchange | None = None
         self.future: asyncio.Future[None] | None = None
         self.reusable = True
-        self.uses = 0
 
     def begin(self, exchange: Exchange, future: asyncio.Future[None]) -> None:
         self.exchange, self.future = exchange, future
-        self.uses += 1
 
     async def send(self, data: bytes) -> None:
         raise NotImplementedError
@@ -232,10 +231,9 @@ class _Link:
 class _SocketLink(_Link):
     """Plain TCP, read with recvmsg; with SO_TIMESTAMPNS each read carries the kernel's receive time."""
 
-    def __init__(self, sock: socket.socket, stamped: bool) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         super().__init__()
         self.sock = sock
-        self.stamped = stamped
         self.loop = asyncio.get_running_loop()
         self.reading = False
 
@@ -245,19 +243,15 @@ class _SocketLink(_Link):
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        stamped = False
         if _SO_TIMESTAMPNS is not None:
-            try:
+            with contextlib.suppress(OSError):  # without it, reads are timed when the loop performs them
                 sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-                stamped = True
-            except OSError:
-                stamped = False
         try:
             await asyncio.get_running_loop().sock_connect(sock, sockaddr)
         except BaseException:
             sock.close()
             raise
-        return cls(sock, stamped)
+        return cls(sock)
 
     def begin(self, exchange: Exchange, future: asyncio.Future[None]) -> None:
         super().begin(exchange, future)

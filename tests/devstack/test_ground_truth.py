@@ -101,6 +101,7 @@ def test_stats_count_requests_aborts_and_lateness(server: GroundTruthServer) -> 
     assert stats["tokens_written"] == 3 and stats["max_in_flight"] == 1
     lateness = stats["lateness_ms"]
     assert 0 <= lateness["median"] <= lateness["p99"] <= lateness["max"]
+    assert 0 <= stats["request_read_delay_ms"]["median"] <= stats["request_read_delay_ms"]["max"]
     assert stats["schedule"] == {"ttft_s": 0.05, "itl_s": 0.005, "tokens": 6, "model": "truth"}
     ended = httpx.post(server_root + "/stats/reset", timeout=10).json()
     assert ended["requests"] == 2  # the reset answers the window that ended ...
