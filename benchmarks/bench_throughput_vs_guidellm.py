@@ -145,7 +145,12 @@ def _measured(tool: str, run: Callable[[], dict[str, Any]], root_url: str) -> di
         "error": errors,
         "wall_s": wall,
         "load": [load_before, _load()],
-        "server": {"lateness_ms": stats["lateness_ms"], "aborted": stats["aborted"], "peak": stats["max_in_flight"]},
+        "server": {
+            "lateness_ms": stats["lateness_ms"],
+            "first_token_lateness_ms": stats["first_token_lateness_ms"],
+            "aborted": stats["aborted"],
+            "peak": stats["max_in_flight"],
+        },
     }
 
 

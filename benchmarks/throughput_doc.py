@@ -12,12 +12,13 @@ GOAL = 0.05
 
 METHOD = """## Method
 
-* **The server** (`devstack/ground_truth.py`, its own process, plain asyncio, 127.0.0.1): every request gets its
-  first token 0.2 s after the server read it and one more every 20 ms, 32 tokens, on a monotonic schedule that
-  does not depend on how many requests are in flight; the finish chunk, the usage chunk and `[DONE]` go out with
+* **The server** (`devstack/ground_truth.py`, its own process, plain sockets on asyncio with microsecond timers,
+  127.0.0.1): every request gets its first token 0.2 s after its last byte reached the server's kernel
+  (SO_TIMESTAMPNS) and one more every 20 ms, 32 tokens, on a monotonic schedule that does not depend on how many
+  requests are in flight; the finish chunk, the usage chunk and `[DONE]` go out with
   the last token. So the truth is TTFT 0.2 s, ITL 0.02 s, e2e 0.82 s at every level. It measures how late it
-  wrote every token against its due time (`GET /stats`), reset before and read after every run: a run only
-  measures the client while that lateness stays small.
+  wrote every token (and every first token) against its due time (`GET /stats`), reset before and read after
+  every run: a run only measures the client while that lateness stays small.
 * **The tools**: `curate bench --json` (a subprocess, exactly what users run) and GuideLLM 0.8.1 (a subprocess
   from its own venv), same prompts (128 tokens of the SmolLM2 tokenizer, seed 0, written to a file for
   GuideLLM), max 32 output tokens, profile `synchronous` at 1 and `concurrent` at N streams, 3 requests per
@@ -116,17 +117,19 @@ def _verdict(runs: list[dict[str, Any]]) -> list[str]:
 def _runs_table(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| round | c | tool (order) | TTFT | ITL | e2e | TTFT / ITL / e2e error | server lateness median / p99 "
-        "| harness read lag p50 / p99 | load before / after |",
+        "(first tokens: median) | harness read lag p50 / p99 | load before / after |",
         "|" + " --- |" * 10,
     ]
     for r in runs:
         v, s = r["values"], r["server"]["lateness_ms"]
+        first = r["server"].get("first_token_lateness_ms", {}).get("median")
+        late = f"{s['median']:.2f} / {s['p99']:.1f} ms" + (f" ({first:.2f} ms)" if first is not None else "")
         lag = f"{v['read_lag_p50_ms']:.2f} / {v['read_lag_p99_ms']:.1f} ms" if "read_lag_p50_ms" in v else "-"
         errors = " / ".join(_pct(r["error"][m]) for m in METRICS)
         lines.append(
             f"| {r['round']} | {r['level']} | {'curate bench' if r['tool'] == 'ours' else 'GuideLLM'} "
             f"({r['position'] + 1}) | {v['ttft'] * 1e3:.1f} ms | {v['itl'] * 1e3:.2f} ms | {v['e2e'] * 1e3:.0f} ms "
-            f"| {errors} | {s['median']:.2f} / {s['p99']:.1f} ms | {lag} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |"
+            f"| {errors} | {late} | {lag} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |"
         )
     return lines
 

@@ -7,14 +7,15 @@ and `POST /v1/completions` (`stream: true` as server-sent events with a usage ch
 `stream_options.include_usage` is set and `data: [DONE]`; `stream: false` answers once the schedule ends).
 Every request gets `max_tokens` (or `max_completion_tokens`, else `--tokens`) content tokens on a fixed
 schedule, whatever the concurrency: token i is due at `start + ttft + i * itl` on the monotonic clock, `start`
-being the moment the request was read. A request may set its own timing with
+being the moment the request's last byte arrived. A request may set its own timing with
 `"x_schedule": {"ttft_s": .., "itl_s": ..}` in its body (tests use it for slow streams). The finish chunk, the
 usage chunk and `[DONE]` go out with the last token, so a request's true end-to-end latency is
 `ttft + (n - 1) * itl`.
 
 The server measures how late it actually wrote each token against its due time (`GET /stats`: median / p99 /
-max lateness, requests, aborts, peak concurrency; `POST /stats/reset` answers them and starts a new window): a
-measurement taken against it is only a measurement of the client while the server says it was on time.
+max lateness of every token and of first tokens, requests, aborts, peak concurrency; `POST /stats/reset`
+answers them and starts a new window): a measurement taken against it is only a measurement of the client while
+the server says it was on time.
 
 It runs plain non-blocking sockets on an asyncio loop (no framework) whose timers are precise to microseconds;
 a request's `start` is the kernel's receive time of its last byte (SO_TIMESTAMPNS, Linux), so a busy server
@@ -79,6 +80,7 @@ class ServerStats:
 
     def reset(self) -> None:
         self.lateness = array("d")
+        self.first_lateness = array("d")
         self.read_delay = array("d")
         self.requests = 0
         self.completed = 0
@@ -101,9 +103,11 @@ class ServerStats:
         else:
             self.completed += 1
 
-    def late(self, seconds: float) -> None:
+    def late(self, seconds: float, *, first: bool) -> None:
         if len(self.lateness) < _MAX_LATENESS_SAMPLES:
             self.lateness.append(seconds)
+            if first:
+                self.first_lateness.append(seconds)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -114,6 +118,7 @@ class ServerStats:
             "max_in_flight": self.max_in_flight,
             "tokens_written": len(self.lateness),
             "lateness_ms": _quantiles_ms(self.lateness),
+            "first_token_lateness_ms": _quantiles_ms(self.first_lateness),
             "request_read_delay_ms": _quantiles_ms(self.read_delay),
             "window_s": round(time.time() - self.since, 3),
         }
@@ -231,7 +236,7 @@ class _Stream:
         parts: list[bytes] = []
         stats = self.conn.stats
         while self.index < self.request.tokens and self.due(self.index) <= now:
-            stats.late(now - self.due(self.index))
+            stats.late(now - self.due(self.index), first=self.index == 0)
             parts.append(self.first if self.index == 0 else self.token)
             self.index += 1
         if self.index == self.request.tokens:

@@ -102,6 +102,7 @@ def test_stats_count_requests_aborts_and_lateness(server: GroundTruthServer) -> 
     lateness = stats["lateness_ms"]
     assert 0 <= lateness["median"] <= lateness["p99"] <= lateness["max"]
     assert 0 <= stats["request_read_delay_ms"]["median"] <= stats["request_read_delay_ms"]["max"]
+    assert stats["first_token_lateness_ms"]["max"] <= lateness["max"]  # one first token among the 3 written
     assert stats["schedule"] == {"ttft_s": 0.05, "itl_s": 0.005, "tokens": 6, "model": "truth"}
     ended = httpx.post(server_root + "/stats/reset", timeout=10).json()
     assert ended["requests"] == 2  # the reset answers the window that ended ...
