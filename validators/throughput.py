@@ -146,15 +146,20 @@ def _read_events(record: RequestRecord, exchange: Exchange) -> str | None:
             continue
         if "error" in chunk and not chunk.get("choices"):
             return f"error event: {str(chunk['error'])[:200]}"
-        for choice in chunk.get("choices") or []:
-            if isinstance(choice, dict) and (choice.get("delta") or {}).get("content"):
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict) and delta.get("content"):
                 record.chunk_times.append(arrived)
                 if record.first_token is None:
                     record.first_token = arrived
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            record.output_tokens = int(usage.get("completion_tokens") or 0)
-            record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            try:
+                record.output_tokens = int(usage.get("completion_tokens") or 0)
+                record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            except (TypeError, ValueError):
+                return f"usage that is not a token count: {str(usage)[:120]}"
     return None
 
 

@@ -21,7 +21,8 @@ from validators.bench_report import flat_row, plot_sweep, publish_table_artifact
 from validators.errors import BenchmarkError
 from validators.prompts import PromptFactory
 from validators.runtimes import RuntimeProcess
-from validators.throughput import LoadSpec, RequestRecord, run_benchmark, summarize
+from validators.sse_client import Exchange
+from validators.throughput import LoadSpec, RequestRecord, record_of, run_benchmark, summarize
 
 
 def _record(start: float, first: float, chunks: list[float], tokens: int, prompt: int = 10) -> RequestRecord:
@@ -60,6 +61,34 @@ def test_summarize_computes_every_metric_from_records() -> None:
     assert metrics.itl_s is not None and metrics.itl_s.p50 == pytest.approx(0.2)
     assert metrics.e2e_s is not None and metrics.e2e_s.p99 == pytest.approx(0.9 + 0.99 * 1.1)
     assert metrics.goodput == pytest.approx(1 / 3)  # only the first meets TTFT <= 0.8
+
+
+def _exchange(*events: bytes, status: int = 200) -> Exchange:
+    body = b"".join(b"data: " + event + b"\n\n" for event in events)
+    exchange = Exchange(start=0.0)
+    assert exchange.feed(0.5, b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
+    return exchange
+
+
+def test_records_from_streams_hostile_ones_included() -> None:
+    content = b'{"choices": [{"delta": {"content": "a"}}]}'
+    good = record_of(_exchange(b'{"choices": [{"delta": {"role": "assistant"}}]}', content, content, b"[DONE]"))
+    assert good.ok and good.ttft == 0.5 and good.output_tokens == 2 and good.chunk_times == [0.5, 0.5]
+    usage = b'{"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}'
+    assert record_of(_exchange(content, usage)).output_tokens == 3
+
+    failures = {
+        "no content": _exchange(b'{"choices": [{"delta": "a"}]}', b'{"choices": "x"}', b"[1]"),
+        "not a token count": _exchange(content, b'{"choices": [], "usage": {"completion_tokens": "many"}}'),
+        "error event": _exchange(b'{"error": {"message": "overloaded"}}'),
+        "unparsable": _exchange(b"{nope"),
+        "HTTP 503": _exchange(status=503),
+    }
+    for expected, exchange in failures.items():
+        record = record_of(exchange)
+        assert not record.ok and record.error is not None and expected in record.error, (expected, record.error)
+    cancelled = Exchange(start=1.0, cancelled=True)
+    assert record_of(cancelled).cancelled and "deadline" in str(record_of(cancelled).error)
 
 
 def test_load_spec_validation() -> None:
