@@ -47,20 +47,20 @@ class Exchange:
 
     start: float = field(default_factory=time.time)
     status: int = 0
-    raw: bytearray = field(default_factory=bytearray)
-    read_ends: list[int] = field(default_factory=list)
-    read_times: list[float] = field(default_factory=list)
-    read_lags: list[float] = field(default_factory=list)
-    segments: list[tuple[int, int]] = field(default_factory=list)
+    raw: bytearray = field(default_factory=bytearray, repr=False)
+    read_ends: list[int] = field(default_factory=list, repr=False)
+    read_times: list[float] = field(default_factory=list, repr=False)
+    read_lags: list[float] = field(default_factory=list, repr=False)
+    segments: list[tuple[int, int]] = field(default_factory=list, repr=False)
     end: float | None = None
     error: str | None = None
     timed_out: bool = False
     cancelled: bool = False
     keep_alive: bool = True
-    _head_end: int = -1
-    _mode: str = ""
-    _scan: int = 0
-    _length: int = 0
+    _head_end: int = field(default=-1, init=False, repr=False)
+    _mode: str = field(default="", init=False, repr=False)
+    _scan: int = field(default=0, init=False, repr=False)
+    _length: int = field(default=0, init=False, repr=False)
 
     @property
     def last_arrival(self) -> float:
