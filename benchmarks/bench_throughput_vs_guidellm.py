@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -266,11 +267,14 @@ def main() -> None:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "truth": TRUE_VALUES,
     }
-    result["runs"] = _compare(args, tokenizer, work)
-    print("overhead against a trivial endpoint ...", flush=True)
-    result["overhead"] = _overhead(args.overhead_requests, work)
-    top = max(args.levels)
-    result["cpu"] = _cpu_per_token(top, max(args.min_requests, top * args.per_stream), tokenizer, work)
+    try:
+        result["runs"] = _compare(args, tokenizer, work)
+        print("overhead against a trivial endpoint ...", flush=True)
+        result["overhead"] = _overhead(args.overhead_requests, work)
+        top = max(args.levels)
+        result["cpu"] = _cpu_per_token(top, max(args.min_requests, top * args.per_stream), tokenizer, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({"overhead": result["overhead"], "cpu": result["cpu"]}, indent=2), flush=True)
     (OUT / "throughput_vs_guidellm.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.write_doc:
