@@ -36,5 +36,7 @@ bench-screen: setup
 bench-stage: setup
 	.venv/bin/python -m benchmarks.bench_stage
 
+# GuideLLM gets a venv of its own (benchmarks/guidellm_venv.sh); the comparison rewrites docs/benchmarks/throughput.md.
 bench-throughput: setup
-	.venv/bin/python -m benchmarks.bench_throughput_vs_guidellm
+	bash benchmarks/guidellm_venv.sh
+	.venv/bin/python -m benchmarks.bench_throughput_vs_guidellm --write-doc

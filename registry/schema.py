@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of these records; bumped with a step in registry/catalog_migrations.py whenever a record changes."""
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -337,7 +337,9 @@ class BenchmarkMetrics(Record):
     concurrency: float | None = None
     rate: float | None = None
     requests: int = 0
-    errors: int = 0
+    errors: int = Field(default=0, description="failed requests, the cancelled and timed-out ones included")
+    cancelled: int = Field(default=0, description="requests cancelled at the run's deadline (counted in errors)")
+    timeouts: int = Field(default=0, description="requests that timed out (counted in errors)")
     duration_s: float = 0.0
     request_throughput: float = 0.0
     output_token_throughput: float = 0.0
@@ -347,6 +349,9 @@ class BenchmarkMetrics(Record):
     itl_s: LatencyStats | None = None
     e2e_s: LatencyStats | None = None
     goodput: float | None = Field(default=None, description="requests/s meeting every SLO")
+    read_lag_s: LatencyStats | None = Field(
+        default=None, description="how long after the bytes arrived the load generator read them (its own delay)"
+    )
 
 
 class ValidationVerdict(StrEnum):

@@ -35,4 +35,5 @@ pytest_plugins = [
     "tests.fixtures.docker",
     "tests.fixtures.registry_auth",
     "tests.fixtures.publishing",
+    "tests.fixtures.ground_truth",
 ]

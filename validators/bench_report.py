@@ -10,18 +10,20 @@ from typing import Any
 
 from registry.schema import BenchmarkMetrics
 
-_LATENCIES = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
+_LATENCIES = ("ttft_s", "tpot_s", "itl_s", "e2e_s", "read_lag_s")
 _STATS = ("mean", "p50", "p90", "p99")
 
 
 def flat_row(metrics: BenchmarkMetrics) -> dict[str, Any]:
-    """One CSV/table row: scalar fields plus `<latency>_<stat>` columns."""
+    """One CSV/table row: scalar fields plus `<latency>_<stat>` columns (`read_lag_*`: the harness's own delay)."""
     row: dict[str, Any] = {
         "profile": metrics.profile,
         "concurrency": metrics.concurrency,
         "rate": metrics.rate,
         "requests": metrics.requests,
         "errors": metrics.errors,
+        "cancelled": metrics.cancelled,
+        "timeouts": metrics.timeouts,
         "duration_s": round(metrics.duration_s, 4),
         "request_throughput": round(metrics.request_throughput, 4),
         "output_token_throughput": round(metrics.output_token_throughput, 3),

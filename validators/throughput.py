@@ -1,5 +1,5 @@
-"""Throughput benchmark: an asyncio load generator over httpx streaming against an OpenAI-compatible chat
-endpoint.
+"""Throughput benchmark: an asyncio load generator of streamed chat completions against an OpenAI-compatible
+endpoint, over the lean client in `validators/sse_client.py` (bytes timestamped when they arrive).
 
 Profiles (`LoadSpec.profile`):
 - `synchronous`: one request at a time.
@@ -7,18 +7,19 @@ Profiles (`LoadSpec.profile`):
 - `sweep`: `concurrent` at each level of `concurrencies` (a ladder), one result per level.
 - `constant`: requests start at a fixed `rate` per second, whatever is in flight.
 - `poisson`: requests start at `rate` per second on average, exponential gaps (seeded).
-Every run is bounded by `max_requests` AND `max_duration_s`: no request starts after either bound, and
-requests
-still in flight at `max_duration_s` + `grace_s` are cancelled (left out of the metrics, counted in
-`cancelled`).
+Every run is bounded by `max_requests` AND `max_duration_s`: no request starts after either bound, and requests
+still in flight at `max_duration_s` + `grace_s` are cancelled. A cancelled request, one that received nothing
+for `timeout_s`, and every other failure count as errors (`cancelled` and `timeouts` say how many of them).
 
 Per request: TTFT (first content token), ITL (gaps between content chunks after the first), TPOT ((end - first
-token) / (output tokens - 1)), end-to-end latency. Output tokens come from the usage the server reports, else
-the
-number of content chunks. Per run (`BenchmarkMetrics`): request, output-token and total-token throughput over
-the
-run's wall time, mean/p50/p90/p99 of each latency, errors, and goodput: requests per second meeting every SLO
-(`Settings.slo`: ttft_s, tpot_s, e2e_s).
+token) / (output tokens - 1)), end-to-end latency, all from the moment the request is sent (an already open
+keep-alive connection; dialling one is not counted). Output tokens come from the usage the server reports, else
+the number of content chunks. Request bodies (prompts) are built before a level's clock starts and server-sent
+events are parsed after it ends, so the event loop only moves bytes while requests run. Per run
+(`BenchmarkMetrics`): request, output-token and total-token throughput over the run's wall time,
+mean/p50/p90/p99 of each latency, errors, goodput (requests per second meeting every SLO, `Settings.slo`:
+ttft_s, tpot_s, e2e_s) and `read_lag_s`: how long after the bytes arrived the harness read them (kernel receive
+timestamps; large values mean the load generator itself was saturated, and chunks read together lose their ITL).
 """
 
 from __future__ import annotations
@@ -32,15 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from registry.schema import BenchmarkMetrics, LatencyStats
 from registry.settings import SloSettings
 from validators.errors import BenchmarkError
 from validators.prompts import PromptFactory
+from validators.sse_client import Exchange, StreamClient, sse_events
 
 PROFILES = ("synchronous", "concurrent", "sweep", "constant", "poisson")
+_PREBUILT_BODIES = 20_000
+"""Request bodies built before a level starts; beyond that many (a duration-bound run), built on the fly."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class LoadSpec:
             raise BenchmarkError("max_requests must be >= 1 and max_duration_s > 0: every run is bounded by both")
         if self.concurrency < 1 or any(c < 1 for c in self.concurrencies) or not self.concurrencies:
             raise BenchmarkError("concurrency levels must be >= 1")
+        if self.timeout_s <= 0:
+            raise BenchmarkError("timeout_s must be > 0")
 
 
 @dataclass
@@ -78,6 +83,9 @@ class RequestRecord:
     output_tokens: int = 0
     prompt_tokens: int = 0
     error: str | None = None
+    cancelled: bool = False
+    timed_out: bool = False
+    read_lags: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -104,67 +112,76 @@ class RequestRecord:
         return [b - a for a, b in zip(self.chunk_times, self.chunk_times[1:], strict=False)]
 
 
-async def send_request(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> RequestRecord:
-    """One streamed chat completion, timed per content chunk."""
-    record = RequestRecord(start=time.perf_counter())
-    try:
-        async with client.stream("POST", url, json=body) as response:
-            if response.status_code != 200:
-                text = (await response.aread()).decode(errors="replace")
-                record.error = f"HTTP {response.status_code}: {text[:200]}"
-                return record
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    continue  # read to the end: a fully read response returns its connection to the pool
-                try:
-                    chunk = json.loads(payload)
-                except json.JSONDecodeError:
-                    record.error = f"unparsable stream event {payload[:80]!r}"
-                    return record
-                if not isinstance(chunk, dict):
-                    continue
-                if "error" in chunk and not chunk.get("choices"):
-                    record.error = f"error event: {str(chunk['error'])[:200]}"
-                    return record
-                now = time.perf_counter()
-                for choice in chunk.get("choices") or []:
-                    if (choice.get("delta") or {}).get("content"):
-                        record.chunk_times.append(now)
-                        if record.first_token is None:
-                            record.first_token = now
-                usage = chunk.get("usage")
-                if isinstance(usage, dict):
-                    record.output_tokens = int(usage.get("completion_tokens") or 0)
-                    record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        record.end = time.perf_counter()
+def record_of(exchange: Exchange) -> RequestRecord:
+    """One request's record from its raw exchange: the stream's events parsed, content chunks timed."""
+    record = RequestRecord(
+        start=exchange.start, cancelled=exchange.cancelled, timed_out=exchange.timed_out, read_lags=exchange.read_lags
+    )
+    if exchange.cancelled:
+        record.error = "cancelled: still running at the run's deadline (max_duration_s + grace_s)"
+    elif exchange.error is not None:
+        record.error = exchange.error
+    elif exchange.status != 200:
+        record.error = f"HTTP {exchange.status}: {exchange.body.decode(errors='replace')[:200]}"
+    else:
+        record.error = _read_events(record, exchange)
+        record.end = exchange.end
         if not record.output_tokens:
             record.output_tokens = len(record.chunk_times)
-        if record.first_token is None:
+        if record.error is None and record.first_token is None:
             record.error = "the stream carried no content"
-    except httpx.HTTPError as exc:
-        record.error = f"{type(exc).__name__}: {exc}"[:200]
     return record
+
+
+def _read_events(record: RequestRecord, exchange: Exchange) -> str | None:
+    """Fill the record from the stream's events; the error an event carried, if any."""
+    for arrived, payload in sse_events(exchange):
+        if payload == b"[DONE]":
+            continue
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            return f"unparsable stream event {payload[:80]!r}"
+        if not isinstance(chunk, dict):
+            continue
+        if "error" in chunk and not chunk.get("choices"):
+            return f"error event: {str(chunk['error'])[:200]}"
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict) and delta.get("content"):
+                record.chunk_times.append(arrived)
+                if record.first_token is None:
+                    record.first_token = arrived
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            try:
+                record.output_tokens = int(usage.get("completion_tokens") or 0)
+                record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            except (TypeError, ValueError):
+                return f"usage that is not a token count: {str(usage)[:120]}"
+    return None
 
 
 class _Run:
     """One bounded run of one load level."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str, model: str, spec: LoadSpec, prompts: PromptFactory) -> None:
+    def __init__(self, client: StreamClient, model: str, spec: LoadSpec, prompts: PromptFactory) -> None:
         self.client = client
-        self.url = url
         self.model = model
         self.spec = spec
         self.prompts = prompts
-        self.records: list[RequestRecord] = []
-        self.cancelled = 0
+        self.exchanges: list[Exchange] = []
+        self._bodies = [self._body(index) for index in range(min(spec.max_requests, _PREBUILT_BODIES))]
         self._issued = 0
         self._deadline = 0.0
 
-    def _body(self, index: int) -> dict[str, Any]:
-        return {
+    @property
+    def records(self) -> list[RequestRecord]:
+        return [record_of(exchange) for exchange in self.exchanges]
+
+    def _body(self, index: int) -> bytes:
+        body = {
             "model": self.model,
             "messages": [{"role": "user", "content": self.prompts.make(self.spec.input_tokens, index)}],
             "max_tokens": self.spec.output_tokens,
@@ -173,6 +190,7 @@ class _Run:
             "stream_options": {"include_usage": True},
             **self.spec.extra_body,
         }
+        return json.dumps(body).encode()
 
     def _next(self) -> int | None:
         if self._issued >= self.spec.max_requests or time.perf_counter() >= self._deadline:
@@ -181,7 +199,14 @@ class _Run:
         return self._issued - 1
 
     async def _one(self, index: int) -> None:
-        self.records.append(await send_request(self.client, self.url, self._body(index)))
+        exchange = Exchange()
+        self.exchanges.append(exchange)
+        body = self._bodies[index] if index < len(self._bodies) else self._body(index)
+        try:
+            await self.client.post(body, exchange)
+        except asyncio.CancelledError:
+            exchange.cancelled = True
+            raise
 
     async def _bounded(self, tasks: Sequence[asyncio.Task[None]]) -> None:
         remaining = self._deadline + self.spec.grace_s - time.perf_counter()
@@ -190,7 +215,6 @@ class _Run:
         _done, pending = await asyncio.wait(tasks, timeout=max(0.0, remaining))
         for task in pending:
             task.cancel()
-        self.cancelled += len(pending)
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
@@ -239,7 +263,8 @@ def summarize(
     rate: float | None = None,
     slo: SloSettings | None = None,
 ) -> BenchmarkMetrics:
-    """Metrics of one run from its request records (successful requests only; failures counted as errors)."""
+    """Metrics of one run from its request records (successful requests only; every failure, cancelled and
+    timed-out requests included, counted as an error)."""
     ok = [r for r in records if r.ok]
     errors = len(records) - len(ok)
     if not records:
@@ -261,6 +286,8 @@ def summarize(
         rate=rate,
         requests=len(ok),
         errors=errors,
+        cancelled=sum(r.cancelled for r in records),
+        timeouts=sum(r.timed_out for r in records),
         duration_s=duration,
         request_throughput=len(ok) / duration,
         output_token_throughput=output / duration,
@@ -270,6 +297,7 @@ def summarize(
         itl_s=_stats([gap for r in ok for gap in r.itls]),
         e2e_s=_stats([r.e2e for r in ok]),
         goodput=goodput,
+        read_lag_s=_stats([lag for r in records for lag in r.read_lags]),
     )
 
 
@@ -287,20 +315,20 @@ async def arun_benchmark(
     prompts = PromptFactory(tokenizer_dir, seed=spec.seed)
     url = base_url.rstrip("/") + "/chat/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    limits = httpx.Limits(max_connections=max((spec.concurrency, *spec.concurrencies, spec.max_requests)))
     results: list[BenchmarkMetrics] = []
-    async with httpx.AsyncClient(timeout=spec.timeout_s, headers=headers, limits=limits) as client:
-        if spec.profile in ("synchronous", "concurrent", "sweep"):
-            levels = {"synchronous": (1,), "concurrent": (spec.concurrency,), "sweep": spec.concurrencies}[spec.profile]
-            for level in levels:
-                run = _Run(client, url, model, spec, prompts)
+    if spec.profile in ("synchronous", "concurrent", "sweep"):
+        levels = {"synchronous": (1,), "concurrent": (spec.concurrency,), "sweep": spec.concurrencies}[spec.profile]
+        for level in levels:
+            async with StreamClient(url, headers=headers, timeout_s=spec.timeout_s) as client:
+                run = _Run(client, model, spec, prompts)
                 await run.closed_loop(level)
-                results.append(summarize(run.records, profile=spec.profile, concurrency=level, slo=slo))
-        else:
-            assert spec.rate is not None
-            run = _Run(client, url, model, spec, prompts)
+            results.append(summarize(run.records, profile=spec.profile, concurrency=level, slo=slo))
+    else:
+        assert spec.rate is not None
+        async with StreamClient(url, headers=headers, timeout_s=spec.timeout_s) as client:
+            run = _Run(client, model, spec, prompts)
             await run.open_loop(spec.rate, poisson=spec.profile == "poisson")
-            results.append(summarize(run.records, profile=spec.profile, rate=spec.rate, slo=slo))
+        results.append(summarize(run.records, profile=spec.profile, rate=spec.rate, slo=slo))
     return tuple(results)
 
 
