@@ -21,6 +21,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import DeviceRequest
 
+from registry.credentials import RegistryAuthError, registry_credentials, registry_host
 from validators.errors import RuntimeLaunchError
 
 LABEL_CELL = "io.curation.cell"
@@ -124,6 +125,34 @@ def _remove(container: Container) -> None:
         raise RuntimeLaunchError(f"cannot remove container {container.short_id}: {exc}") from exc
 
 
+def ensure_image(client: docker.DockerClient, image: str) -> None:
+    """Pull `image` with the registry's credentials (settings or Docker config) unless the engine has it.
+
+    The engine would pull a missing image anonymously on `run`; a registry that needs a login refuses that.
+    """
+    try:
+        client.images.get(image)
+        return
+    except ImageNotFound:
+        pass
+    try:
+        credentials = registry_credentials(registry_host(image))
+    except RegistryAuthError as exc:
+        raise RuntimeLaunchError(str(exc)) from exc
+    login = credentials.docker_auth_config() if credentials is not None else None
+    hint = credentials.remedy() if credentials is not None else "log in to the registry if it needs credentials"
+    repository, _, digest = image.partition("@")
+    try:
+        stream = client.api.pull(repository, tag=digest or None, stream=True, decode=True, auth_config=login)
+        errors = [str(chunk["error"]) for chunk in stream if "error" in chunk]
+    except (ImageNotFound, NotFound) as exc:
+        raise RuntimeLaunchError(f"image {image} is not in the registry: {exc}") from exc
+    except APIError as exc:
+        raise RuntimeLaunchError(f"pulling {image} failed: {exc.explanation or exc}; {hint}") from exc
+    if errors:
+        raise RuntimeLaunchError(f"pulling {image} failed: {errors[-1]}; {hint}")
+
+
 @contextmanager
 def run_container(
     spec: ContainerSpec, *, health_timeout_s: float, docker_host: str | None = None
@@ -132,6 +161,7 @@ def run_container(
     client = docker_client(docker_host)
     try:
         t0 = time.monotonic()
+        ensure_image(client, spec.image)
         try:
             container = client.containers.run(
                 spec.image,
