@@ -45,7 +45,7 @@ from registry.blobs import (
 from registry.catalog import CatalogStore
 from registry.errors import RegistryError
 from registry.hub import hub_source
-from registry.keys import KeyPair, SigningKeyError, signing_key
+from registry.keys import KeyPair, signing_key
 from registry.schema import (
     Finding,
     ModelRef,
@@ -530,7 +530,7 @@ def stage_weights(
             ),
         )
         raise
-    except (RegistryError, ValidatorError, SigningKeyError) as exc:
+    except (RegistryError, ValidatorError) as exc:
         _record(
             settings,
             StageResult(

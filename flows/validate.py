@@ -45,7 +45,7 @@ from flows.stage import verify_staged
 from registry.blobs import RegionalBlobStore, model_prefix, parse_connection_string, translate
 from registry.catalog import CatalogStore
 from registry.errors import RegistryError
-from registry.keys import SigningKeyError, signing_key
+from registry.keys import signing_key
 from registry.schema import (
     BenchmarkMetrics,
     ConformanceReport,
@@ -72,7 +72,7 @@ from validators.throughput import LoadSpec, run_benchmark
 
 NO_CAPACITY = "no capacity"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
-_CELL_ERRORS = (ValidatorError, RegistryError, BuildersError, SigningKeyError, DockerException)
+_CELL_ERRORS = (ValidatorError, RegistryError, BuildersError, DockerException)
 
 
 class ValidationFlowError(ValidatorError):

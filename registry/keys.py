@@ -17,10 +17,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from registry.errors import RegistryError
 from registry.settings import Settings
 
 
-class SigningKeyError(Exception):
+class SigningKeyError(RegistryError):
     """The signing key cannot be loaded; the message says which source was tried and how to fix it."""
 
 

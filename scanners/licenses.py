@@ -29,9 +29,9 @@ from license_expression import (
     get_spdx_licensing,
 )
 
+from registry import finding_codes as codes
 from registry.schema import Finding, LicenseReference, Severity, Verdict
 from registry.settings import LicensePolicy
-from scanners import codes
 from scanners.paths import display_path
 
 SCANNER = "licenses"

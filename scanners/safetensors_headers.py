@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry import finding_codes as codes
 from registry.schema import Finding, Severity
-from scanners import codes
 from scanners.paths import check_path, display_path
 
 SCANNER = "safetensors"

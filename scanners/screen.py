@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from registry import finding_codes as codes
 from registry.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -27,7 +28,6 @@ from registry.schema import Finding, LicenseReference, ModelRef, ScreeningReport
 from registry.settings import Settings
 from scanners import (
     access,
-    codes,
     formats,
     licenses,
     paths,
