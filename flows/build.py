@@ -29,11 +29,12 @@ from builders.images import build_image
 from builders.locks import proposed_updates
 from builders.recipes import get_recipe
 from builders.sbom import validate_spdx
-from builders.signing import attach_sbom, attach_scan_report, sign_image, verify_image
+from builders.signing import attach_sbom, attach_scan_report, sign_image
+from decisions.reconciliation import flagged_by_rescan
 from flows.settings import settings_from
 from registry.catalog import CatalogStore
+from registry.image_signatures import verify_image
 from registry.keys import signing_key
-from registry.oci import ImageName
 from registry.schema import EntryStatus, RuntimeImage, ScanSummary
 from registry.settings import Settings
 from scanners.errors import ScannerError
@@ -218,13 +219,6 @@ class RescanOutcome(BaseModel):
     error: str = ""
 
 
-def _uses(pinned_reference: str, digest: str) -> bool:
-    try:
-        return ImageName.parse(pinned_reference).digest == digest
-    except ValueError:
-        return False
-
-
 @flow(name="rescan-images")
 def rescan_images(settings_overrides: dict[str, Any] | None = None) -> list[RescanOutcome]:
     """Re-scan every recorded image digest; flag published entries that use an image that now fails."""
@@ -256,12 +250,10 @@ def rescan_images(settings_overrides: dict[str, Any] | None = None) -> list[Resc
             continue
         store.record_image(image.model_copy(update={"scan": summary}))
         flagged: list[str] = []
+        for entry_id, reason in flagged_by_rescan(store.entries(EntryStatus.PUBLISHED), image, summary):
+            store.set_entry_status(entry_id, EntryStatus.FLAGGED, reason)
+            flagged.append(entry_id)
         if not summary.passed:
-            reason = f"runtime image {image.pinned} now fails the scan gate: {', '.join(summary.blocking)}"
-            for entry in store.entries(EntryStatus.PUBLISHED):
-                if any(_uses(ref, image.digest) for ref in entry.images.values()):
-                    store.set_entry_status(entry.id, EntryStatus.FLAGGED, reason)
-                    flagged.append(entry.id)
             logger.warning("%s fails the gate now; flagged %d entries", image.pinned, len(flagged))
         outcomes.append(
             RescanOutcome(

@@ -38,13 +38,13 @@ from prefect.runtime import flow_run
 
 from builders.errors import BuildersError
 from builders.recipes import get_recipe
-from builders.signing import verify_image
 from devstack.net import free_port
 from flows.settings import settings_from
 from flows.stage import verify_staged
 from registry.blobs import RegionalBlobStore, model_prefix, parse_connection_string, translate
 from registry.catalog import CatalogStore
 from registry.errors import RegistryError
+from registry.image_signatures import verify_image
 from registry.keys import signing_key
 from registry.schema import (
     BenchmarkMetrics,

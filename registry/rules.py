@@ -3,7 +3,8 @@
 In the spirit of sigstore-python's verification policies, a rule is anything with `evaluate(subject)`, and
 rules compose: `AllOf` holds when every member holds (the worst verdict wins, every reason is kept), `AnyOf`
 when one does (the best verdict wins; this is how a remediation such as an allow-list lifts a rejection).
-`Check` makes a rule of a function that returns why it objects (or None).
+`Check` makes a rule of a function that returns why it objects (or None), `CheckAll` of one that returns
+every objection it has.
 
 Every outcome speaks the screening vocabulary (`Verdict`: accepted < needs-review < rejected); each decision
 says what that means for it (selected or skipped, passed or failed, published or refused, kept, flagged or
@@ -75,6 +76,17 @@ class Check(Generic[S]):
         if self.verdict is Verdict.NEEDS_REVIEW:
             return Outcome(self.verdict, review=(reason,))
         return Outcome(self.verdict, (reason,))
+
+
+@dataclass(frozen=True)
+class CheckAll(Generic[S]):
+    """A rule of one function that returns every objection it has (none: the rule holds), all rejecting."""
+
+    objections: Callable[[S], Iterable[str]]
+
+    def evaluate(self, subject: S) -> Outcome:
+        reasons = tuple(self.objections(subject))
+        return Outcome(Verdict.REJECTED, reasons) if reasons else ACCEPT
 
 
 @dataclass(frozen=True)
