@@ -38,15 +38,8 @@ from registry.keys import signing_key
 from registry.schema import EntryStatus, RuntimeImage, ScanSummary
 from registry.settings import Settings
 from scanners.errors import ScannerError
-from scanners.trivy import (
-    TrivyOptions,
-    db_updated_at,
-    gate,
-    sbom_spdx,
-    scan_image,
-    summary_markdown,
-    trivy_version,
-)
+from scanners.image_gate import gate, summary_markdown
+from scanners.trivy import TrivyOptions, db_updated_at, sbom_spdx, scan_image, trivy_version
 
 
 class ImageGateError(BuildersError):

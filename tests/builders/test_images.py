@@ -19,7 +19,8 @@ from registry.image_signatures import ImageVerificationError, verify_image
 from registry.keys import KeyPair, generate_private_pem, key_id, load_private_key, public_pem
 from registry.oci import ImageName, OciClient, attached_tag
 from registry.settings import AllowedCve, ImageSettings
-from scanners.trivy import TrivyOptions, gate, sbom_spdx, scan_image
+from scanners.image_gate import gate
+from scanners.trivy import TrivyOptions, sbom_spdx, scan_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
