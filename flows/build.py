@@ -32,6 +32,7 @@ from builders.sbom import validate_spdx
 from builders.signing import attach_sbom, attach_scan_report, sign_image
 from decisions.reconciliation import flagged_by_rescan
 from flows.settings import settings_from
+from registry.artifacts import artifact_key, cell
 from registry.catalog import CatalogStore
 from registry.image_signatures import verify_image
 from registry.keys import signing_key
@@ -68,10 +69,6 @@ def _docker_host(explicit: str | None) -> str:
     return host
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60]
-
-
 @task(name="scan-image", retries=1, retry_delay_seconds=10)
 def scan_task(pinned: str, settings: Settings) -> tuple[ScanSummary, bytes]:
     options = TrivyOptions.from_settings(settings)
@@ -89,7 +86,7 @@ def _publish_one(runtime: str, settings: Settings, docker_host: str, registry: s
     summary, report = scan_task(pinned, settings)
     allow_reasons = {entry.id: entry.reason for entry in settings.images.allowed_cves}
     create_markdown_artifact(
-        key=f"image-scan-{_slug(runtime)}",
+        key=artifact_key("image-scan", runtime),
         markdown=summary_markdown(pinned, summary, allow_reasons),
         description=f"Trivy scan of {runtime} {recipe.version}",
     )
@@ -189,7 +186,7 @@ def propose_dependency_updates(runtimes: list[str], index_args: tuple[str, ...] 
             text = "; ".join(update.change for update in updates) or "none: the lock is current"
         except BuildersError as exc:
             text = f"could not resolve: {exc}"
-        lines.append(f"| {runtime} | {text.replace('|', '/')} |")
+        lines.append(f"| {runtime} | {cell(text)} |")
     markdown = "\n".join(lines) + "\n"
     create_markdown_artifact(
         key="dependency-updates", markdown=markdown, description="Lock updates the weekly image rebuild proposes"
@@ -258,10 +255,7 @@ def rescan_images(settings_overrides: dict[str, Any] | None = None) -> list[Resc
                 flagged_entries=tuple(flagged),
             )
         )
-        lines.append(
-            f"| {image.pinned} | {'pass' if summary.passed else 'FAIL'} "
-            f"| {', '.join(summary.blocking) or '-'} "
-            f"| {', '.join(flagged) or '-'} |"
-        )
+        gate, blocking = "pass" if summary.passed else "FAIL", ", ".join(summary.blocking) or "-"
+        lines.append(f"| {cell(image.pinned)} | {gate} | {cell(blocking)} | {cell(', '.join(flagged) or '-')} |")
     create_markdown_artifact(key="image-rescan", markdown="\n".join(lines) + "\n", description="Weekly image rescan")
     return outcomes

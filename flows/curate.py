@@ -26,6 +26,7 @@ from flows.screen import screen_candidates
 from flows.settings import settings_from
 from flows.stage import stage_weights
 from flows.validate import validate_model
+from registry.artifacts import cell, code
 from registry.catalog import CatalogStore
 from registry.catalog_diff import CatalogDiff, observe_upstream
 from registry.catalog_export import export_catalog
@@ -99,8 +100,8 @@ class ModelProgress:
         ]
         for c in candidates:
             cells = self.cells.get(c.ref, {})
-            row = [f"`{c.repo_id}`", f"`{c.revision[:12]}`", f"{c.decision.value}: {c.reason}"]
-            row += [cells.get(stage, "-").replace("|", "\\|") for stage in stages]
+            row = [code(c.repo_id), code(c.revision[:12]), cell(f"{c.decision.value}: {c.reason}")]
+            row += [cell(cells.get(stage, "-")) for stage in stages]
             lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines)
 

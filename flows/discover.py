@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 
 from decisions.selection import select_candidates
 from flows.settings import settings_from
+from registry.artifacts import cell, code
 from registry.catalog import CatalogStore
 from registry.discovery import pinned_candidates
 from registry.hub import hub_source
@@ -60,9 +61,9 @@ def summary_markdown(candidates: list[Candidate], endpoint: str) -> str:
     ]
     for c in candidates:
         rank = str(c.rank) if c.rank is not None else "req"
-        reason = c.reason.replace("|", "\\|")
         lines.append(
-            f"| {rank} | `{c.repo_id}` | `{c.revision[:12]}` | {c.trending_score:.1f} | {c.decision.value} | {reason} |"
+            f"| {rank} | {code(c.repo_id)} | {code(c.revision[:12])} | {c.trending_score:.1f} | {c.decision.value} "
+            f"| {cell(c.reason)} |"
         )
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
 
 from flows.settings import settings_from
+from registry.artifacts import artifact_key, cell, code
 from registry.catalog import CatalogStore
 from registry.hub import hub_source
 from registry.schema import (
@@ -129,15 +130,11 @@ def result_rows(reports: list[ScreeningReport]) -> list[dict[str, Any]]:
     ]
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def rejection_markdown(report: ScreeningReport) -> str:
     """The report of one rejected repository: every finding, one line each, and the licence reference."""
     lic = report.license
     lines = [
-        f"# Screening rejected `{report.ref.repo_id}`",
+        f"# Screening rejected {code(report.ref.repo_id)}",
         "",
         f"- revision: `{report.ref.revision}`",
         f"- verdict: **{report.verdict.value}**",
@@ -150,13 +147,8 @@ def rejection_markdown(report: ScreeningReport) -> str:
     ]
     order = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
     for f in sorted(report.findings, key=lambda f: order.get(f.severity.value, 5)):
-        lines.append(f"| {f.severity.value} | `{f.code}` | {_cell(f.path or '-')} | {_cell(f.message)} |")
+        lines.append(f"| {f.severity.value} | {code(f.code)} | {cell(f.path or '-')} | {cell(f.message)} |")
     return "\n".join(lines)
-
-
-def _artifact_key(prefix: str, repo_id: str) -> str:
-    slug = "".join(c if c.isalnum() else "-" for c in model_slug(repo_id))
-    return f"{prefix}-{slug}"[:120].strip("-")
 
 
 @flow(name="screen", log_prints=True)
@@ -219,7 +211,7 @@ def screen_candidates(
     for report in reports:
         if report.verdict is Verdict.REJECTED:
             create_markdown_artifact(
-                key=_artifact_key("screening-rejected", report.ref.repo_id),
+                key=artifact_key("screening-rejected", model_slug(report.ref.repo_id)),
                 markdown=rejection_markdown(report),
                 description=f"Why {report.ref.repo_id} was rejected at screening.",
             )

@@ -34,10 +34,11 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
 from flows.settings import settings_from
+from registry.artifacts import artifact_key
+from registry.blob_errors import BlobIntegrityError
 from registry.blobs import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
-    BlobIntegrityError,
     RegionalBlobStore,
     WeightsManifest,
     model_prefix,
@@ -114,7 +115,8 @@ class _ArtifactProgress:
         self.done = 0
         self._last = 0.0
         self._lock = threading.Lock()
-        created = create_progress_artifact(progress=0.0, key=f"stage-{phase}-{region}".lower(), description=description)
+        key = artifact_key("stage", phase, region)
+        created = create_progress_artifact(progress=0.0, key=key, description=description)
         assert isinstance(created, UUID)
         self._id: UUID = created
         _emit(ProgressEvent(phase, region, 0, total))

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from model_signing import signing, verifying
 from pydantic import BaseModel, ConfigDict
 
-from registry.blobs import RESERVED_NAMES, SIGNATURE_NAME, BlobIntegrityError, RegionalBlobStore
+from registry.blob_errors import BlobIntegrityError
+from registry.blobs import RESERVED_NAMES, SIGNATURE_NAME, RegionalBlobStore
 from registry.keys import KEY_FILES_LOCK, KeyPair, SigningKeyError, key_id, load_public_key, verify_signature
 from registry.schema import Signature
 from validators.errors import ValidatorError

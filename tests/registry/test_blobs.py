@@ -16,13 +16,9 @@ import pytest
 
 from devstack.azurite import AzuriteStack, connection_string, dev_account_key
 from devstack.net import free_port
-from registry.blobs import (
-    BlobIntegrityError,
-    RegionalBlobStore,
-    StorageConfigError,
-    StorageUnavailableError,
-    block_id,
-)
+from registry.blob_errors import BlobIntegrityError, StorageConfigError, StorageUnavailableError
+from registry.blob_upload import block_id
+from registry.blobs import RegionalBlobStore
 from registry.settings import StorageSettings
 
 BLOCK = 64 * 1024
