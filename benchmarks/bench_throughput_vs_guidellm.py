@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devstack.net import free_port  # noqa: E402
+from devstack.runtimes import start_hf_serve, warm_up  # noqa: E402
 from devstack.samples import build_samples  # noqa: E402
 from devstack.samples.build import export_repo  # noqa: E402
 from validators.prompts import PromptFactory  # noqa: E402
-from validators.runtimes import start_hf_serve, warm_up  # noqa: E402
 from validators.throughput import LoadSpec, run_benchmark  # noqa: E402
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"

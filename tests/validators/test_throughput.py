@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from devstack.runtimes import RuntimeProcess
 from registry.schema import BenchmarkMetrics
 from registry.settings import SloSettings
 from tests.fixtures.runtimes import SMOLLM2
 from validators.bench_report import flat_row, plot_sweep, publish_table_artifact, write_csv, write_json
 from validators.errors import BenchmarkError
 from validators.prompts import PromptFactory
-from validators.runtimes import RuntimeProcess
 from validators.throughput import LoadSpec, RequestRecord, run_benchmark, summarize
 
 
