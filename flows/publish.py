@@ -218,24 +218,23 @@ class _Publication:
         return result
 
 
-def _decide(run: _Publication) -> tuple[CatalogEntry | None, StageResult | None]:
-    """(the entry the decision allows, None) or (None, the recorded refusal)."""
+def _decide(run: _Publication) -> CatalogEntry | StageResult:
+    """The entry the publish decision allows, or the recorded refusal."""
     with CatalogStore.from_settings(run.settings) as store:
         inputs = gather_inputs(store, run.settings, run.ref)
         gate = PUBLICATION_GATE.evaluate(inputs)
         if not gate.accepted:
-            return None, run.refuse(StageOutcome.REJECTED, list(gate.reasons))
+            return run.refuse(StageOutcome.REJECTED, list(gate.reasons))
         again = REPUBLICATION.evaluate(inputs)
         if not again.accepted:
-            return None, run.refuse(StageOutcome.SKIPPED, list(again.reasons))
+            return run.refuse(StageOutcome.SKIPPED, list(again.reasons))
         assert inputs.screening is not None  # the gate guarantees it
-        entry = build_entry(
+        return build_entry(
             inputs,
             task=passed_templates(inputs)[0].template.task,
             license_reference=inputs.screening.license,
             provenance=provenance(store, inputs, run.digest, run.run_id),
         )
-    return entry, None
 
 
 def _announce(published: CatalogEntry, changed: bool, synced: ExportSync | None) -> None:
@@ -264,10 +263,9 @@ def publish_model(
     settings = settings_from(overrides)
     ref = ModelRef(repo_id=repo_id, revision=revision)
     run = _Publication(settings, ref, settings.policy_digest(), str(flow_run.id or "") or None)
-    entry, refused = _decide(run)
-    if refused is not None or entry is None:
-        assert refused is not None
-        return refused
+    entry = _decide(run)
+    if isinstance(entry, StageResult):
+        return entry
     with CatalogStore.from_settings(settings) as store:
         existing = store.entry(entry.id)
     changed = existing is None or not same_content(existing, entry)
