@@ -38,28 +38,24 @@ def gated(policy: DiscoverySettings) -> Rule[Candidate]:
     return Check(objection)
 
 
-def task(policy: DiscoverySettings) -> Rule[Candidate]:
-    allowed = set(policy.pipeline_tags)
+def _listed(allowed: tuple[str, ...], what: str, key: str, value: Callable[[Candidate], str | None]) -> Rule[Candidate]:
+    """Objects to a candidate whose `value` is not in `allowed` (an empty list allows any)."""
 
     def objection(candidate: Candidate) -> str | None:
-        if allowed and candidate.pipeline_tag not in allowed:
-            shown = candidate.pipeline_tag or "none"
-            return f"task {shown!r} is not curated (discovery.pipeline_tags: {', '.join(sorted(allowed))})"
+        if allowed and value(candidate) not in allowed:
+            shown = value(candidate) or "none"
+            return f"{what} {shown!r} is not curated (discovery.{key}: {', '.join(sorted(allowed))})"
         return None
 
     return Check(objection)
+
+
+def task(policy: DiscoverySettings) -> Rule[Candidate]:
+    return _listed(policy.pipeline_tags, "task", "pipeline_tags", lambda candidate: candidate.pipeline_tag)
 
 
 def library(policy: DiscoverySettings) -> Rule[Candidate]:
-    allowed = set(policy.libraries)
-
-    def objection(candidate: Candidate) -> str | None:
-        if allowed and candidate.library_name not in allowed:
-            shown = candidate.library_name or "none"
-            return f"library {shown!r} is not curated (discovery.libraries: {', '.join(sorted(allowed))})"
-        return None
-
-    return Check(objection)
+    return _listed(policy.libraries, "library", "libraries", lambda candidate: candidate.library_name)
 
 
 def max_parameters(policy: DiscoverySettings) -> Rule[Candidate]:

@@ -7,7 +7,9 @@ delegation key from the service (production, `DefaultAzureCredential`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from azure.storage.blob import BlobSasPermissions, ContainerSasPermissions, generate_blob_sas, generate_container_sas
@@ -35,58 +37,36 @@ def account_key(store: RegionalBlobStore, region: str) -> str | None:
     return None
 
 
-def _window(valid_for: timedelta) -> tuple[datetime, datetime]:
-    return datetime.now(UTC) - timedelta(minutes=5), datetime.now(UTC) + valid_for
+def _sign(store: RegionalBlobStore, region: str, valid_for: timedelta, generate: Callable[..., str]) -> str:
+    """A SAS token from `generate(account, account_key=... | user_delegation_key=..., start=, expiry=)`."""
+    service = store.service(region)
+    account = service.account_name or store.settings.regions[region].account
+    start, expiry = datetime.now(UTC) - timedelta(minutes=5), datetime.now(UTC) + valid_for
+    key = account_key(store, region)
+    if key is not None:
+        return generate(account, account_key=key, start=start, expiry=expiry)
+    delegation = store.call(
+        "getting a user delegation key", region, lambda: service.get_user_delegation_key(start, expiry)
+    )
+    return generate(account, user_delegation_key=delegation, start=start, expiry=expiry)
 
 
 def blob_read_url(store: RegionalBlobStore, region: str, name: str, *, valid_for: timedelta) -> str:
     """A read-only SAS URL for one blob."""
-    service = store.service(region)
-    account = service.account_name or store.settings.regions[region].account
-    start, expiry = _window(valid_for)
-    key = account_key(store, region)
-    permission = BlobSasPermissions(read=True)
-    if key is not None:
-        token = generate_blob_sas(
-            account, store.container_name, name, account_key=key, permission=permission, expiry=expiry, start=start
-        )
-    else:
-        delegation = store.call(
-            "getting a user delegation key", region, lambda: service.get_user_delegation_key(start, expiry)
-        )
-        token = generate_blob_sas(
-            account,
-            store.container_name,
-            name,
-            user_delegation_key=delegation,
-            permission=permission,
-            expiry=expiry,
-            start=start,
-        )
-    return f"{store.blob(region, name).url}?{token}"
+    generate = partial(
+        generate_blob_sas,
+        container_name=store.container_name,
+        blob_name=name,
+        permission=BlobSasPermissions(read=True),
+    )
+    return f"{store.blob(region, name).url}?{_sign(store, region, valid_for, generate)}"
 
 
 def container_read_url(store: RegionalBlobStore, region: str, *, valid_for: timedelta) -> str:
     """The container URL of `region` with a read+list SAS (what runtime images fetch staged weights with)."""
-    service = store.service(region)
-    account = service.account_name or store.settings.regions[region].account
-    start, expiry = _window(valid_for)
-    key = account_key(store, region)
-    permission = ContainerSasPermissions(read=True, list=True)
-    if key is not None:
-        token = generate_container_sas(
-            account, store.container_name, account_key=key, permission=permission, expiry=expiry, start=start
-        )
-    else:
-        delegation = store.call(
-            "getting a user delegation key", region, lambda: service.get_user_delegation_key(start, expiry)
-        )
-        token = generate_container_sas(
-            account,
-            store.container_name,
-            user_delegation_key=delegation,
-            permission=permission,
-            expiry=expiry,
-            start=start,
-        )
-    return f"{store.container(region).url}?{token}"
+    generate = partial(
+        generate_container_sas,
+        container_name=store.container_name,
+        permission=ContainerSasPermissions(read=True, list=True),
+    )
+    return f"{store.container(region).url}?{_sign(store, region, valid_for, generate)}"
