@@ -85,10 +85,10 @@ class ValidationFlowError(ValidatorError):
 def staged_parameters(store: RegionalBlobStore, region: str, name: str, max_header: int) -> dict[str, int]:
     """dtype -> parameter count of one staged safetensors file, from its header read by range (the screening
     parser, scanners/safetensors_headers.py); a header that does not check out stops the planning."""
-    size = store.properties(region, name)
+    info = store.properties(region, name)
     scan = scan_safetensors_file(
         name,
-        size.size if size is not None else None,
+        info.size if info is not None else None,
         lambda offset, length: store.read_range(region, name, offset, length),
         max_header_bytes=max_header,
     )
