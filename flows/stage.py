@@ -438,7 +438,12 @@ def _record(settings: Settings, result: StageResult, weights: StagedWeights | No
 
 
 def _stage_result(
-    ref: ModelRef, outcome: StageOutcome, digest: str, run_id: str | None, reason: str = "", **payload: Any
+    ref: ModelRef,
+    outcome: StageOutcome,
+    digest: str,
+    run_id: str | None,
+    reason: str = "",
+    payload: dict[str, Any] | None = None,
 ) -> StageResult:
     return StageResult(
         ref=ref,
@@ -447,7 +452,7 @@ def _stage_result(
         reason=reason,
         policy_digest=digest,
         run_id=run_id,
-        payload=payload,
+        payload=payload or {},
     )
 
 
@@ -529,11 +534,11 @@ def stage_weights(
     digest = settings.policy_digest()
     try:
         weights = _stage(overrides, settings, ref, names, work)
-        ok = _stage_result(ref, StageOutcome.OK, digest, run_id, **weights.model_dump(mode="json"))
+        ok = _stage_result(ref, StageOutcome.OK, digest, run_id, payload=weights.model_dump(mode="json"))
         _record(settings, ok, weights)
     except WeightsRejectedError as exc:
-        findings = [f.model_dump(mode="json") for f in exc.findings]
-        _record(settings, _stage_result(ref, StageOutcome.REJECTED, digest, run_id, str(exc), findings=findings))
+        findings = {"findings": [f.model_dump(mode="json") for f in exc.findings]}
+        _record(settings, _stage_result(ref, StageOutcome.REJECTED, digest, run_id, str(exc), findings))
         raise
     except (RegistryError, ValidatorError) as exc:
         _record(settings, _stage_result(ref, StageOutcome.FAILED, digest, run_id, str(exc)))
