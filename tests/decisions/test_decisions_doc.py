@@ -50,7 +50,7 @@ def _setting(dotted: str) -> bool:
 def test_every_pipeline_decision_is_listed_once() -> None:
     listed = [row["decision"] for row in rows()]
     assert len(listed) == len(set(listed))
-    assert DECISIONS <= set(listed), f"missing from docs/decisions.md: {sorted(DECISIONS - set(listed))}"
+    assert set(listed) >= DECISIONS, f"missing from docs/decisions.md: {sorted(DECISIONS - set(listed))}"
 
 
 @pytest.mark.parametrize("row", rows(), ids=lambda row: row["decision"])
