@@ -14,6 +14,8 @@ setup:
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
+	.venv/bin/python scripts/check_size.py
 
 down:
 	.venv/bin/curate dev down

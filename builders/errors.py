@@ -25,7 +25,3 @@ class SbomError(BuildersError):
 
 class SigningError(BuildersError):
     """An image could not be signed, or a signature could not be stored."""
-
-
-class VerificationError(SigningError):
-    """An image signature is missing, over another digest, or made with another key: do not use the image."""

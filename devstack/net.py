@@ -7,15 +7,9 @@ import time
 
 import httpx
 
-LOOPBACK = "127.0.0.1"
+from registry.net import LOOPBACK, free_port
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["LOOPBACK", "free_port", "port_open", "wait_for_http"]
 
 
 def port_open(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:

@@ -29,23 +29,18 @@ from builders.images import build_image
 from builders.locks import proposed_updates
 from builders.recipes import get_recipe
 from builders.sbom import validate_spdx
-from builders.signing import attach_sbom, attach_scan_report, sign_image, verify_image
+from builders.signing import attach_sbom, attach_scan_report, sign_image
+from decisions.reconciliation import flagged_by_rescan
 from flows.settings import settings_from
+from registry.artifacts import artifact_key, cell
 from registry.catalog import CatalogStore
+from registry.image_signatures import verify_image
 from registry.keys import signing_key
-from registry.oci import ImageName
 from registry.schema import EntryStatus, RuntimeImage, ScanSummary
 from registry.settings import Settings
 from scanners.errors import ScannerError
-from scanners.trivy import (
-    TrivyOptions,
-    db_updated_at,
-    gate,
-    sbom_spdx,
-    scan_image,
-    summary_markdown,
-    trivy_version,
-)
+from scanners.image_gate import gate, summary_markdown
+from scanners.trivy import TrivyOptions, db_updated_at, sbom_spdx, scan_image, trivy_version
 
 
 class ImageGateError(BuildersError):
@@ -74,10 +69,6 @@ def _docker_host(explicit: str | None) -> str:
     return host
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60]
-
-
 @task(name="scan-image", retries=1, retry_delay_seconds=10)
 def scan_task(pinned: str, settings: Settings) -> tuple[ScanSummary, bytes]:
     options = TrivyOptions.from_settings(settings)
@@ -95,7 +86,7 @@ def _publish_one(runtime: str, settings: Settings, docker_host: str, registry: s
     summary, report = scan_task(pinned, settings)
     allow_reasons = {entry.id: entry.reason for entry in settings.images.allowed_cves}
     create_markdown_artifact(
-        key=f"image-scan-{_slug(runtime)}",
+        key=artifact_key("image-scan", runtime),
         markdown=summary_markdown(pinned, summary, allow_reasons),
         description=f"Trivy scan of {runtime} {recipe.version}",
     )
@@ -195,7 +186,7 @@ def propose_dependency_updates(runtimes: list[str], index_args: tuple[str, ...] 
             text = "; ".join(update.change for update in updates) or "none: the lock is current"
         except BuildersError as exc:
             text = f"could not resolve: {exc}"
-        lines.append(f"| {runtime} | {text.replace('|', '/')} |")
+        lines.append(f"| {runtime} | {cell(text)} |")
     markdown = "\n".join(lines) + "\n"
     create_markdown_artifact(
         key="dependency-updates", markdown=markdown, description="Lock updates the weekly image rebuild proposes"
@@ -216,13 +207,6 @@ class RescanOutcome(BaseModel):
     blocking: tuple[str, ...] = ()
     flagged_entries: tuple[str, ...] = ()
     error: str = ""
-
-
-def _uses(pinned_reference: str, digest: str) -> bool:
-    try:
-        return ImageName.parse(pinned_reference).digest == digest
-    except ValueError:
-        return False
 
 
 @flow(name="rescan-images")
@@ -256,12 +240,10 @@ def rescan_images(settings_overrides: dict[str, Any] | None = None) -> list[Resc
             continue
         store.record_image(image.model_copy(update={"scan": summary}))
         flagged: list[str] = []
+        for entry_id, reason in flagged_by_rescan(store.entries(EntryStatus.PUBLISHED), image, summary):
+            store.set_entry_status(entry_id, EntryStatus.FLAGGED, reason)
+            flagged.append(entry_id)
         if not summary.passed:
-            reason = f"runtime image {image.pinned} now fails the scan gate: {', '.join(summary.blocking)}"
-            for entry in store.entries(EntryStatus.PUBLISHED):
-                if any(_uses(ref, image.digest) for ref in entry.images.values()):
-                    store.set_entry_status(entry.id, EntryStatus.FLAGGED, reason)
-                    flagged.append(entry.id)
             logger.warning("%s fails the gate now; flagged %d entries", image.pinned, len(flagged))
         outcomes.append(
             RescanOutcome(
@@ -273,10 +255,7 @@ def rescan_images(settings_overrides: dict[str, Any] | None = None) -> list[Resc
                 flagged_entries=tuple(flagged),
             )
         )
-        lines.append(
-            f"| {image.pinned} | {'pass' if summary.passed else 'FAIL'} "
-            f"| {', '.join(summary.blocking) or '-'} "
-            f"| {', '.join(flagged) or '-'} |"
-        )
+        gate, blocking = "pass" if summary.passed else "FAIL", ", ".join(summary.blocking) or "-"
+        lines.append(f"| {cell(image.pinned)} | {gate} | {cell(blocking)} | {cell(', '.join(flagged) or '-')} |")
     create_markdown_artifact(key="image-rescan", markdown="\n".join(lines) + "\n", description="Weekly image rescan")
     return outcomes

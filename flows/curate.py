@@ -17,15 +17,19 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 
+from decisions.reconciliation import diff_catalog, diff_markdown, status_changes
+from decisions.selection import select_candidates
 from flows.build import build_runtime_images
 from flows.discover import discover_models
-from flows.publish import export_catalog, publish_model
+from flows.publish import publish_model
 from flows.screen import screen_candidates
 from flows.settings import settings_from
 from flows.stage import stage_weights
 from flows.validate import validate_model
+from registry.artifacts import cell, code
 from registry.catalog import CatalogStore
-from registry.catalog_diff import CatalogDiff, diff_catalog, diff_markdown, observe_upstream, status_changes
+from registry.catalog_diff import CatalogDiff, observe_upstream
+from registry.catalog_export import export_catalog
 from registry.discovery import resolve_one
 from registry.errors import RepoNotFoundError
 from registry.hub import hub_source
@@ -96,8 +100,8 @@ class ModelProgress:
         ]
         for c in candidates:
             cells = self.cells.get(c.ref, {})
-            row = [f"`{c.repo_id}`", f"`{c.revision[:12]}`", f"{c.decision.value}: {c.reason}"]
-            row += [cells.get(stage, "-").replace("|", "\\|") for stage in stages]
+            row = [code(c.repo_id), code(c.revision[:12]), cell(f"{c.decision.value}: {c.reason}")]
+            row += [cell(cells.get(stage, "-")) for stage in stages]
             lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines)
 
@@ -243,7 +247,7 @@ def rerun_model(
     settings = settings_from(overrides)
     source = hub_source(settings.hub)
     try:
-        candidate = resolve_one(source, repo_id, revision)
+        candidate = select_candidates([resolve_one(source, repo_id, revision)], settings.discovery)[0]
     finally:
         source.close()
     with CatalogStore.from_settings(settings) as store:

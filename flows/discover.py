@@ -8,9 +8,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from decisions.selection import select_candidates
 from flows.settings import settings_from
+from registry.artifacts import cell, code
 from registry.catalog import CatalogStore
-from registry.discovery import discover_candidates
+from registry.discovery import pinned_candidates
 from registry.hub import hub_source
 from registry.schema import Candidate, Decision
 
@@ -24,13 +26,8 @@ def fetch_candidates(
     source = hub_source(settings.hub)
     try:
         with CatalogStore.from_settings(settings) as store:
-            return discover_candidates(
-                source,
-                settings.discovery,
-                limit=limit,
-                requested=requested,
-                is_curated=lambda ref: store.is_curated(ref, digest),
-            )
+            pinned = pinned_candidates(source, settings.discovery, limit=limit, requested=requested)
+            return select_candidates(pinned, settings.discovery, lambda ref: store.is_curated(ref, digest))
     finally:
         source.close()
 
@@ -64,9 +61,9 @@ def summary_markdown(candidates: list[Candidate], endpoint: str) -> str:
     ]
     for c in candidates:
         rank = str(c.rank) if c.rank is not None else "req"
-        reason = c.reason.replace("|", "\\|")
         lines.append(
-            f"| {rank} | `{c.repo_id}` | `{c.revision[:12]}` | {c.trending_score:.1f} | {c.decision.value} | {reason} |"
+            f"| {rank} | {code(c.repo_id)} | {code(c.revision[:12])} | {c.trending_score:.1f} | {c.decision.value} "
+            f"| {cell(c.reason)} |"
         )
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
 
 from flows.settings import settings_from
+from registry.artifacts import artifact_key, cell, code
 from registry.catalog import CatalogStore
 from registry.hub import hub_source
 from registry.schema import (
@@ -129,15 +130,11 @@ def result_rows(reports: list[ScreeningReport]) -> list[dict[str, Any]]:
     ]
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def rejection_markdown(report: ScreeningReport) -> str:
     """The report of one rejected repository: every finding, one line each, and the licence reference."""
     lic = report.license
     lines = [
-        f"# Screening rejected `{report.ref.repo_id}`",
+        f"# Screening rejected {code(report.ref.repo_id)}",
         "",
         f"- revision: `{report.ref.revision}`",
         f"- verdict: **{report.verdict.value}**",
@@ -150,13 +147,72 @@ def rejection_markdown(report: ScreeningReport) -> str:
     ]
     order = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
     for f in sorted(report.findings, key=lambda f: order.get(f.severity.value, 5)):
-        lines.append(f"| {f.severity.value} | `{f.code}` | {_cell(f.path or '-')} | {_cell(f.message)} |")
+        lines.append(f"| {f.severity.value} | {code(f.code)} | {cell(f.path or '-')} | {cell(f.message)} |")
     return "\n".join(lines)
 
 
-def _artifact_key(prefix: str, repo_id: str) -> str:
-    slug = "".join(c if c.isalnum() else "-" for c in model_slug(repo_id))
-    return f"{prefix}-{slug}"[:120].strip("-")
+def _screen_all(
+    selected: list[Candidate], overrides: dict[str, Any] | None, settings: Settings
+) -> tuple[list[ScreeningReport], list[tuple[Candidate, str]]]:
+    """(reports, (candidate, why) of every screening that could not run), in the candidates' order."""
+    ensure_concurrency_limit(HUB_TAG, settings.hub.concurrency)
+    runner = screen_candidate.with_options(result_storage=result_storage(settings))
+    futures = runner.map(selected, unmapped(overrides))
+    futures.wait()
+    states: list[State[ScreeningReport]] = [f.state for f in futures]
+    reports: list[ScreeningReport] = []
+    failures: list[tuple[Candidate, str]] = []
+    for candidate, state in zip(selected, states, strict=True):
+        if state.is_completed():
+            reports.append(state.result())
+        else:
+            failures.append((candidate, str(state.message or state.name)))
+    return reports, failures
+
+
+def _record(
+    settings: Settings, reports: list[ScreeningReport], failures: list[tuple[Candidate, str]], run_id: str | None
+) -> None:
+    with CatalogStore.from_settings(settings) as store:
+        for report in reports:
+            store.record_screening(report)
+            store.record_stage(
+                StageResult(
+                    ref=report.ref,
+                    stage=StageName.SCREEN,
+                    outcome=_OUTCOME[report.verdict],
+                    reason="; ".join(reasons_of(report))[:2000],
+                    policy_digest=report.policy_digest,
+                    run_id=run_id,
+                    payload=report.model_dump(mode="json"),
+                )
+            )
+        for candidate, message in failures:
+            store.record_stage(
+                StageResult(
+                    ref=ModelRef(repo_id=candidate.repo_id, revision=candidate.revision),
+                    stage=StageName.SCREEN,
+                    outcome=StageOutcome.FAILED,
+                    reason=f"screening could not run: {message}"[:2000],
+                    policy_digest=settings.policy_digest(),
+                    run_id=run_id,
+                )
+            )
+
+
+def _publish_artifacts(reports: list[ScreeningReport]) -> None:
+    create_table_artifact(
+        key="screening-results",
+        table=result_rows(reports),
+        description="Stage 2: every screened model's verdict, licence and the reasons behind it.",
+    )
+    for report in reports:
+        if report.verdict is Verdict.REJECTED:
+            create_markdown_artifact(
+                key=artifact_key("screening-rejected", model_slug(report.ref.repo_id)),
+                markdown=rejection_markdown(report),
+                description=f"Why {report.ref.repo_id} was rejected at screening.",
+            )
 
 
 @flow(name="screen", log_prints=True)
@@ -172,57 +228,9 @@ def screen_candidates(
     if not selected:
         logger.info("no selected candidates to screen")
         return []
-    ensure_concurrency_limit(HUB_TAG, settings.hub.concurrency)
-    runner = screen_candidate.with_options(result_storage=result_storage(settings))
-    futures = runner.map(selected, unmapped(overrides))
-    futures.wait()
-    states: list[State[ScreeningReport]] = [f.state for f in futures]
-    reports: list[ScreeningReport] = []
-    failures: list[tuple[Candidate, str]] = []
-    for candidate, state in zip(selected, states, strict=True):
-        if state.is_completed():
-            reports.append(state.result())
-        else:
-            failures.append((candidate, str(state.message or state.name)))
-    digest = settings.policy_digest()
-    flow_run_id = str(flow_run.id or "") or None
-    with CatalogStore.from_settings(settings) as store:
-        for report in reports:
-            store.record_screening(report)
-            store.record_stage(
-                StageResult(
-                    ref=report.ref,
-                    stage=StageName.SCREEN,
-                    outcome=_OUTCOME[report.verdict],
-                    reason="; ".join(reasons_of(report))[:2000],
-                    policy_digest=report.policy_digest,
-                    run_id=run_id or flow_run_id,
-                    payload=report.model_dump(mode="json"),
-                )
-            )
-        for candidate, message in failures:
-            store.record_stage(
-                StageResult(
-                    ref=ModelRef(repo_id=candidate.repo_id, revision=candidate.revision),
-                    stage=StageName.SCREEN,
-                    outcome=StageOutcome.FAILED,
-                    reason=f"screening could not run: {message}"[:2000],
-                    policy_digest=digest,
-                    run_id=run_id or flow_run_id,
-                )
-            )
-    create_table_artifact(
-        key="screening-results",
-        table=result_rows(reports),
-        description="Stage 2: every screened model's verdict, licence and the reasons behind it.",
-    )
-    for report in reports:
-        if report.verdict is Verdict.REJECTED:
-            create_markdown_artifact(
-                key=_artifact_key("screening-rejected", report.ref.repo_id),
-                markdown=rejection_markdown(report),
-                description=f"Why {report.ref.repo_id} was rejected at screening.",
-            )
+    reports, failures = _screen_all(selected, overrides, settings)
+    _record(settings, reports, failures, run_id or str(flow_run.id or "") or None)
+    _publish_artifacts(reports)
     counts = {v: sum(1 for r in reports if r.verdict is v) for v in Verdict}
     logger.info(
         "screened %d: %d accepted, %d need review, %d rejected, %d failed",

@@ -34,10 +34,11 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
 from flows.settings import settings_from
+from registry.artifacts import artifact_key
+from registry.blob_errors import BlobIntegrityError
 from registry.blobs import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
-    BlobIntegrityError,
     RegionalBlobStore,
     WeightsManifest,
     model_prefix,
@@ -45,7 +46,7 @@ from registry.blobs import (
 from registry.catalog import CatalogStore
 from registry.errors import RegistryError
 from registry.hub import hub_source
-from registry.keys import KeyPair, SigningKeyError, signing_key
+from registry.keys import KeyPair, signing_key
 from registry.schema import (
     Finding,
     ModelRef,
@@ -114,7 +115,8 @@ class _ArtifactProgress:
         self.done = 0
         self._last = 0.0
         self._lock = threading.Lock()
-        created = create_progress_artifact(progress=0.0, key=f"stage-{phase}-{region}".lower(), description=description)
+        key = artifact_key("stage", phase, region)
+        created = create_progress_artifact(progress=0.0, key=key, description=description)
         assert isinstance(created, UUID)
         self._id: UUID = created
         _emit(ProgressEvent(phase, region, 0, total))
@@ -168,15 +170,10 @@ def _store(settings: Settings, regions: list[str]) -> RegionalBlobStore:
     return RegionalBlobStore(settings.storage, regions=tuple(regions))
 
 
-_key_lock = threading.RLock()
-
-
 def _signing_key(settings: Settings) -> tuple[KeyPair, ec.EllipticCurvePublicKey]:
-    """`registry.keys.signing_key` and its public key, one call at a time: loading rewrites the key files, and
-    tasks run in threads of one process."""
-    with _key_lock:
-        key = signing_key(settings)
-        return key, key.public_key()
+    """`registry.keys.signing_key` (which serialises access to the key files) and its public key."""
+    key = signing_key(settings)
+    return key, key.public_key()
 
 
 def work_dir(settings: Settings, ref: ModelRef) -> Path:
@@ -237,9 +234,8 @@ def sign_staged(overrides: dict[str, Any] | None, fetched: FetchedWeights, files
     """Sign the verified file set; the signed digests must be exactly the verified sha256s."""
     settings = settings_from(overrides)
     reference = f"{settings.storage.container}/{model_prefix(fetched.ref)}{SIGNATURE_NAME}"
-    with _key_lock:  # model-signing reads the key file; no other task may rewrite it meanwhile
-        key, public = _signing_key(settings)
-        signature = sign_weights(Path(files_dir), Path(sig_path), key, reference=reference)
+    key, public = _signing_key(settings)
+    signature = sign_weights(Path(files_dir), Path(sig_path), key, reference=reference)
     signed = verify_envelope(Path(sig_path).read_bytes(), public).files
     verified = {f.name: f.sha256 for f in fetched.files}
     if signed != verified:
@@ -441,6 +437,79 @@ def _record(settings: Settings, result: StageResult, weights: StagedWeights | No
         catalog.record_stage(result)
 
 
+def _stage_result(
+    ref: ModelRef,
+    outcome: StageOutcome,
+    digest: str,
+    run_id: str | None,
+    reason: str = "",
+    payload: dict[str, Any] | None = None,
+) -> StageResult:
+    return StageResult(
+        ref=ref,
+        stage=StageName.STAGE,
+        outcome=outcome,
+        reason=reason,
+        policy_digest=digest,
+        run_id=run_id,
+        payload=payload or {},
+    )
+
+
+def _copy_and_verify(
+    overrides: dict[str, Any] | None,
+    names: list[str],
+    primary: str,
+    fetched: FetchedWeights,
+    sig_path: Path,
+    signature: Signature,
+) -> dict[str, RegionCopy]:
+    """Fill the other regions from the primary, verify every region, then write each region's manifest."""
+    ref = fetched.ref
+    copies = []
+    for region in names:
+        if region != primary:
+            with tags(f"region:{region}"):
+                copies.append(replicate_region.submit(overrides, names, region, fetched, signature))
+    for future in copies:
+        future.result()
+    checks = {}
+    for region in names:
+        with tags(f"region:{region}"):
+            checks[region] = verify_region.submit(overrides, names, region, ref, str(sig_path))
+    verified = {region: future.result() for region, future in checks.items()}
+    region_copies = {}
+    for region in names:
+        with tags(f"region:{region}"):
+            region_copies[region] = write_manifest(
+                overrides, names, region, fetched, signature=signature, verified_at=verified[region]
+            )
+    return region_copies
+
+
+def _stage(
+    overrides: dict[str, Any] | None, settings: Settings, ref: ModelRef, names: list[str], work: Path
+) -> StagedWeights:
+    """Fetch and verify, sign, upload to the primary region, copy, verify and write the manifests."""
+    files_dir, sig_path = work / "files", work / SIGNATURE_NAME
+    fetched = fetch_weights(overrides, ref, str(files_dir))
+    signature = sign_staged(overrides, fetched, str(files_dir), str(sig_path))
+    with _store(settings, names) as store:
+        primary = store.primary
+    with tags(f"region:{primary}"):
+        sent = upload_primary(
+            overrides, names, fetched, files_dir=str(files_dir), sig_path=str(sig_path), signature=signature
+        )
+    get_run_logger().info("uploaded %s to %s: %s", ref, primary, sent)
+    return StagedWeights(
+        ref=ref,
+        files=fetched.files,
+        regions=_copy_and_verify(overrides, names, primary, fetched, sig_path, signature),
+        signature=signature,
+        total_bytes=sum(f.size for f in fetched.files),
+    )
+
+
 @flow(name="stage-weights", log_prints=True)
 def stage_weights(
     repo_id: str,
@@ -462,86 +531,17 @@ def stage_weights(
             logger.info("%s is already staged in %s; nothing to do", ref, ", ".join(names))
             return existing
     work = work_dir(settings, ref)
-    files_dir, sig_path = work / "files", work / SIGNATURE_NAME
     digest = settings.policy_digest()
     try:
-        fetched = fetch_weights(overrides, ref, str(files_dir))
-        signature = sign_staged(overrides, fetched, str(files_dir), str(sig_path))
-        with _store(settings, names) as store:
-            primary = store.primary
-        with tags(f"region:{primary}"):
-            sent = upload_primary(
-                overrides,
-                names,
-                fetched,
-                files_dir=str(files_dir),
-                sig_path=str(sig_path),
-                signature=signature,
-            )
-        logger.info("uploaded %s to %s: %s", ref, primary, sent)
-        copies = []
-        for region in names:
-            if region != primary:
-                with tags(f"region:{region}"):
-                    copies.append(replicate_region.submit(overrides, names, region, fetched, signature))
-        for future in copies:
-            future.result()
-        checks = {}
-        for region in names:
-            with tags(f"region:{region}"):
-                checks[region] = verify_region.submit(overrides, names, region, ref, str(sig_path))
-        verified = {region: future.result() for region, future in checks.items()}
-        region_copies = {}
-        for region in names:
-            with tags(f"region:{region}"):
-                region_copies[region] = write_manifest(
-                    overrides, names, region, fetched, signature=signature, verified_at=verified[region]
-                )
-        weights = StagedWeights(
-            ref=ref,
-            files=fetched.files,
-            regions=region_copies,
-            signature=signature,
-            total_bytes=sum(f.size for f in fetched.files),
-        )
-        _record(
-            settings,
-            StageResult(
-                ref=ref,
-                stage=StageName.STAGE,
-                outcome=StageOutcome.OK,
-                policy_digest=digest,
-                run_id=run_id,
-                payload=weights.model_dump(mode="json"),
-            ),
-            weights,
-        )
+        weights = _stage(overrides, settings, ref, names, work)
+        ok = _stage_result(ref, StageOutcome.OK, digest, run_id, payload=weights.model_dump(mode="json"))
+        _record(settings, ok, weights)
     except WeightsRejectedError as exc:
-        _record(
-            settings,
-            StageResult(
-                ref=ref,
-                stage=StageName.STAGE,
-                outcome=StageOutcome.REJECTED,
-                reason=str(exc),
-                policy_digest=digest,
-                run_id=run_id,
-                payload={"findings": [f.model_dump(mode="json") for f in exc.findings]},
-            ),
-        )
+        findings = {"findings": [f.model_dump(mode="json") for f in exc.findings]}
+        _record(settings, _stage_result(ref, StageOutcome.REJECTED, digest, run_id, str(exc), findings))
         raise
-    except (RegistryError, ValidatorError, SigningKeyError) as exc:
-        _record(
-            settings,
-            StageResult(
-                ref=ref,
-                stage=StageName.STAGE,
-                outcome=StageOutcome.FAILED,
-                reason=str(exc),
-                policy_digest=digest,
-                run_id=run_id,
-            ),
-        )
+    except (RegistryError, ValidatorError) as exc:
+        _record(settings, _stage_result(ref, StageOutcome.FAILED, digest, run_id, str(exc)))
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -17,15 +17,12 @@ stop and remove the container, and record a `ValidationResult` whose verdict fol
 from __future__ import annotations
 
 import json
-import struct
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import AzureError
-from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from docker.errors import DockerException
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -38,14 +35,16 @@ from prefect.runtime import flow_run
 
 from builders.errors import BuildersError
 from builders.recipes import get_recipe
-from builders.signing import verify_image
-from devstack.net import free_port
 from flows.settings import settings_from
 from flows.stage import verify_staged
-from registry.blobs import RegionalBlobStore, model_prefix, parse_connection_string, translate
+from registry.artifacts import artifact_key, cell, code
+from registry.blob_sas import container_read_url
+from registry.blobs import RegionalBlobStore, model_prefix
 from registry.catalog import CatalogStore
 from registry.errors import RegistryError
-from registry.keys import SigningKeyError, signing_key
+from registry.image_signatures import verify_image
+from registry.keys import signing_key
+from registry.net import LOOPBACK, free_port
 from registry.schema import (
     BenchmarkMetrics,
     ConformanceReport,
@@ -61,6 +60,7 @@ from registry.schema import (
     utcnow,
 )
 from registry.settings import Settings
+from scanners.safetensors_headers import scan_safetensors_file
 from validators.bench_report import flat_row, plot_sweep, publish_table_artifact
 from validators.cells import cell_verdict, suite_task
 from validators.conformance import publish_artifact, report_markdown, run_suite
@@ -72,7 +72,7 @@ from validators.throughput import LoadSpec, run_benchmark
 
 NO_CAPACITY = "no capacity"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
-_CELL_ERRORS = (ValidatorError, RegistryError, BuildersError, SigningKeyError, DockerException)
+_CELL_ERRORS = (ValidatorError, RegistryError, BuildersError, DockerException)
 
 
 class ValidationFlowError(ValidatorError):
@@ -82,62 +82,20 @@ class ValidationFlowError(ValidatorError):
 # --------------------------------------------------------------------------------------------- inputs
 
 
-def container_read_url(store: RegionalBlobStore, region: str, *, valid_for: timedelta) -> str:
-    """The weights container URL of `region` with a read+list SAS (what runtime images fetch weights with)."""
-    cfg = store.settings.regions[region]
-    service = store.service(region)
-    account = service.account_name or cfg.account
-    start = datetime.now(UTC) - timedelta(minutes=5)
-    expiry = datetime.now(UTC) + valid_for
-    key: str | None = None
-    if cfg.account_key is not None:
-        key = cfg.account_key.get_secret_value()
-    elif cfg.connection_string is not None:
-        key = parse_connection_string(cfg.connection_string.get_secret_value()).get("AccountKey")
-    permission = ContainerSasPermissions(read=True, list=True)
-    try:
-        if key is not None:
-            token = generate_container_sas(
-                account, store.container_name, account_key=key, permission=permission, expiry=expiry, start=start
-            )
-        else:
-            delegation = service.get_user_delegation_key(start, expiry)
-            token = generate_container_sas(
-                account,
-                store.container_name,
-                user_delegation_key=delegation,
-                permission=permission,
-                expiry=expiry,
-                start=start,
-            )
-    except AzureError as exc:
-        raise translate(exc, "making a read SAS for the weights container", region) from exc
-    return f"{store.container(region).url}?{token}"
-
-
-def _range(store: RegionalBlobStore, region: str, name: str, offset: int, length: int) -> bytes:
-    try:
-        data: bytes = store.blob(region, name).download_blob(offset=offset, length=length).readall()
-    except AzureError as exc:
-        raise translate(exc, f"reading {name}", region) from exc
-    return data
-
-
-def safetensors_parameters(store: RegionalBlobStore, region: str, name: str, max_header: int) -> dict[str, int]:
-    """dtype -> parameter count from one staged safetensors file's header (two range reads)."""
-    (length,) = struct.unpack("<Q", _range(store, region, name, 0, 8))
-    if length <= 0 or length > max_header:
-        raise ValidationFlowError(f"{name}: safetensors header of {length} bytes is out of bounds")
-    header = json.loads(_range(store, region, name, 8, length))
-    counts: dict[str, int] = {}
-    for tensor, info in header.items() if isinstance(header, dict) else ():
-        if tensor == "__metadata__" or not isinstance(info, dict):
-            continue
-        count = 1
-        for dim in info.get("shape", []):
-            count *= int(dim)
-        counts[str(info.get("dtype"))] = counts.get(str(info.get("dtype")), 0) + count
-    return counts
+def staged_parameters(store: RegionalBlobStore, region: str, name: str, max_header: int) -> dict[str, int]:
+    """dtype -> parameter count of one staged safetensors file, from its header read by range (the screening
+    parser, scanners/safetensors_headers.py); a header that does not check out stops the planning."""
+    info = store.properties(region, name)
+    scan = scan_safetensors_file(
+        name,
+        info.size if info is not None else None,
+        lambda offset, length: store.read_range(region, name, offset, length),
+        max_header_bytes=max_header,
+    )
+    if not scan.ok:
+        problems = "; ".join(f.message for f in scan.findings[:3])
+        raise ValidationFlowError(f"{name}: the staged safetensors header does not check out ({problems})")
+    return scan.parameters
 
 
 def plan_staged(
@@ -153,7 +111,7 @@ def plan_staged(
         config = json.loads(store.get_bytes(region, prefix + "config.json", max_bytes=MAX_CONFIG_BYTES))
         parameters: dict[str, int] = {}
         for name in sorted(n for n in names if n.endswith(".safetensors")):
-            part = safetensors_parameters(store, region, prefix + name, settings.screening.max_header_bytes)
+            part = staged_parameters(store, region, prefix + name, settings.screening.max_header_bytes)
             for dtype, count in part.items():
                 parameters[dtype] = parameters.get(dtype, 0) + count
     return plan(weights.ref.repo_id, config, parameters or None, settings, revision=weights.ref.revision)
@@ -164,10 +122,6 @@ def _pool_of(settings: Settings, template: DeploymentTemplate) -> tuple[str, str
     if family is None:
         raise ValidationFlowError(f"accelerator family {template.accelerator_family} is not in curation.toml")
     return family.pool, family.region or settings.storage.primary_region
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")[:100]
 
 
 # --------------------------------------------------------------------------------------------- one cell
@@ -184,7 +138,7 @@ def _signed_image(settings: Settings, runtime: str) -> RuntimeImage:
 def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
     t = result.template
     lines = [
-        f"# Cell `{t.id}`: **{result.verdict.value}**",
+        f"# Cell {code(t.id)}: **{result.verdict.value}**",
         "",
         f"Runtime `{t.runtime}` on `{t.accelerator_family}` x{t.count}, context {t.context_length}, "
         f"image `{result.image_digest or '-'}`, weights signature `{result.weights_signature_digest or '-'}`.",
@@ -203,14 +157,10 @@ def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
         keys = ["profile", "concurrency", "requests", "errors", "output_token_throughput", "ttft_s_p50", "e2e_s_p50"]
         lines += ["## Benchmark", "", "| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
         for row in (flat_row(m) for m in result.benchmark):
-            lines.append("| " + " | ".join(_cell(row.get(k)) for k in keys) + " |")
+            lines.append("| " + " | ".join(cell(row.get(k)) for k in keys) + " |")
         if plot is not None:
             lines += ["", f"Latency vs throughput plot: `{plot}`"]
     return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
 def _benchmark(
@@ -249,7 +199,7 @@ def _exercise(
             tokenizer_dir = work / "tokenizer"
             store.download_to(region, model_prefix(ref) + "tokenizer.json", tokenizer_dir / "tokenizer.json")
     # The template's runtime_args already carry tensor parallelism, context and parsers (validators/planner.py).
-    args = recipe.launch_args(ref.repo_id, port=port, host="127.0.0.1")
+    args = recipe.launch_args(ref.repo_id, port=port, host=LOOPBACK)
     env = {
         **recipe.launch_env(ref.repo_id, port=port),
         "MODEL_BLOB_URL": url,
@@ -280,7 +230,7 @@ def _finish(settings: Settings, ref: ModelRef, result: ValidationResult, plot: P
     with CatalogStore.from_settings(settings) as catalog:
         catalog.record_validation(ref, result)
     create_markdown_artifact(
-        key=_slug(f"cell-{result.template.id}"),
+        key=artifact_key("cell", result.template.id),
         markdown=_cell_markdown(result, plot),
         description=f"Validation cell {result.template.id}: {result.verdict.value}",
     )
@@ -331,13 +281,13 @@ def validate_cell(
             )
             if metrics:
                 publish_table_artifact(
-                    metrics, key=_slug(f"bench-{template.id}"), description=f"benchmark {template.id}"
+                    metrics, key=artifact_key("bench", template.id), description=f"benchmark {template.id}"
                 )
                 if len(metrics) > 1:
                     plot = plot_sweep(
                         metrics, settings.data_dir / "validation" / template.id / "sweep.png", template.id
                     )
-            publish_artifact(report, key=_slug(f"conformance-{template.id}"))
+            publish_artifact(report, key=artifact_key("conformance", template.id))
         except _CELL_ERRORS as exc:
             logger.warning("cell %s failed: %s", template.id, exc)
             result = result.model_copy(update={"verdict": ValidationVerdict.FAILED, "reason": str(exc)[:4000]})
@@ -445,15 +395,16 @@ def _inline(
 
 def _summary(ref: ModelRef, results: list[ValidationResult]) -> str:
     lines = [
-        f"# Validation of `{ref}`",
+        f"# Validation of {code(ref)}",
         "",
         "| template | runtime | pool family | verdict | reason |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        reason = r.reason.replace("|", "\\|").replace("\n", " ")[:300]
         t = r.template
-        lines.append(f"| `{t.id}` | {t.runtime} | {t.accelerator_family} | {r.verdict.value} | {reason} |")
+        lines.append(
+            f"| {code(t.id)} | {t.runtime} | {t.accelerator_family} | {r.verdict.value} | {cell(r.reason[:300])} |"
+        )
     return "\n".join(lines)
 
 
@@ -497,7 +448,7 @@ def validate_model(
         else:
             results.append(_not_validated(template, f"dispatch ended {state.name}: {state.message or ''}"))
     create_markdown_artifact(
-        key=_slug(f"validation-{ref.repo_id}"),
+        key=artifact_key("validation", ref.repo_id),
         markdown=_summary(ref, results),
         description=f"Validation cells of {ref}",
     )

@@ -3,13 +3,10 @@
 Layout per model, in every region: `<container>/<org>/<name>/<revision>/<file>`, plus the weights signature
 (`curation.sig`) next to the files and the manifest (`curation.manifest.json`), which is written last.
 
-Uploads are staged block uploads with bounded memory: the file is read one block of `storage.block_size` at a
-time (at most `storage.max_concurrency` blocks in memory and in flight), each block carries a Content-MD5 the
-service checks, and block ids are derived from the file's sha256, the block size and the block index. A re-run
-after a crash therefore finds the blocks already sent in the blob's uncommitted block list and sends only the
-rest; a committed blob whose metadata already names the same sha256 and size is skipped entirely. Other
-regions are filled by server-side copy (`start_copy_from_url` with a read-only SAS on the source blob), so the
-worker reads the source once however many regions there are.
+Uploads are resumable, idempotent block uploads with bounded memory (registry/blob_upload.py). Other regions
+are filled by server-side copy (`start_copy_from_url` with a read-only SAS on the source blob,
+registry/blob_sas.py), so the worker reads the source once however many regions there are. Errors are typed
+(registry/blob_errors.py).
 
 Credentials per region (settings `storage.regions.<name>`): a connection string (Azurite, keys), or an
 `account_url` with `account_key`, or an `account_url` alone with `DefaultAzureCredential` (production).
@@ -17,41 +14,30 @@ Credentials per region (settings `storage.regions.<name>`): a connection string 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.identity import DefaultAzureCredential
-from azure.storage.blob import (
-    BlobBlock,
-    BlobClient,
-    BlobSasPermissions,
-    BlobServiceClient,
-    ContainerClient,
-    ExponentialRetry,
-    generate_blob_sas,
-)
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, ExponentialRetry
 from pydantic import BaseModel, ConfigDict
 
-from registry.errors import RegistryError
+from registry.blob_errors import (
+    BlobIntegrityError,
+    StorageConfigError,
+    StorageError,
+    StorageUnavailableError,
+    translate,
+)
+from registry.blob_sas import blob_read_url
+from registry.blob_upload import UploadStats, matches, refresh_metadata, upload_file
 from registry.schema import ModelRef, Signature, StagedFile
 from registry.settings import RegionSettings, StorageSettings
 
@@ -63,53 +49,12 @@ RESERVED_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 _GET_CHUNK = 4 * 1024 * 1024  # streamed reads (verification) hold at most this much per blob
 
 
-class StorageError(RegistryError):
-    """Blob storage refused or failed a request; `retryable` says whether trying again later can help."""
-
-    retryable = False
-
-    def __init__(self, message: str, *, region: str | None = None) -> None:
-        super().__init__(message)
-        self.region = region
-
-
-class StorageConfigError(StorageError):
-    """A region is not configured well enough to reach its storage account."""
-
-
-class StorageUnavailableError(StorageError):
-    """The storage account could not be reached or answered 5xx/timeouts; retrying may help."""
-
-    retryable = True
-
-
-class BlobIntegrityError(StorageError):
-    """A blob's content, size or metadata is not what was staged (tampered, truncated or half-copied)."""
-
-    def __init__(self, message: str, *, region: str | None = None, blob_name: str | None = None) -> None:
-        super().__init__(message, region=region)
-        self.blob_name = blob_name
-
-
 @dataclass(frozen=True)
 class BlobInfo:
     name: str
     size: int
     metadata: dict[str, str]
     copy_status: str | None = None
-
-
-@dataclass
-class UploadStats:
-    """What one `upload_file` did: `blocks_sent` were transferred now, `blocks_reused` were found staged."""
-
-    blob_name: str
-    size: int
-    blocks_total: int = 0
-    blocks_sent: int = 0
-    blocks_reused: int = 0
-    bytes_sent: int = 0
-    skipped: bool = False
 
 
 @dataclass
@@ -155,47 +100,6 @@ def model_prefix(ref: ModelRef) -> str:
     return f"{ref.org}/{ref.name}/{ref.revision}/"
 
 
-def block_id(sha256: str, block_size: int, index: int) -> str:
-    """Deterministic block id: the same file, block size and index always give the same id (fixed length)."""
-    raw = f"{sha256[:32]}-{block_size:08x}-{index:06d}"  # 48 bytes: Azure allows at most 64 before base64
-    return base64.b64encode(raw.encode()).decode()
-
-
-def parse_connection_string(value: str) -> dict[str, str]:
-    parts: dict[str, str] = {}
-    for item in value.split(";"):
-        if "=" in item:
-            key, _, val = item.partition("=")
-            parts[key.strip()] = val.strip()
-    return parts
-
-
-def translate(exc: AzureError, what: str, region: str | None) -> StorageError:
-    """Map an azure-core error to the typed storage errors, with a message that says what to do."""
-    where = f"region {region}" if region else "blob storage"
-    if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return StorageUnavailableError(
-            f"{what}: could not reach the storage account of {where} ({type(exc).__name__}); check that "
-            "it is running and reachable (locally: `curate dev up`), then retry",
-            region=region,
-        )
-    if isinstance(exc, ClientAuthenticationError):
-        return StorageConfigError(
-            f"{what}: {where} refused the credentials; check storage.regions.{region} (key/SAS/login)",
-            region=region,
-        )
-    if isinstance(exc, HttpResponseError):
-        status = exc.status_code or 0
-        code = getattr(exc, "error_code", None) or ""
-        if status >= 500 or status in (408, 429):
-            return StorageUnavailableError(
-                f"{what}: {where} answered HTTP {status} {code}; it is retried, then try again later",
-                region=region,
-            )
-        return StorageError(f"{what}: {where} answered HTTP {status} {code}", region=region)
-    return StorageUnavailableError(f"{what}: {where} failed: {type(exc).__name__}", region=region)
-
-
 class RegionalBlobStore:
     """The weights container in every configured region."""
 
@@ -233,7 +137,7 @@ class RegionalBlobStore:
         self._lock = threading.Lock()
         self._containers_ready: set[str] = set()
 
-    def _count(self, *, uploaded: int = 0, downloaded: int = 0, blocks: int = 0, copies: int = 0) -> None:
+    def count(self, *, uploaded: int = 0, downloaded: int = 0, blocks: int = 0, copies: int = 0) -> None:
         self.counters.add(uploaded=uploaded, downloaded=downloaded, blocks=blocks, copies=copies)
         PROCESS_COUNTERS.add(uploaded=uploaded, downloaded=downloaded, blocks=blocks, copies=copies)
 
@@ -284,14 +188,6 @@ class RegionalBlobStore:
             region=region,
         )
 
-    def _account_key(self, region: str) -> str | None:
-        cfg = self.settings.regions[region]
-        if cfg.account_key is not None:
-            return cfg.account_key.get_secret_value()
-        if cfg.connection_string is not None:
-            return parse_connection_string(cfg.connection_string.get_secret_value()).get("AccountKey")
-        return None
-
     def container(self, region: str) -> ContainerClient:
         return self.service(region).get_container_client(self.container_name)
 
@@ -302,7 +198,8 @@ class RegionalBlobStore:
         base = self.container(region).url.rstrip("/")
         return f"{base}/{name}" if name else f"{base}/"
 
-    def _call(self, what: str, region: str, fn: Callable[[], T]) -> T:
+    def call(self, what: str, region: str, fn: Callable[[], T]) -> T:
+        """`fn()`, with azure-core's errors turned into the typed storage errors (registry/blob_errors.py)."""
         try:
             return fn()
         except StorageError:
@@ -318,7 +215,7 @@ class RegionalBlobStore:
             with contextlib.suppress(ResourceExistsError):
                 self.container(region).create_container()
 
-        self._call(f"creating container {self.container_name}", region, create)
+        self.call(f"creating container {self.container_name}", region, create)
         self._containers_ready.add(region)
 
     # ------------------------------------------------------------------------------------------ reads
@@ -336,7 +233,7 @@ class RegionalBlobStore:
                 copy_status=props.copy.status if props.copy else None,
             )
 
-        return self._call(f"reading properties of {name}", region, read)
+        return self.call(f"reading properties of {name}", region, read)
 
     def list_names(self, region: str, prefix: str) -> list[str]:
         def read() -> list[str]:
@@ -345,19 +242,30 @@ class RegionalBlobStore:
             except ResourceNotFoundError:
                 return []
 
-        return self._call(f"listing {prefix}", region, read)
+        return self.call(f"listing {prefix}", region, read)
 
     def iter_chunks(self, region: str, name: str) -> Iterator[bytes]:
         """The blob's content in chunks of at most block_size (never the whole blob in memory)."""
         try:
             downloader = self.blob(region, name).download_blob(max_concurrency=1)
             for chunk in downloader.chunks():
-                self._count(downloaded=len(chunk))
+                self.count(downloaded=len(chunk))
                 yield chunk
         except ResourceNotFoundError as exc:
             raise BlobIntegrityError(f"{name} is missing in region {region}", region=region) from exc
         except AzureError as exc:
             raise translate(exc, f"reading {name}", region) from exc
+
+    def read_range(self, region: str, name: str, offset: int, length: int) -> bytes:
+        """`length` bytes of the blob from `offset` (e.g. a safetensors header), in one ranged read."""
+
+        def read() -> bytes:
+            data: bytes = self.blob(region, name).download_blob(offset=offset, length=length).readall()
+            return data
+
+        data = self.call(f"reading {name}", region, read)
+        self.count(downloaded=len(data))
+        return data
 
     def sha256_of(self, region: str, name: str) -> tuple[str, int]:
         """Re-compute a blob's sha256 and size by streaming it."""
@@ -393,23 +301,15 @@ class RegionalBlobStore:
         def put() -> None:
             self.blob(region, name).upload_blob(data, overwrite=True, metadata=dict(metadata or {}))
 
-        self._call(f"writing {name}", region, put)
-        self._count(uploaded=len(data))
+        self.call(f"writing {name}", region, put)
+        self.count(uploaded=len(data))
 
     def delete(self, region: str, name: str) -> None:
         def remove() -> None:
             with contextlib.suppress(ResourceNotFoundError):
                 self.blob(region, name).delete_blob()
 
-        self._call(f"deleting {name}", region, remove)
-
-    def matches(self, info: BlobInfo | None, sha256: str, size: int) -> bool:
-        return (
-            info is not None
-            and info.size == size
-            and info.metadata.get("sha256") == sha256
-            and info.copy_status in (None, "success")
-        )
+        self.call(f"deleting {name}", region, remove)
 
     def upload_file(
         self,
@@ -421,124 +321,10 @@ class RegionalBlobStore:
         metadata: Mapping[str, str],
         on_progress: Callable[[int], None] | None = None,
     ) -> UploadStats:
-        """Block-upload `path` as `name` (resumable, idempotent); `sha256` is the file's verified digest."""
-        size = path.stat().st_size
-        stats = UploadStats(blob_name=name, size=size)
-        self.ensure_container(region)
-        existing = self.properties(region, name)
-        if self.matches(existing, sha256, size):
-            self._refresh_metadata(region, existing, metadata)
-            stats.skipped = True
-            if on_progress is not None:
-                on_progress(size)
-            return stats
-        block_size = self.block_size
-        count = max(1, -(-size // block_size))
-        stats.blocks_total = count
-        ids = [block_id(sha256, block_size, i) for i in range(count)]
-        staged = self._uncommitted(region, name)
-        todo: list[int] = []
-        for index, bid in enumerate(ids):
-            expected = min(block_size, size - index * block_size) if size else 0
-            if staged.get(bid) == expected:
-                stats.blocks_reused += 1
-                if on_progress is not None:
-                    on_progress(expected)
-            else:
-                todo.append(index)
-        client = self.blob(region, name)
-        lock = threading.Lock()
-
-        def send(fd: int, index: int) -> None:
-            offset = index * block_size
-            data = os.pread(fd, min(block_size, size - offset), offset)
-            client.stage_block(ids[index], data, length=len(data), validate_content=True)
-            with lock:
-                stats.blocks_sent += 1
-                stats.bytes_sent += len(data)
-            self._count(uploaded=len(data), blocks=1)
-            if on_progress is not None:
-                on_progress(len(data))
-
-        def run() -> None:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                self._run_bounded(todo, lambda i: send(fd, i))
-            finally:
-                os.close(fd)
-            client.commit_block_list([BlobBlock(block_id=b) for b in ids], metadata=dict(metadata))
-
-        self._call(f"uploading {name}", region, run)
-        return stats
-
-    def _refresh_metadata(self, region: str, info: BlobInfo | None, metadata: Mapping[str, str]) -> None:
-        """A skipped blob (same content) gets the metadata of this staging (e.g. a new signature digest)."""
-        if info is None or info.metadata == dict(metadata):
-            return
-        blob = self.blob(region, info.name)
-        self._call(f"updating the metadata of {info.name}", region, lambda: blob.set_blob_metadata(dict(metadata)))
-
-    def _run_bounded(self, items: list[int], work: Callable[[int], None]) -> None:
-        """Run work(item) on up to max_concurrency threads with at most that many items in flight."""
-        if not items:
-            return
-        with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="blob-block") as pool:
-            pending: set[Future[None]] = set()
-            for item in items:
-                if len(pending) >= self.max_concurrency:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                    for future in done:
-                        future.result()
-                pending.add(pool.submit(work, item))
-            done, _ = wait(pending)
-            for future in done:
-                future.result()
-
-    def _uncommitted(self, region: str, name: str) -> dict[str, int]:
-        def read() -> dict[str, int]:
-            try:
-                _, uncommitted = self.blob(region, name).get_block_list("uncommitted")
-            except ResourceNotFoundError:
-                return {}
-            return {str(b.id): int(b.size) for b in uncommitted}
-
-        return self._call(f"listing the staged blocks of {name}", region, read)
+        """Block-upload `path` as `name` (resumable, idempotent; registry/blob_upload.py)."""
+        return upload_file(self, region, name, path, sha256=sha256, metadata=metadata, on_progress=on_progress)
 
     # ------------------------------------------------------------------------------------------ copies
-
-    def read_sas_url(self, region: str, name: str, *, valid_for: timedelta = timedelta(hours=6)) -> str:
-        """A read-only SAS URL for one blob (account key when known, else a user delegation key)."""
-        service = self.service(region)
-        account = service.account_name or self.settings.regions[region].account
-        start = datetime.now(UTC) - timedelta(minutes=5)
-        expiry = datetime.now(UTC) + valid_for
-        key = self._account_key(region)
-        if key is not None:
-            token = generate_blob_sas(
-                account,
-                self.container_name,
-                name,
-                account_key=key,
-                permission=BlobSasPermissions(read=True),
-                expiry=expiry,
-                start=start,
-            )
-        else:
-            delegation = self._call(
-                "getting a user delegation key",
-                region,
-                lambda: service.get_user_delegation_key(start, expiry),
-            )
-            token = generate_blob_sas(
-                account,
-                self.container_name,
-                name,
-                user_delegation_key=delegation,
-                permission=BlobSasPermissions(read=True),
-                expiry=expiry,
-                start=start,
-            )
-        return f"{self.blob(region, name).url}?{token}"
 
     def copy_blob(
         self,
@@ -553,17 +339,17 @@ class RegionalBlobStore:
         """Server-side copy of `name` between regions; False when the target already holds that sha256."""
         self.ensure_container(target_region)
         existing = self.properties(target_region, name)
-        if self.matches(existing, sha256, size):
-            self._refresh_metadata(target_region, existing, metadata)
+        if matches(existing, sha256, size):
+            refresh_metadata(self, target_region, existing, metadata)
             return False
-        source_url = self.read_sas_url(source_region, name)
+        source_url = blob_read_url(self, source_region, name, valid_for=timedelta(hours=6))
         target = self.blob(target_region, name)
-        self._call(
+        self.call(
             f"starting the copy of {name} from {source_region}",
             target_region,
             lambda: target.start_copy_from_url(source_url, metadata=dict(metadata)),
         )
-        self._count(copies=1)
+        self.count(copies=1)
         deadline = time.monotonic() + self._copy_timeout_s
         delay = 0.05
         while True:

@@ -1,22 +1,19 @@
-"""Stage 1's rules: turn the Hub's trending listing plus the policy's requested models into pinned candidates.
+"""Stage 1's input: the Hub's trending listing plus the policy's requested models, as pinned candidates.
 
-Every candidate is pinned to the commit sha seen at discovery and carries the policy's decision with a reason a
-maintainer can read. The filters are small composable functions; the first that objects decides.
+Every candidate is pinned to the commit sha seen at discovery. Which of them are curated is a decision of its
+own (decisions/selection.py); the candidates returned here are not decided yet.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from registry.errors import HubError
 from registry.hub import HubSource, RepoInfo
-from registry.schema import Candidate, CandidateSource, Decision, ModelRef
+from registry.schema import Candidate, CandidateSource, ModelRef
 from registry.settings import DiscoverySettings
-
-# A filter returns None to let a candidate through, or the reason it is skipped.
-CandidateFilter = Callable[[Candidate], str | None]
 
 _REQUEST = re.compile(r"^(?P<repo>[^@\s/]+/[^@\s/]+)(?:@(?P<rev>[0-9a-f]{40}))?$")
 
@@ -65,102 +62,17 @@ def candidate_from_info(
     )
 
 
-# ---------------------------------------------------------------------------------------------- filters
-
-
-def excluded_org(policy: DiscoverySettings) -> CandidateFilter:
-    excluded = {org.lower() for org in policy.excluded_orgs}
-
-    def check(candidate: Candidate) -> str | None:
-        if candidate.ref.org.lower() in excluded:
-            return f"organisation {candidate.ref.org!r} is excluded by policy (discovery.excluded_orgs)"
-        return None
-
-    return check
-
-
-def gated(policy: DiscoverySettings) -> CandidateFilter:
-    def check(candidate: Candidate) -> str | None:
-        if candidate.gated and not policy.include_gated:
-            return "gated repository and discovery.include_gated is false"
-        return None
-
-    return check
-
-
-def task(policy: DiscoverySettings) -> CandidateFilter:
-    allowed = set(policy.pipeline_tags)
-
-    def check(candidate: Candidate) -> str | None:
-        if allowed and candidate.pipeline_tag not in allowed:
-            shown = candidate.pipeline_tag or "none"
-            return f"task {shown!r} is not curated (discovery.pipeline_tags: {', '.join(sorted(allowed))})"
-        return None
-
-    return check
-
-
-def library(policy: DiscoverySettings) -> CandidateFilter:
-    allowed = set(policy.libraries)
-
-    def check(candidate: Candidate) -> str | None:
-        if allowed and candidate.library_name not in allowed:
-            shown = candidate.library_name or "none"
-            return f"library {shown!r} is not curated (discovery.libraries: {', '.join(sorted(allowed))})"
-        return None
-
-    return check
-
-
-def max_parameters(policy: DiscoverySettings) -> CandidateFilter:
-    def check(candidate: Candidate) -> str | None:
-        limit = policy.max_parameters
-        if limit and candidate.parameters is not None and candidate.parameters > limit:
-            return f"{candidate.parameters:,} parameters exceeds discovery.max_parameters ({limit:,})"
-        return None
-
-    return check
-
-
-def not_already_curated(is_curated: Callable[[ModelRef], bool]) -> CandidateFilter:
-    def check(candidate: Candidate) -> str | None:
-        if is_curated(candidate.ref):
-            return f"already curated at revision {candidate.ref.revision[:12]} under this policy"
-        return None
-
-    return check
-
-
-def policy_filters(
-    policy: DiscoverySettings, is_curated: Callable[[ModelRef], bool] | None = None
-) -> list[CandidateFilter]:
-    filters = [excluded_org(policy), gated(policy), task(policy), library(policy), max_parameters(policy)]
-    if is_curated is not None and policy.skip_already_curated:
-        filters.append(not_already_curated(is_curated))
-    return filters
-
-
-def decide(candidate: Candidate, filters: Sequence[CandidateFilter]) -> Candidate:
-    for check in filters:
-        reason = check(candidate)
-        if reason is not None:
-            return candidate.model_copy(update={"decision": Decision.SKIPPED, "reason": reason})
-    why = "requested by policy" if candidate.source is CandidateSource.REQUESTED else f"trending #{candidate.rank}"
-    return candidate.model_copy(update={"decision": Decision.SELECTED, "reason": f"{why}; passes every filter"})
-
-
 # ---------------------------------------------------------------------------------------------- discovery
 
 
-def discover_candidates(
+def pinned_candidates(
     source: HubSource,
     policy: DiscoverySettings,
     *,
     limit: int | None = None,
     requested: Sequence[str] | None = None,
-    is_curated: Callable[[ModelRef], bool] | None = None,
 ) -> list[Candidate]:
-    """Trending models (best first) followed by requested ones not already listed, each decided by policy."""
+    """Trending models (best first) followed by requested ones not already listed, each pinned, not decided."""
     listing = source.trending(limit or policy.limit)
     candidates: list[Candidate] = []
     seen: set[str] = set()
@@ -180,13 +92,10 @@ def discover_candidates(
         candidates.append(
             candidate_from_info(info, rank=None, source=CandidateSource.REQUESTED, revision=request.revision)
         )
-
-    filters = policy_filters(policy, is_curated)
-    return [decide(candidate, filters) for candidate in candidates]
+    return candidates
 
 
 def resolve_one(source: HubSource, repo_id: str, revision: str | None = None) -> Candidate:
-    """One model by hand (`curate rerun`): pinned now, selected regardless of the trending filters."""
+    """One model by hand (`curate rerun`): pinned now, source `manual` (selection then ignores the filters)."""
     info = source.model_info(repo_id, revision=revision)
-    candidate = candidate_from_info(info, rank=None, source=CandidateSource.MANUAL, revision=None)
-    return candidate.model_copy(update={"decision": Decision.SELECTED, "reason": "requested by a maintainer"})
+    return candidate_from_info(info, rank=None, source=CandidateSource.MANUAL, revision=None)

@@ -1,9 +1,5 @@
-"""Catalog entries: the publication gate, the entry itself, its signature and its export.
-
-Nothing is published unless screening accepted the model at this revision, its weights are staged and
-verified in every region, every image a listed template uses is scanned (gate passed) and signed, and every
-listed template passed validation against those image and weights digests. `publication_gate` says why not,
-in sentences; `build_entry` refuses to build an entry the gate refuses.
+"""Catalog entries: their id, content identity, signature and export (whether one is published is decided in
+decisions/publication.py).
 
 The entry signature is an ECDSA P-256 signature over the entry's canonical JSON (sorted keys, no whitespace,
 `signature` and `status`/`status_reason` excluded, so flagging an entry does not invalidate what was signed).
@@ -14,135 +10,50 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.errors import RegistryError
 from registry.keys import KeyPair, key_id, public_pem, verify_signature
-from registry.schema import (
-    CatalogEntry,
-    LicenseReference,
-    ModelRef,
-    Provenance,
-    PublishedTemplate,
-    RuntimeImage,
-    ScreeningReport,
-    Signature,
-    StagedWeights,
-    ValidationResult,
-    ValidationVerdict,
-    Verdict,
-    model_slug,
-)
+from registry.schema import CatalogEntry, Signature, model_slug
 
 _UNSIGNED_FIELDS = {"signature", "status", "status_reason"}
 
 
 class PublicationError(RegistryError):
-    """An entry cannot be published or verified; the message lists every unmet gate."""
-
-
-@dataclass(frozen=True)
-class GateInputs:
-    ref: ModelRef
-    screening: ScreeningReport | None
-    weights: StagedWeights | None
-    images: Mapping[str, RuntimeImage]
-    validations: Sequence[ValidationResult]
-    required_regions: tuple[str, ...]
+    """An entry, its export or the signed index cannot be read or verified; the message says what failed."""
 
 
 def entry_id(repo_id: str) -> str:
     return model_slug(repo_id)
 
 
-def passed_templates(inputs: GateInputs) -> list[ValidationResult]:
-    """Validation results that may be listed: passed, on a scanned+signed image, on these weights."""
-    listed: list[ValidationResult] = []
-    for result in inputs.validations:
-        if result.verdict is not ValidationVerdict.PASSED:
-            continue
-        image = inputs.images.get(result.template.runtime)
-        if image is None or image.digest != result.image_digest:
-            continue
-        if inputs.weights is None or inputs.weights.signature is None:
-            continue
-        if result.weights_signature_digest != inputs.weights.signature.signature_digest:
-            continue
-        listed.append(result)
-    return listed
+# ---------------------------------------------------------------------------------------------- content
+
+_PROVENANCE_VOLATILE = ("flow_run_ids", "timestamps")
 
 
-def publication_gate(inputs: GateInputs) -> list[str]:
-    """Every reason this model may not be published now (empty: it may)."""
-    reasons: list[str] = []
-    report = inputs.screening
-    if report is None or report.ref != inputs.ref:
-        reasons.append("not screened at this revision")
-    elif report.verdict is not Verdict.ACCEPTED:
-        reasons.append(f"screening verdict is {report.verdict.value}, not accepted")
-    weights = inputs.weights
-    if weights is None or weights.ref != inputs.ref:
-        reasons.append("weights not staged at this revision")
-    else:
-        if weights.signature is None:
-            reasons.append("staged weights are not signed")
-        missing = [r for r in inputs.required_regions if r not in weights.regions]
-        if missing:
-            reasons.append(f"weights missing in region(s) {', '.join(missing)}")
-        unverified = [r for r, copy in weights.regions.items() if copy.verified_at is None]
-        if unverified:
-            reasons.append(f"weights not verified in region(s) {', '.join(sorted(unverified))}")
-    listed = passed_templates(inputs)
-    if not listed:
-        reasons.append("no deployment template passed validation on a signed, scanned image")
-    for result in listed:
-        image = inputs.images[result.template.runtime]
-        if image.scan is None or not image.scan.passed:
-            reasons.append(f"image {image.reference} has not passed its vulnerability gate")
-        if image.signature is None:
-            reasons.append(f"image {image.reference} is not signed")
-    return reasons
+def entry_content(entry: CatalogEntry) -> dict[str, Any]:
+    """What makes an entry "the same" across runs: everything but signature, status, publication time and the
+    run ids / timestamps in its provenance (a re-run that redoes nothing must not count as a change)."""
+    data = entry.model_dump(mode="json", exclude={"signature", "status", "status_reason", "published_at"})
+    provenance = dict(data.get("provenance") or {})
+    for key in _PROVENANCE_VOLATILE:
+        provenance.pop(key, None)
+    data["provenance"] = provenance
+    return data
 
 
-def build_entry(
-    inputs: GateInputs,
-    *,
-    task: str,
-    license_reference: LicenseReference,
-    provenance: Provenance,
-) -> CatalogEntry:
-    reasons = publication_gate(inputs)
-    if reasons:
-        raise PublicationError(f"{inputs.ref} cannot be published: " + "; ".join(reasons))
-    if inputs.weights is None:  # the gate already refused this; keeps the type checker informed
-        raise PublicationError(f"{inputs.ref} cannot be published: weights not staged")
-    listed = passed_templates(inputs)
-    templates = tuple(
-        PublishedTemplate(
-            template=result.template,
-            image=inputs.images[result.template.runtime].pinned,
-            metrics=result.benchmark,
-            accepted_deviations=result.accepted_deviations,
-            weights_signature_digest=result.weights_signature_digest,
-        )
-        for result in sorted(listed, key=lambda r: r.template.id)
-    )
-    used = {result.template.runtime for result in listed}
-    return CatalogEntry(
-        id=entry_id(inputs.ref.repo_id),
-        model=inputs.ref,
-        license=license_reference,
-        task=task,
-        templates=templates,
-        weights=inputs.weights,
-        images={runtime: inputs.images[runtime].pinned for runtime in sorted(used)},
-        image_tags={runtime: inputs.images[runtime].reference for runtime in sorted(used)},
-        provenance=provenance,
-    )
+def content_digest(entry: CatalogEntry) -> str:
+    canonical = json.dumps(entry_content(entry), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def same_content(a: CatalogEntry, b: CatalogEntry) -> bool:
+    return content_digest(a) == content_digest(b)
 
 
 # ---------------------------------------------------------------------------------------------- signing

@@ -17,10 +17,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from registry.errors import RegistryError
 from registry.settings import Settings
 
 
-class SigningKeyError(Exception):
+class SigningKeyError(RegistryError):
     """The signing key cannot be loaded; the message says which source was tried and how to fix it."""
 
 
@@ -131,8 +132,17 @@ def _from_secret_block(name: str) -> bytes:
     return str(value).encode()
 
 
+KEY_FILES_LOCK = threading.RLock()
+"""Held while the key files are (re)written or read by a signer: flows run their tasks in threads."""
+
+
 def signing_key(settings: Settings) -> KeyPair:
     """Load (or on first use create) the pipeline's signing key pair as files model-signing can read."""
+    with KEY_FILES_LOCK:
+        return _load_signing_key(settings)
+
+
+def _load_signing_key(settings: Settings) -> KeyPair:
     keys_dir = settings.data_dir / "keys"
     pem: bytes | None = None
     if settings.signing.key_pem is not None:

@@ -19,11 +19,13 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from registry.errors import RegistryError
+
 DEFAULT_CONFIG_NAME = "curation.toml"
 _PACKAGED_DEFAULT = Path(__file__).resolve().parent.parent / DEFAULT_CONFIG_NAME
 
 
-class SettingsError(Exception):
+class SettingsError(RegistryError):
     """The configuration cannot be used as written; the message says which key and how to fix it."""
 
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from registry import finding_codes as codes
 from registry.schema import Finding, Severity
-from scanners import codes
 
 SCANNER = "access"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from registry import finding_codes as codes
 from registry.schema import Finding, Severity
-from scanners import codes
 from scanners.paths import display_path
 from scanners.pickles import PICKLE_SUFFIXES
 
@@ -49,6 +49,44 @@ def format_of(path: str) -> str | None:
     return None
 
 
+def _finding(code: str, severity: Severity, message: str, path: str | None = None) -> Finding:
+    return Finding(scanner=SCANNER, code=code, severity=severity, message=message, path=path)
+
+
+def _file_finding(path: str, kind: str) -> Finding | None:
+    """The finding one weight-like file of format `kind` leads to (None for safetensors)."""
+    shown = display_path(path)
+    if kind == "pickle":
+        return _finding(
+            codes.FORMAT_PICKLE,
+            Severity.MEDIUM,
+            f"{shown} is pickle-based: it is never loaded or staged (safetensors only); its opcodes are inspected "
+            "for imports",
+            shown,
+        )
+    if kind in ("gguf", "onnx"):
+        return _finding(
+            codes.FORMAT_GGUF if kind == "gguf" else codes.FORMAT_ONNX,
+            Severity.INFO,
+            f"{shown} is {kind.upper()}: recorded for runtimes that use it (never loaded here)",
+            shown,
+        )
+    if kind != "safetensors":
+        return _finding(codes.FORMAT_OTHER, Severity.INFO, f"{shown} is {kind}: not staged (safetensors only)", shown)
+    return None
+
+
+def _no_safetensors(formats: Iterable[str]) -> Finding:
+    shown = ", ".join(formats)
+    if shown:
+        return _finding(
+            codes.WEIGHTS_NO_SAFETENSORS,
+            Severity.HIGH,
+            f"no *.safetensors weights (only {shown}): nothing the pipeline may stage",
+        )
+    return _finding(codes.WEIGHTS_MISSING, Severity.HIGH, "the repository has no weight files at all")
+
+
 def scan_formats(paths: Iterable[str]) -> FormatScan:
     """Which weight formats the repository ships, and the findings that implies."""
     formats: dict[str, None] = {}
@@ -59,65 +97,16 @@ def scan_formats(paths: Iterable[str]) -> FormatScan:
         kind = format_of(path)
         if kind is None:
             continue
-        shown = display_path(path)
-        name = path.rsplit("/", 1)[-1].lower()
+        finding = _file_finding(path, kind)
+        if finding is not None:
+            findings.append(finding)
         if kind == "pickle":
             pickles.append(path)
-            findings.append(
-                Finding(
-                    scanner=SCANNER,
-                    code=codes.FORMAT_PICKLE,
-                    severity=Severity.MEDIUM,
-                    message=f"{shown} is pickle-based: it is never loaded or staged (safetensors only); "
-                        "its opcodes "
-                    "are inspected for imports",
-                    path=shown,
-                )
-            )
-            if name in _NOT_WEIGHTS:
+            if path.rsplit("/", 1)[-1].lower() in _NOT_WEIGHTS:
                 continue
         elif kind == "safetensors":
             safetensors.append(path)
-        elif kind in ("gguf", "onnx"):
-            findings.append(
-                Finding(
-                    scanner=SCANNER,
-                    code=codes.FORMAT_GGUF if kind == "gguf" else codes.FORMAT_ONNX,
-                    severity=Severity.INFO,
-                    message=f"{shown} is {kind.upper()}: recorded for runtimes that use it (never loaded "
-                        "here)",
-                    path=shown,
-                )
-            )
-        else:
-            findings.append(
-                Finding(
-                    scanner=SCANNER,
-                    code=codes.FORMAT_OTHER,
-                    severity=Severity.INFO,
-                    message=f"{shown} is {kind}: not staged (safetensors only)",
-                    path=shown,
-                )
-            )
         formats[kind] = None
     if not safetensors:
-        if formats:
-            findings.append(
-                Finding(
-                    scanner=SCANNER,
-                    code=codes.WEIGHTS_NO_SAFETENSORS,
-                    severity=Severity.HIGH,
-                    message=f"no *.safetensors weights (only {', '.join(formats)}): nothing the pipeline "
-                        "may stage",
-                )
-            )
-        else:
-            findings.append(
-                Finding(
-                    scanner=SCANNER,
-                    code=codes.WEIGHTS_MISSING,
-                    severity=Severity.HIGH,
-                    message="the repository has no weight files at all",
-                )
-            )
+        findings.append(_no_safetensors(formats))
     return FormatScan(tuple(sorted(formats)), tuple(findings), tuple(pickles), tuple(safetensors))

@@ -29,9 +29,9 @@ from license_expression import (
     get_spdx_licensing,
 )
 
+from registry import finding_codes as codes
 from registry.schema import Finding, LicenseReference, Severity, Verdict
 from registry.settings import LicensePolicy
-from scanners import codes
 from scanners.paths import display_path
 
 SCANNER = "licenses"
@@ -347,49 +347,39 @@ def _judgement_findings(
     return found
 
 
-def scan_licenses(
-    card: Mapping[str, Any],
-    readme: str | None,
-    license_files: Mapping[str, bytes],
-    policy: LicensePolicy,
-    *,
-    file_hashes: Mapping[str, str] | None = None,
-) -> LicenseScan:
-    """Findings about the repository's licence and the reference to its upstream text."""
-    findings: list[Finding] = []
-    declared = card.get("license")
-    license_name = card.get("license_name")
-    license_link = card.get("license_link")
-    normal = normalize(declared, license_name, policy)
-    card_expr = normal.expression
-
-    if card_expr is None and declared not in (None, "", []):
-        findings.append(
+def _card_findings(normal: Normalized, declared: object, policy: LicensePolicy) -> list[Finding]:
+    """The card's licence: unknown when it is no SPDX expression or Hub id, else judged by policy."""
+    if normal.expression is None and declared not in (None, "", []):
+        return [
             _finding(
                 codes.LICENSE_UNKNOWN,
                 Severity.HIGH,
                 f"the card's licence {normal.declared!r} is not an SPDX expression or Hub licence id "
                 f"({normal.problem}); fix the card's `license` field",
             )
-        )
-    elif card_expr is not None:
-        findings.extend(_judgement_findings(card_expr, "the card's licence", policy, "README.md"))
+        ]
+    if normal.expression is not None:
+        return _judgement_findings(normal.expression, "the card's licence", policy, "README.md")
+    return []
 
-    # LICENSE files: identify each, judge it, and compare with the card.
+
+def _file_findings(
+    card_expr: str | None, license_files: Mapping[str, bytes], policy: LicensePolicy
+) -> tuple[list[Finding], str | None, str | None]:
+    """LICENSE files: identify each, judge it, compare with the card. (findings, file path, file expression)."""
+    findings: list[Finding] = []
     file_path: str | None = None
     file_expr: str | None = None
     for path in sorted(license_files, key=lambda p: (p.count("/"), len(p))):
-        text = license_files[path].decode("utf-8", "replace")
         shown = display_path(path)
-        identified = identify_text(text)
+        identified = identify_text(license_files[path].decode("utf-8", "replace"))
         if identified is None:
             if card_expr is None or not _is_other(card_expr):
                 findings.append(
                     _finding(
                         codes.LICENSE_FILE_UNIDENTIFIED,
                         Severity.MEDIUM,
-                        f"{shown} is not a licence text this scanner recognises; a maintainer must read it "
-                        "and "
+                        f"{shown} is not a licence text this scanner recognises; a maintainer must read it and "
                         "confirm it matches the card",
                         shown,
                     )
@@ -403,66 +393,82 @@ def scan_licenses(
                 _finding(
                     codes.LICENSE_MISMATCH,
                     Severity.HIGH,
-                    f"the card says {card_expr} but {shown} is {identified}; a maintainer must decide "
-                    "which applies "
-                    "(the stricter is used meanwhile)",
+                    f"the card says {card_expr} but {shown} is {identified}; a maintainer must decide which "
+                    "applies (the stricter is used meanwhile)",
                     shown,
                 )
             )
         if card_expr is None or not _equivalent(card_expr, identified):
-            findings.extend(
-                f
-                for f in _judgement_findings(identified, f"{shown} licence", policy, shown)
-                if f.code != codes.LICENSE_ALLOWED or card_expr is None
-            )
+            judged = _judgement_findings(identified, f"{shown} licence", policy, shown)
+            findings.extend(f for f in judged if f.code != codes.LICENSE_ALLOWED or card_expr is None)
+    return findings, file_path, file_expr
 
-    effective = card_expr if card_expr is not None else file_expr
-    if card_expr is None and file_expr is None and not (normal.declared):
-        findings.append(
+
+def _presence_findings(normal: Normalized, file_path: str | None, file_expr: str | None) -> list[Finding]:
+    """No licence anywhere, or only in a LICENSE file the card does not declare."""
+    if normal.expression is not None or normal.declared:
+        return []
+    if file_expr is None:
+        return [
             _finding(
                 codes.LICENSE_MISSING,
                 Severity.HIGH,
-                "no licence: the card declares none and no LICENSE file was found; unknown licences are "
-                "denied",
+                "no licence: the card declares none and no LICENSE file was found; unknown licences are denied",
             )
+        ]
+    return [
+        _finding(
+            codes.LICENSE_MISMATCH,
+            Severity.MEDIUM,
+            f"the card declares no licence; the LICENSE file says {file_expr}: add `license:` to the card",
+            display_path(file_path or ""),
         )
-    elif card_expr is None and file_expr is not None and not normal.declared:
-        findings.append(
-            _finding(
-                codes.LICENSE_MISMATCH,
-                Severity.MEDIUM,
-                f"the card declares no licence; the LICENSE file says {file_expr}: add `license:` to the "
-                "card",
-                display_path(file_path or ""),
-            )
-        )
+    ]
 
-    # README body claims that disagree with the metadata (licence spoofing).
-    if readme:
-        reference_expr = effective
-        seen: set[str] = set()
-        for quoted, claimed in body_claims(readme):
-            if claimed in seen or (
-                reference_expr and (_is_other(reference_expr) and claimed.startswith("LicenseRef-"))
-            ):
-                continue
-            if reference_expr is None or not _equivalent(reference_expr, claimed):
-                seen.add(claimed)
-                snippet = quoted[:80].replace("\n", " ")
-                findings.append(
-                    _finding(
-                        codes.LICENSE_SPOOFING,
-                        Severity.HIGH,
-                        f"the README body claims {claimed} ({snippet!r}) but the card metadata says "
-                        f"{reference_expr or 'nothing'}; the metadata is what counts: review the card",
-                        "README.md",
-                    )
+
+def _spoofing_findings(readme: str | None, reference_expr: str | None) -> list[Finding]:
+    """README body claims that disagree with the metadata (licence spoofing)."""
+    findings: list[Finding] = []
+    seen: set[str] = set()
+    for quoted, claimed in body_claims(readme or ""):
+        if claimed in seen or (reference_expr and _is_other(reference_expr) and claimed.startswith("LicenseRef-")):
+            continue
+        if reference_expr is None or not _equivalent(reference_expr, claimed):
+            seen.add(claimed)
+            snippet = quoted[:80].replace("\n", " ")
+            findings.append(
+                _finding(
+                    codes.LICENSE_SPOOFING,
+                    Severity.HIGH,
+                    f"the README body claims {claimed} ({snippet!r}) but the card metadata says "
+                    f"{reference_expr or 'nothing'}; the metadata is what counts: review the card",
+                    "README.md",
                 )
+            )
+    return findings
 
-    hashes = file_hashes or {}
+
+def scan_licenses(
+    card: Mapping[str, Any],
+    readme: str | None,
+    license_files: Mapping[str, bytes],
+    policy: LicensePolicy,
+    *,
+    file_hashes: Mapping[str, str] | None = None,
+) -> LicenseScan:
+    """Findings about the repository's licence and the reference to its upstream text."""
+    license_name, license_link = card.get("license_name"), card.get("license_link")
+    normal = normalize(card.get("license"), license_name, policy)
+    findings = _card_findings(normal, card.get("license"), policy)
+    file_findings, file_path, file_expr = _file_findings(normal.expression, license_files, policy)
+    findings += file_findings
+    findings += _presence_findings(normal, file_path, file_expr)
+    effective = normal.expression if normal.expression is not None else file_expr
+    if readme:
+        findings += _spoofing_findings(readme, effective)
     file_sha = None
     if file_path is not None:
-        file_sha = hashes.get(file_path) or hashlib.sha256(license_files[file_path]).hexdigest()
+        file_sha = (file_hashes or {}).get(file_path) or hashlib.sha256(license_files[file_path]).hexdigest()
     reference = LicenseReference(
         spdx=effective,
         declared=normal.declared,

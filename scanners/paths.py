@@ -9,8 +9,8 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
+from registry import finding_codes as codes
 from registry.schema import Finding, Severity
-from scanners import codes
 
 SCANNER = "paths"
 MAX_PATH_BYTES = 1024

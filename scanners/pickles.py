@@ -17,8 +17,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from registry import finding_codes as codes
 from registry.schema import Finding, Severity
-from scanners import codes
 from scanners.paths import display_path
 
 SCANNER = "pickles"

@@ -1,9 +1,9 @@
-"""Screening policy: turns findings into a verdict (`accepted`, `needs-review` naming what to review,
-`rejected`).
+"""The screen verdict: turns one repository's findings into `accepted`, `needs-review` (naming what to review)
+or `rejected`.
 
-In the spirit of sigstore-python's verification policies, a policy is anything with `evaluate(subject)`, and
-policies compose: `AllOf` holds when every member holds (the worst verdict wins), `AnyOf` when one does (the
-best verdict wins; this is how a remediation such as the remote-code allow-list lifts a rejection).
+Rules have the shape of every decision (registry/rules.py): `evaluate(subject) -> Outcome`, composed with
+`AllOf` (the worst verdict wins) and `AnyOf` (the best verdict wins; this is how a remediation such as the
+remote-code allow-list lifts a rejection).
 
     policy = AllOf(
         ByDisposition(exclude=("remote-code.",)),
@@ -14,15 +14,13 @@ best verdict wins; this is how a remediation such as the remote-code allow-list 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
+from registry import finding_codes as codes
+from registry.rules import ACCEPT, AllOf, AnyOf, Outcome, Rule, worst
 from registry.schema import Finding, Severity, Verdict
 from registry.settings import Settings
-from scanners import codes
-
-_RANK = {Verdict.ACCEPTED: 0, Verdict.NEEDS_REVIEW: 1, Verdict.REJECTED: 2}
 
 # The default disposition of each code. Codes not listed fall back to their severity (see `disposition`).
 DISPOSITION: dict[str, Verdict] = {
@@ -90,14 +88,6 @@ def disposition(finding: Finding) -> Verdict:
     return Verdict.ACCEPTED
 
 
-def worst(verdicts: Iterable[Verdict]) -> Verdict:
-    return max(verdicts, key=_RANK.__getitem__, default=Verdict.ACCEPTED)
-
-
-def best(verdicts: Iterable[Verdict]) -> Verdict:
-    return min(verdicts, key=_RANK.__getitem__, default=Verdict.ACCEPTED)
-
-
 def describe(finding: Finding) -> str:
     """One line naming a finding: `code (path): message`."""
     where = f" ({finding.path})" if finding.path else ""
@@ -112,23 +102,8 @@ class Subject:
     findings: tuple[Finding, ...]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """A policy's answer: the verdict, why it is not accepted (reasons), and what a maintainer must review."""
-
-    verdict: Verdict
-    reasons: tuple[str, ...] = ()
-    review: tuple[str, ...] = ()
-
-
-ACCEPT = Outcome(Verdict.ACCEPTED)
-
-
-@runtime_checkable
-class Policy(Protocol):
-    """Anything that judges a subject. Implementations are pure and composable."""
-
-    def evaluate(self, subject: Subject) -> Outcome: ...
+Policy = Rule[Subject]
+"""A screening policy: any rule over one repository's findings."""
 
 
 def _matches(code: str, prefixes: Sequence[str]) -> bool:
@@ -174,56 +149,6 @@ class AllowRepos:
         if subject.repo_id in self.repos:
             return ACCEPT
         return Outcome(Verdict.REJECTED, (f"{subject.repo_id} is not allow-listed for {self.what}",))
-
-
-@dataclass(frozen=True)
-class Fixed:
-    """Always the same outcome (a building block for tests and for forcing a decision)."""
-
-    outcome: Outcome = ACCEPT
-
-    def evaluate(self, subject: Subject) -> Outcome:
-        return self.outcome
-
-
-class AllOf:
-    """Holds when every member holds: the worst verdict wins; reasons and review items are all kept."""
-
-    def __init__(self, *policies: Policy) -> None:
-        if not policies:
-            raise ValueError("AllOf needs at least one policy")
-        self.policies = policies
-
-    def evaluate(self, subject: Subject) -> Outcome:
-        outcomes = [p.evaluate(subject) for p in self.policies]
-        verdict = worst(o.verdict for o in outcomes)
-        return Outcome(
-            verdict,
-            tuple(r for o in outcomes for r in o.reasons),
-            tuple(r for o in outcomes for r in o.review) if verdict is not Verdict.ACCEPTED else (),
-        )
-
-
-class AnyOf:
-    """Holds when one member holds: the best verdict wins, with that member's reasons and review items."""
-
-    def __init__(self, *policies: Policy) -> None:
-        if not policies:
-            raise ValueError("AnyOf needs at least one policy")
-        self.policies = policies
-
-    def evaluate(self, subject: Subject) -> Outcome:
-        outcomes = [p.evaluate(subject) for p in self.policies]
-        chosen = min(outcomes, key=lambda o: _RANK[o.verdict])
-        if chosen.verdict is Verdict.ACCEPTED:
-            return ACCEPT
-        # Nothing holds fully: keep the reasons of every member at the chosen level, so nothing is hidden.
-        same = [o for o in outcomes if o.verdict is chosen.verdict]
-        return Outcome(
-            chosen.verdict,
-            tuple(dict.fromkeys(r for o in same for r in o.reasons)),
-            tuple(dict.fromkeys(r for o in same for r in o.review)),
-        )
 
 
 REMOTE_CODE = ("remote-code.",)

@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from registry import finding_codes as codes
 from registry.schema import Finding, Severity
-from scanners import codes
 from scanners.paths import display_path
 
 SCANNER = "remote_code"

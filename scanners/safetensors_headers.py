@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry import finding_codes as codes
 from registry.schema import Finding, Severity
-from scanners import codes
 from scanners.paths import check_path, display_path
 
 SCANNER = "safetensors"
@@ -85,116 +85,108 @@ def _finding(code: str, path: str, message: str, severity: Severity = Severity.H
     return Finding(scanner=SCANNER, code=code, severity=severity, message=f"{shown}: {message}", path=shown)
 
 
+def _parse(path: str, header: bytes) -> dict[str, Any] | Finding:
+    """The header as a JSON object without duplicate keys, or the finding that says why it is not one."""
+    try:
+        parsed = json.loads(header.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return _finding(codes.ST_HEADER_INVALID, path, f"header is not valid UTF-8 JSON ({str(exc)[:120]})")
+    if not isinstance(parsed, dict):
+        return _finding(codes.ST_HEADER_INVALID, path, "header is not a JSON object")
+    if len(parsed) > _MAX_TENSORS:
+        return _finding(codes.ST_HEADER_INVALID, path, f"header lists {len(parsed)} tensors")
+    return parsed
+
+
+def _well_formed(path: str, name: str, info: object) -> tuple[str, list[int], list[int]] | Finding:
+    """(dtype, shape, offsets) of one tensor entry, or the finding that says what is wrong with it."""
+    shown = display_path(name)
+    if not isinstance(info, dict) or set(info) - {"dtype", "shape", "data_offsets"}:
+        return _finding(codes.ST_HEADER_INVALID, path, f"tensor {shown!r} entry is malformed")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        unknown = display_path(str(dtype))
+        return _finding(codes.ST_UNKNOWN_DTYPE, path, f"tensor {shown!r} has unknown dtype {unknown!r}")
+    if (
+        not isinstance(shape, list)
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+    ):
+        return _finding(codes.ST_HEADER_INVALID, path, f"tensor {shown!r} has a malformed shape or data_offsets")
+    return dtype, shape, offsets
+
+
+def _check_tensor(scan: HeaderScan, name: str, info: object, data_size: int | None) -> tuple[int, int, str] | None:
+    """Check one tensor entry into `scan`; its (begin, end, name) byte span when it has one."""
+    path, shown = scan.path, display_path(name)
+    entry = _well_formed(path, name, info)
+    if isinstance(entry, Finding):
+        scan.findings.append(entry)
+        return None
+    dtype, shape, (begin, end) = entry
+    if end < begin:
+        scan.findings.append(_finding(codes.ST_OFFSET_OUT_OF_RANGE, path, f"tensor {shown!r} ends before it begins"))
+        return None
+    elements = math.prod(shape)
+    bits = elements * DTYPE_BITS[dtype]
+    if bits % 8 != 0 or bits // 8 != end - begin:
+        scan.findings.append(
+            _finding(
+                codes.ST_SHAPE_MISMATCH,
+                path,
+                f"tensor {shown!r} is {dtype}{shape} = {bits / 8:g} bytes but spans {end - begin} bytes",
+            )
+        )
+    if data_size is not None and end > data_size:
+        scan.findings.append(
+            _finding(
+                codes.ST_OFFSET_OUT_OF_RANGE,
+                path,
+                f"tensor {shown!r} ends at byte {end} of a {max(data_size, 0)}-byte data section",
+            )
+        )
+    scan.tensors[name] = (dtype, tuple(shape))
+    scan.parameters[dtype] = scan.parameters.get(dtype, 0) + elements
+    return begin, end, name
+
+
+def _check_spans(path: str, spans: list[tuple[int, int, str]], data_size: int | None) -> list[Finding]:
+    """The tensors' byte spans, sorted, must cover the data section exactly: no overlap, no gap."""
+    findings: list[Finding] = []
+    cursor = 0
+    overlap_reported = gap_reported = False
+    for begin, end, name in sorted(spans):
+        if begin < cursor and not overlap_reported:
+            message = f"tensor {display_path(name)!r} overlaps the previous tensor's bytes"
+            findings.append(_finding(codes.ST_OVERLAP, path, message))
+            overlap_reported = True
+        elif begin > cursor and not gap_reported:
+            message = f"{begin - cursor} unaccounted bytes before tensor {display_path(name)!r}"
+            findings.append(_finding(codes.ST_GAP, path, message))
+            gap_reported = True
+        cursor = max(cursor, end)
+    if data_size is not None and spans and cursor < data_size and not gap_reported:
+        findings.append(_finding(codes.ST_GAP, path, f"{data_size - cursor} unaccounted bytes after the last tensor"))
+    return findings
+
+
 def check_header(path: str, header: bytes, *, file_size: int | None, header_len: int) -> HeaderScan:
     """Validate a header's bytes (already read) against the file size. Pure: no I/O."""
     scan = HeaderScan(path=path, header_bytes=header_len)
-    try:
-        text = header.decode("utf-8")
-        parsed = json.loads(text, object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        scan.findings.append(
-            _finding(codes.ST_HEADER_INVALID, path, f"header is not valid UTF-8 JSON ({str(exc)[:120]})")
-        )
-        return scan
-    if not isinstance(parsed, dict):
-        scan.findings.append(_finding(codes.ST_HEADER_INVALID, path, "header is not a JSON object"))
-        return scan
-    if len(parsed) > _MAX_TENSORS:
-        scan.findings.append(_finding(codes.ST_HEADER_INVALID, path, f"header lists {len(parsed)} tensors"))
+    parsed = _parse(path, header)
+    if isinstance(parsed, Finding):
+        scan.findings.append(parsed)
         return scan
     metadata = parsed.pop("__metadata__", None)
     if metadata is not None and (
         not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
     ):
-        scan.findings.append(
-            _finding(codes.ST_METADATA_INVALID, path, "__metadata__ must map strings to strings only")
-        )
+        scan.findings.append(_finding(codes.ST_METADATA_INVALID, path, "__metadata__ must map strings to strings only"))
     data_size = None if file_size is None else file_size - 8 - header_len
-    spans: list[tuple[int, int, str]] = []
-    for name, info in parsed.items():
-        shown = display_path(name)
-        if not isinstance(info, dict) or set(info) - {"dtype", "shape", "data_offsets"}:
-            scan.findings.append(
-                _finding(codes.ST_HEADER_INVALID, path, f"tensor {shown!r} entry is malformed")
-            )
-            continue
-        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-            scan.findings.append(
-                _finding(
-                    codes.ST_UNKNOWN_DTYPE,
-                    path,
-                    f"tensor {shown!r} has unknown dtype {display_path(str(dtype))!r}",
-                )
-            )
-            continue
-        if (
-            not isinstance(shape, list)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-            or not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
-        ):
-            scan.findings.append(
-                _finding(
-                    codes.ST_HEADER_INVALID, path, f"tensor {shown!r} has a malformed shape or data_offsets"
-                )
-            )
-            continue
-        begin, end = offsets
-        if end < begin:
-            scan.findings.append(
-                _finding(codes.ST_OFFSET_OUT_OF_RANGE, path, f"tensor {shown!r} ends before it begins")
-            )
-            continue
-        elements = math.prod(shape)
-        bits = elements * DTYPE_BITS[dtype]
-        if bits % 8 != 0 or bits // 8 != end - begin:
-            scan.findings.append(
-                _finding(
-                    codes.ST_SHAPE_MISMATCH,
-                    path,
-                    f"tensor {shown!r} is {dtype}{shape} = {bits / 8:g} bytes but spans {end - begin} bytes",
-                )
-            )
-        if data_size is not None and end > data_size:
-            scan.findings.append(
-                _finding(
-                    codes.ST_OFFSET_OUT_OF_RANGE,
-                    path,
-                    f"tensor {shown!r} ends at byte {end} of a {max(data_size, 0)}-byte data section",
-                )
-            )
-        spans.append((begin, end, name))
-        scan.tensors[name] = (dtype, tuple(shape))
-        scan.parameters[dtype] = scan.parameters.get(dtype, 0) + elements
-    spans.sort()
-    cursor = 0
-    overlap_reported = gap_reported = False
-    for begin, end, name in spans:
-        if begin < cursor and not overlap_reported:
-            scan.findings.append(
-                _finding(
-                    codes.ST_OVERLAP,
-                    path,
-                    f"tensor {display_path(name)!r} overlaps the previous tensor's bytes",
-                )
-            )
-            overlap_reported = True
-        elif begin > cursor and not gap_reported:
-            scan.findings.append(
-                _finding(
-                    codes.ST_GAP,
-                    path,
-                    f"{begin - cursor} unaccounted bytes before tensor {display_path(name)!r}",
-                )
-            )
-            gap_reported = True
-        cursor = max(cursor, end)
-    if data_size is not None and spans and cursor < data_size and not gap_reported:
-        scan.findings.append(
-            _finding(codes.ST_GAP, path, f"{data_size - cursor} unaccounted bytes after the last tensor")
-        )
+    spans = [span for name, info in parsed.items() if (span := _check_tensor(scan, name, info, data_size))]
+    scan.findings.extend(_check_spans(path, spans, data_size))
     scan.ok = not scan.findings
     return scan
 

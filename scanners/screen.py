@@ -14,20 +14,21 @@ from typing import Any
 
 import yaml
 
+from registry import finding_codes as codes
 from registry.errors import (
     EntryNotFoundError,
     GatedRepoError,
     HubAuthError,
+    HubError,
     HubResponseError,
     RepoNotFoundError,
     RevisionNotFoundError,
 )
-from registry.hub import HubSource, RepoFile
+from registry.hub import HubSource, RepoFile, RepoInfo
 from registry.schema import Finding, LicenseReference, ModelRef, ScreeningReport, Severity, Verdict
 from registry.settings import Settings
 from scanners import (
     access,
-    codes,
     formats,
     licenses,
     paths,
@@ -166,6 +167,120 @@ def _parse_json(data: bytes | None) -> dict[str, Any] | None:
     return remote_code.parse_config(data) if data is not None else None
 
 
+def _unresolved(
+    repo_id: str, revision: str | None, exc: HubError, has_token: bool, policy: Policy, digest: str
+) -> ScreeningReport:
+    """The report of a pinned revision the Hub does not serve (not found, gated, refused token)."""
+    if revision is None or not _SHA.match(revision):
+        raise ScreeningError(f"{repo_id}: {exc}", repo_id=repo_id) from exc
+    if isinstance(exc, GatedRepoError | HubAuthError):
+        finding = access.needs_token(repo_id, gated=True, private=False, has_token=has_token, refused=True)
+    else:
+        finding = access.not_found(repo_id, revision, has_token=has_token)
+    return _report(_ref(repo_id, revision), [finding], policy, digest, formats=(), license_ref=None, bytes_read=0)
+
+
+def _metadata_findings(
+    work: _Work, repo_id: str, info: RepoInfo, reader: _Reader, has_token: bool
+) -> formats.FormatScan:
+    """Names, formats and access, from the listing alone; blocks file reads of a gated repo without a token."""
+    all_paths = [f.path for f in info.files]
+    work.add(paths.scan_paths(all_paths))
+    format_scan = formats.scan_formats(all_paths)
+    work.add(format_scan.findings)
+    if info.disabled:
+        work.add([access.disabled(repo_id)])
+    if (info.gated or info.private) and not has_token:
+        reader.blocked = GatedRepoError(f"{repo_id} is gated or private and no token is configured")
+    return format_scan
+
+
+def _read_texts(work: _Work, reader: _Reader, info: RepoInfo, max_text: int) -> dict[str, bytes]:
+    """The small text files screening needs, then others for the secret scan, within the byte budget."""
+    needed, extra = select_text_files(info.files, max_text)
+    texts: dict[str, bytes] = {}
+    budget = TEXT_BUDGET_FACTOR * max_text
+    for f in [*needed, *extra]:
+        if reader.blocked is not None:
+            break
+        if f.size is not None and f.size > max_text:
+            if f in needed:
+                why = f"{f.size} bytes, over screening.max_text_file_bytes"
+                work.add([_unreadable(f.path, why, codes.FILE_TOO_LARGE)])
+            continue
+        if budget <= 0:
+            break
+        try:
+            data = reader.file(f.path, max_text)
+        except _Blocked:
+            break
+        except EntryNotFoundError:
+            work.add([_unreadable(f.path, "listed but not served")])
+            continue
+        except HubResponseError as exc:
+            if f in needed:
+                work.add([_unreadable(f.path, str(exc)[:160], codes.FILE_TOO_LARGE)])
+            continue
+        budget -= len(data)
+        texts[f.path] = data
+    return texts
+
+
+def _scan_safetensors(
+    work: _Work, reader: _Reader, info: RepoInfo, files: tuple[str, ...], texts: dict[str, bytes], settings: Settings
+) -> None:
+    """Every safetensors header by range, the shard indexes, and the parameter count against the Hub's."""
+    shard_scans: dict[str, safetensors_headers.HeaderScan] = {}
+    sizes = {f.path: f.size for f in info.files}
+    for path in [p for p in files if paths.is_safe(p)][:MAX_SAFETENSORS_FILES]:
+        if reader.blocked is not None:
+            break
+        try:
+            scan = safetensors_headers.scan_safetensors_file(
+                path, sizes.get(path), reader.ranger(path), max_header_bytes=settings.screening.max_header_bytes
+            )
+        except _Blocked:
+            break
+        except (EntryNotFoundError, HubResponseError) as exc:
+            work.add([_unreadable(path, str(exc)[:160])])
+            continue
+        shard_scans[path] = scan
+        work.add(scan.findings)
+    repo_paths = {f.path for f in info.files}
+    for path, data in texts.items():
+        if path.lower().endswith(safetensors_headers.INDEX_SUFFIX):
+            work.add(safetensors_headers.check_index(path, data, shard_scans, repo_paths))
+    if shard_scans and all(s.ok for s in shard_scans.values()) and reader.blocked is None:
+        total = sum(s.total_parameters for s in shard_scans.values())
+        config = _parse_json(texts.get("config.json")) or info.config
+        tolerance = settings.screening.parameter_tolerance
+        work.add(safetensors_headers.parameter_findings(total, info.safetensors_total, config, tolerance))
+
+
+def _scan_pickles(work: _Work, reader: _Reader, info: RepoInfo, files: tuple[str, ...], budget: int) -> None:
+    """The imports each pickle-based file's opcodes would perform (never unpickled)."""
+    sizes = {f.path: f.size for f in info.files}
+    for path in [p for p in files if paths.is_safe(p)][:MAX_PICKLE_FILES]:
+        if reader.blocked is not None:
+            break
+        try:
+            work.add(pickles.scan_pickle_file(path, sizes.get(path), reader.ranger(path), budget=budget))
+        except _Blocked:
+            break
+        except (EntryNotFoundError, HubResponseError) as exc:
+            work.add([_unreadable(path, str(exc)[:160])])
+
+
+def _allow_listed(repo_id: str, settings: Settings, findings: list[Finding]) -> list[Finding]:
+    """The record that a maintainer accepted this repository's code (`screening.allow_remote_code`)."""
+    if repo_id not in settings.screening.allow_remote_code or not any(
+        f.code.startswith("remote-code.") for f in findings
+    ):
+        return []
+    message = f"{repo_id} is listed in screening.allow_remote_code: its repository code was explicitly accepted"
+    return [Finding(scanner="remote_code", code=codes.REMOTE_CODE_ALLOWED, severity=Severity.INFO, message=message)]
+
+
 def screen_repo(
     source: HubSource,
     repo_id: str,
@@ -185,157 +300,33 @@ def screen_repo(
     chosen = policy or default_policy(settings)
     digest = settings.policy_digest()
     has_token = bool(getattr(source, "has_token", False))
-    work = _Work()
     try:
         info = source.model_info(repo_id, revision)
     except (RepoNotFoundError, RevisionNotFoundError, GatedRepoError, HubAuthError) as exc:
-        if revision is None or not _SHA.match(revision):
-            raise ScreeningError(f"{repo_id}: {exc}", repo_id=repo_id) from exc
-        ref = _ref(repo_id, revision)
-        if isinstance(exc, GatedRepoError | HubAuthError):
-            finding = access.needs_token(
-                repo_id, gated=True, private=False, has_token=has_token, refused=True
-            )
-        else:
-            finding = access.not_found(repo_id, revision, has_token=has_token)
-        return _report(ref, [finding], chosen, digest, formats=(), license_ref=None, bytes_read=0)
+        return _unresolved(repo_id, revision, exc, has_token, chosen, digest)
     ref = _ref(repo_id, info.sha or revision)
-    reader = _Reader(source, ref)
-    all_paths = [f.path for f in info.files]
-
-    # ---- metadata only: names, formats, code files, access
-    work.add(paths.scan_paths(all_paths))
-    format_scan = formats.scan_formats(all_paths)
-    work.add(format_scan.findings)
-    if info.disabled:
-        work.add([access.disabled(repo_id)])
-    if (info.gated or info.private) and not has_token:
-        reader.blocked = GatedRepoError(f"{repo_id} is gated or private and no token is configured")
-
-    # ---- small text files
-    max_text = settings.screening.max_text_file_bytes
-    needed, extra = select_text_files(info.files, max_text)
-    texts: dict[str, bytes] = {}
-    budget = TEXT_BUDGET_FACTOR * max_text
-    for f in [*needed, *extra]:
-        if reader.blocked is not None:
-            break
-        if f.size is not None and f.size > max_text:
-            if f in needed:
-                work.add(
-                    [
-                        _unreadable(
-                            f.path,
-                            f"{f.size} bytes, over screening.max_text_file_bytes",
-                            codes.FILE_TOO_LARGE,
-                        )
-                    ]
-                )
-            continue
-        if budget <= 0:
-            break
-        try:
-            data = reader.file(f.path, max_text)
-        except _Blocked:
-            break
-        except EntryNotFoundError:
-            work.add([_unreadable(f.path, "listed but not served")])
-            continue
-        except HubResponseError as exc:
-            if f in needed:
-                work.add([_unreadable(f.path, str(exc)[:160], codes.FILE_TOO_LARGE)])
-            continue
-        budget -= len(data)
-        texts[f.path] = data
-
+    reader, work = _Reader(source, ref), _Work()
+    format_scan = _metadata_findings(work, repo_id, info, reader, has_token)
+    texts = _read_texts(work, reader, info, settings.screening.max_text_file_bytes)
     readme_bytes = texts.get("README.md")
     readme = readme_bytes.decode("utf-8", "replace") if readme_bytes is not None else None
     card: dict[str, Any] = dict(info.card_data) or (_front_matter(readme) if readme else {})
-
-    # ---- licences
     license_files = {p: b for p, b in texts.items() if _is_license_file(p)}
     hashes = {f.path: f.sha256 for f in info.files if f.sha256}
     license_scan = licenses.scan_licenses(card, readme, license_files, settings.licenses, file_hashes=hashes)
     work.add(license_scan.findings)
-
-    # ---- custom code
     configs = {p: b for p, b in texts.items() if remote_code.is_auto_map_file(p)}
-    safe_paths = [p for p in all_paths if paths.is_safe(p)]
+    safe_paths = [f.path for f in info.files if paths.is_safe(f.path)]
     work.add(remote_code.scan_remote_code(safe_paths, configs, card, readme, hub_config=info.config))
-
-    # ---- safetensors headers (+ index, + parameter counts)
-    shard_scans: dict[str, safetensors_headers.HeaderScan] = {}
-    sizes = {f.path: f.size for f in info.files}
-    for path in [p for p in format_scan.safetensors_files if paths.is_safe(p)][:MAX_SAFETENSORS_FILES]:
-        if reader.blocked is not None:
-            break
-        try:
-            scan = safetensors_headers.scan_safetensors_file(
-                path,
-                sizes.get(path),
-                reader.ranger(path),
-                max_header_bytes=settings.screening.max_header_bytes,
-            )
-        except _Blocked:
-            break
-        except (EntryNotFoundError, HubResponseError) as exc:
-            work.add([_unreadable(path, str(exc)[:160])])
-            continue
-        shard_scans[path] = scan
-        work.add(scan.findings)
-    repo_paths = set(all_paths)
-    for path, data in texts.items():
-        if path.lower().endswith(safetensors_headers.INDEX_SUFFIX):
-            work.add(safetensors_headers.check_index(path, data, shard_scans, repo_paths))
-    if shard_scans and all(s.ok for s in shard_scans.values()) and reader.blocked is None:
-        total = sum(s.total_parameters for s in shard_scans.values())
-        config = _parse_json(texts.get("config.json")) or info.config
-        work.add(
-            safetensors_headers.parameter_findings(
-                total, info.safetensors_total, config, settings.screening.parameter_tolerance
-            )
-        )
-
-    # ---- pickle opcodes
-    for path in [p for p in format_scan.pickle_files if paths.is_safe(p)][:MAX_PICKLE_FILES]:
-        if reader.blocked is not None:
-            break
-        try:
-            work.add(
-                pickles.scan_pickle_file(path, sizes.get(path), reader.ranger(path), budget=pickle_budget)
-            )
-        except _Blocked:
-            break
-        except (EntryNotFoundError, HubResponseError) as exc:
-            work.add([_unreadable(path, str(exc)[:160])])
-
-    # ---- secrets in what was read
+    _scan_safetensors(work, reader, info, format_scan.safetensors_files, texts, settings)
+    _scan_pickles(work, reader, info, format_scan.pickle_files, pickle_budget)
     work.add(secrets.scan_secrets(texts, use_trivy=use_trivy))
-
-    # ---- access
     if reader.blocked is not None:
-        work.add(
-            [
-                access.needs_token(
-                    repo_id, gated=info.gated, private=info.private, has_token=has_token, refused=has_token
-                )
-            ]
+        blocked = access.needs_token(
+            repo_id, gated=info.gated, private=info.private, has_token=has_token, refused=has_token
         )
-
-    if repo_id in settings.screening.allow_remote_code and any(
-        f.code.startswith("remote-code.") for f in work.findings
-    ):
-        work.add(
-            [
-                Finding(
-                    scanner="remote_code",
-                    code=codes.REMOTE_CODE_ALLOWED,
-                    severity=Severity.INFO,
-                    message=f"{repo_id} is listed in screening.allow_remote_code: its repository code was "
-                    "explicitly accepted",
-                )
-            ]
-        )
+        work.add([blocked])
+    work.add(_allow_listed(repo_id, settings, work.findings))
     return _report(
         ref,
         work.findings,

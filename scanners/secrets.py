@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry import finding_codes as codes
 from registry.schema import Finding, Severity
 from registry.tools import find_tool
-from scanners import codes
 from scanners.errors import ScannerError
 from scanners.paths import display_path
 

@@ -10,9 +10,7 @@ TRIVY_USERNAME / TRIVY_PASSWORD in its environment, never on its command line, a
 registry they belong to. Trivy offers such credentials to every registry it contacts, so when its database
 comes from another registry it is downloaded first, in a run without them.
 
-The gate (`gate`) turns a report into a `ScanSummary`: a vulnerability of a severity in
-`images.fail_on_fixable` with a fixed version available blocks, unless its id is allow-listed with a reason
-(and the allow-listing has not expired); any secret blocks; any licence in `images.denied_licenses` blocks.
+The image gate (the decision on a report) is scanners/image_gate.py.
 """
 
 from __future__ import annotations
@@ -20,19 +18,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from registry.credentials import RegistryAuthError, RegistryCredentials, registry_credentials, registry_host
-from registry.schema import ScanSummary, utcnow
-from registry.settings import ImageSettings, Settings
+from registry.schema import ScanSummary
+from registry.settings import Settings
 from registry.tools import find_tool
 from scanners.errors import ScannerError
-
-SCANNER = "trivy"
+from scanners.image_gate import gate
 
 
 class TrivyError(ScannerError):
@@ -186,79 +182,6 @@ def sbom_spdx(image: str, options: TrivyOptions) -> bytes:
     return _run(image, options, ["--format", "spdx-json"])
 
 
-# --------------------------------------------------------------------------------------------- gate
-
-
-def _allow_list(policy: ImageSettings, today: date) -> dict[str, str]:
-    allowed: dict[str, str] = {}
-    for entry in policy.allowed_cves:
-        if entry.expires:
-            try:
-                if date.fromisoformat(entry.expires) < today:
-                    continue
-            except ValueError:
-                continue
-        allowed[entry.id] = entry.reason
-    return allowed
-
-
-def gate(
-    report: dict[str, Any],
-    policy: ImageSettings,
-    *,
-    scanner_version: str = "",
-    db_updated: datetime | None = None,
-    today: date | None = None,
-) -> ScanSummary:
-    """Apply the image policy to a Trivy JSON report."""
-    allow = _allow_list(policy, today or datetime.now(UTC).date())
-    fail_on = {s.upper() for s in policy.fail_on_fixable}
-    denied = set(policy.denied_licenses)
-    counts: Counter[str] = Counter()
-    blocking: list[str] = []
-    allowed: list[str] = []
-    seen: set[tuple[str, str, str]] = set()
-    secrets = 0
-    denied_found: list[str] = []
-    results = report.get("Results") or []
-    for result in results if isinstance(results, list) else []:
-        if not isinstance(result, dict):
-            continue
-        for vuln in result.get("Vulnerabilities") or []:
-            vuln_id = str(vuln.get("VulnerabilityID", ""))
-            key = (vuln_id, str(vuln.get("PkgName", "")), str(vuln.get("InstalledVersion", "")))
-            if key in seen:
-                continue
-            seen.add(key)
-            severity = str(vuln.get("Severity", "UNKNOWN")).upper()
-            counts[severity] += 1
-            if severity in fail_on and vuln.get("FixedVersion"):
-                if vuln_id in allow:
-                    allowed.append(vuln_id)
-                else:
-                    blocking.append(vuln_id)
-        for secret in result.get("Secrets") or []:
-            secrets += 1
-            blocking.append(f"secret:{secret.get('RuleID', 'unknown')}")
-        for lic in result.get("Licenses") or []:
-            name = str(lic.get("Name", ""))
-            if name in denied:
-                denied_found.append(name)
-                blocking.append(f"license:{name}")
-    return ScanSummary(
-        scanner=SCANNER,
-        scanner_version=scanner_version,
-        db_updated_at=db_updated,
-        vulnerabilities=dict(sorted(counts.items())),
-        blocking=tuple(sorted(set(blocking))),
-        allowed=tuple(sorted(set(allowed))),
-        secrets=secrets,
-        denied_licenses=tuple(sorted(set(denied_found))),
-        passed=not blocking,
-        scanned_at=utcnow(),
-    )
-
-
 def scan_and_gate(
     image: str, settings: Settings, options: TrivyOptions | None = None
 ) -> tuple[ScanSummary, dict[str, Any]]:
@@ -267,27 +190,3 @@ def scan_and_gate(
     report = scan_image(image, opts)
     summary = gate(report, settings.images, scanner_version=trivy_version(), db_updated=db_updated_at(opts))
     return summary, report
-
-
-def summary_markdown(reference: str, summary: ScanSummary, allow_reasons: dict[str, str] | None = None) -> str:
-    """A markdown table of one image's scan, for the Prefect artifact."""
-    lines = [
-        f"### {reference}",
-        "",
-        f"**Gate: {'passed' if summary.passed else 'FAILED'}** (trivy {summary.scanner_version or '?'}, "
-        f"database {summary.db_updated_at.isoformat() if summary.db_updated_at else 'unknown'})",
-        "",
-        "| severity | count |",
-        "| --- | --- |",
-    ]
-    lines += [f"| {severity} | {count} |" for severity, count in summary.vulnerabilities.items()] or ["| - | 0 |"]
-    lines += [
-        "",
-        f"Secrets: {summary.secrets}. Denied licences: {', '.join(summary.denied_licenses) or 'none'}.",
-    ]
-    if summary.blocking:
-        lines += ["", "Blocking:", *[f"- {item}" for item in summary.blocking]]
-    if summary.allowed:
-        reasons = allow_reasons or {}
-        lines += ["", "Allow-listed:", *[f"- {cve}: {reasons.get(cve, '')}" for cve in summary.allowed]]
-    return "\n".join(lines) + "\n"

@@ -8,9 +8,11 @@ bash scripts/install-system.sh
 bash scripts/bootstrap.sh
 . .venv/bin/activate
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
-echo "== lint (ruff, mypy --strict)"
+echo "== lint (ruff, mypy --strict, import contracts, size rule)"
 ruff check .
 mypy
+lint-imports
+python scripts/check_size.py
 echo "== tests"
 mkdir -p .cache/test-reports
 set +e

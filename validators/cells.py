@@ -1,4 +1,4 @@
-"""The verdict of one validation cell, as pure policy logic (no I/O).
+"""The cell verdict: whether one template passed validation, as rules of the one shape (no I/O).
 
 Policy (`[validation]` in curation.toml): the conformance checks required per task, and per runtime the known
 deviations accepted with a reason each, for the runtime versions they were seen on. A cell passes when every
@@ -7,6 +7,11 @@ requests within the allowed error rate. A required check that is missing from th
 declared unsupported) or failed, and not accepted, fails the cell. `chat.tool_calls` is required only when the
 template declares a tool-call parser. An accepted deviation whose check passes is stale: it waives nothing and
 is reported so the policy can drop it.
+
+`cell_rule(policy)` is `AllOf(required checks met, benchmark within the error rate)` over a `CellEvidence`
+(registry/rules.py): accepted means PASSED, rejected means FAILED, with the reasons in the cell's result and
+its `cell-<template id>` artifact. `cell_verdict` adds what a passed cell still reports (accepted, optional
+and stale deviations).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from registry.rules import AllOf, Check, CheckAll, Rule
 from registry.schema import (
     BenchmarkMetrics,
     CheckStatus,
@@ -101,6 +107,46 @@ def benchmark_problem(metrics: Sequence[BenchmarkMetrics], max_error_rate: float
     return None
 
 
+@dataclass(frozen=True)
+class CellEvidence:
+    """What the cell verdict judges: the template, its conformance report and benchmark (None: the task has
+    none), and the version of the runtime it ran on."""
+
+    template: DeploymentTemplate
+    report: ConformanceReport
+    metrics: Sequence[BenchmarkMetrics] | None
+    runtime_version: str
+
+
+def required_checks_met(policy: ValidationSettings) -> Rule[CellEvidence]:
+    def objection(evidence: CellEvidence) -> str | None:
+        statuses = {check.name: check.status for check in evidence.report.checks}
+        allowed = accepted_deviations(policy, evidence.template.runtime, evidence.runtime_version)
+        failing = [
+            f"{name} ({'missing' if statuses.get(name) is None else statuses[name].value})"
+            for name in required_checks(policy, evidence.template)
+            if statuses.get(name) is not CheckStatus.PASS and name not in allowed
+        ]
+        return "required conformance checks not met: " + ", ".join(failing) if failing else None
+
+    return Check(objection)
+
+
+def benchmark_within_error_rate(policy: ValidationSettings) -> Rule[CellEvidence]:
+    def objections(evidence: CellEvidence) -> list[str]:
+        if evidence.metrics is None:
+            return []
+        problem = benchmark_problem(evidence.metrics, policy.max_benchmark_error_rate)
+        return [problem] if problem else []
+
+    return CheckAll(objections)
+
+
+def cell_rule(policy: ValidationSettings) -> Rule[CellEvidence]:
+    """`[validation]`: every required check passed or is an accepted deviation, and the benchmark held."""
+    return AllOf(required_checks_met(policy), benchmark_within_error_rate(policy))
+
+
 def cell_verdict(
     template: DeploymentTemplate,
     report: ConformanceReport,
@@ -109,32 +155,17 @@ def cell_verdict(
     runtime_version: str,
 ) -> CellVerdict:
     """PASSED or FAILED from the conformance report and the benchmark (None: no benchmark for this task)."""
+    outcome = cell_rule(policy).evaluate(CellEvidence(template, report, metrics, runtime_version))
     statuses = {check.name: check.status for check in report.checks}
     allowed = accepted_deviations(policy, template.runtime, runtime_version)
     stale = tuple(stale_deviations(policy, template.runtime, runtime_version, report))
-    failing: list[str] = []
-    accepted: list[str] = []
-    for name in required_checks(policy, template):
-        status = statuses.get(name)
-        if status is CheckStatus.PASS:
-            continue
-        if name in allowed:
-            accepted.append(f"{name}: {allowed[name]}")
-            continue
-        failing.append(f"{name} ({'missing' if status is None else status.value})")
-    required = set(required_checks(policy, template))
+    required = required_checks(policy, template)
     optional = tuple(name for name, status in statuses.items() if name not in required and status is CheckStatus.FAIL)
-    accepted += [f"{name}: {allowed[name]}" for name in optional if name in allowed]
+    waived = [name for name in (*required, *optional) if name in allowed and statuses.get(name) is not CheckStatus.PASS]
+    accepted = [f"{name}: {allowed[name]}" for name in waived]
     unmet = tuple(name for name in optional if name not in allowed)
-    problems: list[str] = []
-    if failing:
-        problems.append("required conformance checks not met: " + ", ".join(failing))
-    if metrics is not None:
-        bench = benchmark_problem(metrics, policy.max_benchmark_error_rate)
-        if bench:
-            problems.append(bench)
-    if problems:
-        return CellVerdict(ValidationVerdict.FAILED, "; ".join(problems), tuple(accepted), unmet, stale)
+    if not outcome.accepted:
+        return CellVerdict(ValidationVerdict.FAILED, "; ".join(outcome.reasons), tuple(accepted), unmet, stale)
     reason = "every required check passed"
     if accepted:
         reason += f" ({len(accepted)} accepted deviation(s) of {template.runtime} {runtime_version})"

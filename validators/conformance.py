@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import httpx
 
+from registry.artifacts import artifact_key, cell, code
 from registry.schema import CheckStatus, ConformanceReport
 from validators.conformance_checks import chat, embeddings, errors, listing, streaming
 from validators.conformance_checks.base import CheckSpec, Session, Target, run_check
@@ -154,8 +155,7 @@ def report_markdown(report: ConformanceReport) -> str:
         "| --- | --- | --- | --- |",
     ]
     for check in report.checks:
-        detail = check.detail.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| `{check.name}` | {check.version} | {_ICON[check.status]} | {detail} |")
+        lines.append(f"| {code(check.name)} | {check.version} | {_ICON[check.status]} | {cell(check.detail)} |")
     failures = [c for c in report.checks if c.status is CheckStatus.FAIL and c.evidence]
     if failures:
         lines += ["", "## Evidence of failures", ""]
@@ -186,10 +186,9 @@ def publish_artifact(report: ConformanceReport, key: str | None = None) -> bool:
         get_run_context()
     except MissingContextError:
         return False
-    slug = "".join(ch if ch.isalnum() else "-" for ch in f"conformance-{report.model}-{report.task}".lower())
     create_markdown_artifact(
         markdown=report_markdown(report),
-        key=key or slug[:100].strip("-"),
+        key=key or artifact_key("conformance", report.model, report.task),
         description="OpenAI-API conformance",
     )
     return True

@@ -485,28 +485,45 @@ def _check_index(model_dir: Path, shards: dict[str, set[str]], findings: list[Fi
             )
 
 
+def _read_shards(
+    model_dir: Path, max_header_bytes: int, findings: list[Finding]
+) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, set[str]]]:
+    """(tensor name -> (dtype, shape) over every shard, shard -> its tensor names); problems into `findings`."""
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
+    shards: dict[str, set[str]] = {}
+    for path in sorted(model_dir.rglob("*.safetensors")):
+        rel = path.relative_to(model_dir).as_posix()
+        found, problems = read_tensors(path, max_header_bytes)
+        findings.extend(problems)
+        duplicated = sorted(set(found) & set(tensors))
+        if duplicated:
+            repeated = ", ".join(_clip(d, 60) for d in duplicated[:3])
+            message = f"{rel} repeats tensors of another shard: {repeated}"
+            findings.append(_finding("weights.duplicate-tensor", message, rel))
+        tensors.update(found)
+        shards[rel] = set(found)
+    return tensors, shards
+
+
+def _dtype_findings(config: dict[str, Any], dtypes: dict[str, int]) -> list[Finding]:
+    """The dominant dtype against config.json's declared one (unquantized models only)."""
+    declared = config.get("torch_dtype") or config.get("dtype")
+    expected_dtype = _CONFIG_DTYPES.get(str(declared)) if declared else None
+    if not expected_dtype or not dtypes or "quantization_config" in config:
+        return []
+    dominant = max(dtypes.items(), key=lambda item: item[1])[0]
+    if dominant == expected_dtype:
+        return []
+    message = f"most parameters are {dominant}, config.json declares {declared}"
+    return [_finding("weights.dtype-mismatch", message, "config.json", Severity.LOW)]
+
+
 def check_tensors(model_dir: Path, info: RepoInfo, screening: ScreeningSettings) -> TensorReport:
     """Check the staged safetensors against config.json, the shard index and the Hub's parameter count."""
     model_dir = Path(model_dir)
     config = read_config(model_dir / "config.json")
     findings: list[Finding] = []
-    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
-    shards: dict[str, set[str]] = {}
-    for path in sorted(model_dir.rglob("*.safetensors")):
-        rel = path.relative_to(model_dir).as_posix()
-        found, problems = read_tensors(path, screening.max_header_bytes)
-        findings.extend(problems)
-        duplicated = sorted(set(found) & set(tensors))
-        if duplicated:
-            findings.append(
-                _finding(
-                    "weights.duplicate-tensor",
-                    f"{rel} repeats tensors of another shard: {', '.join(_clip(d, 60) for d in duplicated[:3])}",
-                    rel,
-                )
-            )
-        tensors.update(found)
-        shards[rel] = set(found)
+    tensors, shards = _read_shards(model_dir, screening.max_header_bytes, findings)
     dtypes: dict[str, int] = {}
     parameters = 0
     for name, (dtype, shape) in tensors.items():
@@ -522,27 +539,9 @@ def check_tensors(model_dir: Path, info: RepoInfo, screening: ScreeningSettings)
         findings.extend(check_decoder(config, tensors))
     elif not quantized and model_type == "bert":
         findings.extend(check_bert(config, tensors))
-    declared = config.get("torch_dtype") or config.get("dtype")
-    expected_dtype = _CONFIG_DTYPES.get(str(declared)) if declared else None
-    if expected_dtype and dtypes and not quantized:
-        dominant = max(dtypes.items(), key=lambda item: item[1])[0]
-        if dominant != expected_dtype:
-            findings.append(
-                _finding(
-                    "weights.dtype-mismatch",
-                    f"most parameters are {dominant}, config.json declares {declared}",
-                    "config.json",
-                    Severity.LOW,
-                )
-            )
+    findings.extend(_dtype_findings(config, dtypes))
     hub_total = info.safetensors_total
-    if hub_total:
-        tolerance = screening.parameter_tolerance
-        if abs(parameters - hub_total) > tolerance * hub_total:
-            findings.append(
-                _finding(
-                    "weights.parameters-mismatch",
-                    f"the safetensors headers hold {parameters} parameters, the Hub's metadata says {hub_total}",
-                )
-            )
+    if hub_total and abs(parameters - hub_total) > screening.parameter_tolerance * hub_total:
+        message = f"the safetensors headers hold {parameters} parameters, the Hub's metadata says {hub_total}"
+        findings.append(_finding("weights.parameters-mismatch", message))
     return TensorReport(parameters=parameters, tensors=len(tensors), dtypes=dtypes, findings=tuple(findings))

@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from model_signing import signing, verifying
 from pydantic import BaseModel, ConfigDict
 
-from registry.blobs import RESERVED_NAMES, SIGNATURE_NAME, BlobIntegrityError, RegionalBlobStore
-from registry.keys import KeyPair, SigningKeyError, key_id, load_public_key, verify_signature
+from registry.blob_errors import BlobIntegrityError
+from registry.blobs import RESERVED_NAMES, SIGNATURE_NAME, RegionalBlobStore
+from registry.keys import KEY_FILES_LOCK, KeyPair, SigningKeyError, key_id, load_public_key, verify_signature
 from registry.schema import Signature
 from validators.errors import ValidatorError
 
@@ -57,8 +58,9 @@ def sign_weights(model_dir: Path, signature_path: Path, key: KeyPair, *, referen
         raise WeightsSignatureError(f"the signature {signature_path} must be written outside {model_dir}")
     signature_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        config = signing.Config()  # type: ignore[no-untyped-call]
-        config.use_elliptic_key_signer(private_key=key.private_path).sign(model_dir, signature_path)
+        with KEY_FILES_LOCK:  # model-signing reads the key file: no other thread may rewrite it meanwhile
+            config = signing.Config()  # type: ignore[no-untyped-call]
+            config.use_elliptic_key_signer(private_key=key.private_path).sign(model_dir, signature_path)
     except (ValueError, OSError) as exc:
         raise WeightsSignatureError(f"signing {model_dir} failed: {exc}") from exc
     data = signature_path.read_bytes()

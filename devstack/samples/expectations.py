@@ -1,8 +1,8 @@
 """What each sample repository is, and what stage 2 (screening) must say about it.
 
-The finding codes below are the contract between the sample repositories and the scanners: a scanner that
-finds the problem a sample was built to show emits exactly these codes (``<area>.<problem>``). Keep them in
-this one place; the screening tests compare `ScreeningReport.codes` with `Sample.expected_codes`.
+The expected finding codes are the contract between the sample repositories and the scanners: a scanner that
+finds the problem a sample was built to show emits exactly these codes (``<area>.<problem>``, defined once in
+registry/finding_codes.py); the screening tests compare `ScreeningReport.codes` with `Sample.expected_codes`.
 """
 
 from __future__ import annotations
@@ -12,36 +12,19 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
+from registry import finding_codes as codes
 from registry.schema import Verdict
 
-# ---------------------------------------------------------------------------------------------- finding codes
-
-# Repository code: `auto_map` in config.json / tokenizer_config.json / processor configs (trust_remote_code).
-REMOTE_CODE_AUTO_MAP: Final = "remote-code.auto-map"
-# Any *.py file in the repository (custom modeling, pipelines).
-REMOTE_CODE_PYTHON_FILE: Final = "remote-code.python-file"
-# Pickle-based weights (*.bin, *.pt, *.pth, *.ckpt, *.pkl): never unpickled, always a finding.
-FORMAT_PICKLE: Final = "format.pickle"
-# The repository has no *.safetensors weights at all (nothing the pipeline may stage).
-FORMAT_NO_SAFETENSORS: Final = "format.no-safetensors"
-# The declared licence is on the policy's deny list (non-commercial, research-only, unknown).
-LICENSE_DENIED: Final = "license.denied"
-# The declared licence is on the policy's review list (`other` + license_name, community licences).
-LICENSE_NEEDS_REVIEW: Final = "license.needs-review"
-# Gated repository and no token (or a token without access): a maintainer must supply one.
-ACCESS_NEEDS_TOKEN: Final = "access.needs-token"  # noqa: S105 (a finding code, not a secret)
-# The repository does not resolve (private without a token, deleted, mistyped id).
-ACCESS_NOT_FOUND: Final = "access.not-found"
-
+# The finding codes the samples are built to show (defined once, in registry/finding_codes.py).
 ALL_CODES: Final = (
-    REMOTE_CODE_AUTO_MAP,
-    REMOTE_CODE_PYTHON_FILE,
-    FORMAT_PICKLE,
-    FORMAT_NO_SAFETENSORS,
-    LICENSE_DENIED,
-    LICENSE_NEEDS_REVIEW,
-    ACCESS_NEEDS_TOKEN,
-    ACCESS_NOT_FOUND,
+    codes.REMOTE_CODE_AUTO_MAP,
+    codes.REMOTE_CODE_PYTHON_FILE,
+    codes.FORMAT_PICKLE,
+    codes.WEIGHTS_NO_SAFETENSORS,
+    codes.LICENSE_DENIED,
+    codes.LICENSE_REVIEW,
+    codes.NEEDS_TOKEN,
+    codes.REPO_NOT_FOUND,
 )
 
 
@@ -152,7 +135,7 @@ EXPECTATIONS: Final[tuple[Expectation, ...]] = (
         repo_id=GATED,
         kind=SampleKind.GATED,
         expected_verdict=Verdict.NEEDS_REVIEW,
-        expected_codes=(ACCESS_NEEDS_TOKEN,),
+        expected_codes=(codes.NEEDS_TOKEN,),
         task=_TEXT_GEN,
         library_name=_TRANSFORMERS,
         license="apache-2.0",
@@ -166,7 +149,7 @@ EXPECTATIONS: Final[tuple[Expectation, ...]] = (
         repo_id=LLAMA3_LICENSE,
         kind=SampleKind.REVIEW_LICENSE,
         expected_verdict=Verdict.NEEDS_REVIEW,
-        expected_codes=(LICENSE_NEEDS_REVIEW,),
+        expected_codes=(codes.LICENSE_REVIEW,),
         task=_TEXT_GEN,
         library_name=_TRANSFORMERS,
         license="other",
@@ -179,7 +162,7 @@ EXPECTATIONS: Final[tuple[Expectation, ...]] = (
         repo_id=CUSTOM_CODE,
         kind=SampleKind.REJECT_CUSTOM_CODE,
         expected_verdict=Verdict.REJECTED,
-        expected_codes=(REMOTE_CODE_AUTO_MAP, REMOTE_CODE_PYTHON_FILE),
+        expected_codes=(codes.REMOTE_CODE_AUTO_MAP, codes.REMOTE_CODE_PYTHON_FILE),
         task=_TEXT_GEN,
         library_name=_TRANSFORMERS,
         license="apache-2.0",
@@ -192,7 +175,7 @@ EXPECTATIONS: Final[tuple[Expectation, ...]] = (
         repo_id=NONCOMMERCIAL,
         kind=SampleKind.REJECT_LICENSE,
         expected_verdict=Verdict.REJECTED,
-        expected_codes=(LICENSE_DENIED,),
+        expected_codes=(codes.LICENSE_DENIED,),
         task=_TEXT_GEN,
         library_name=_TRANSFORMERS,
         license="cc-by-nc-4.0",
@@ -205,7 +188,7 @@ EXPECTATIONS: Final[tuple[Expectation, ...]] = (
         repo_id=PICKLE_ONLY,
         kind=SampleKind.REJECT_PICKLE,
         expected_verdict=Verdict.REJECTED,
-        expected_codes=(FORMAT_PICKLE, FORMAT_NO_SAFETENSORS),
+        expected_codes=(codes.FORMAT_PICKLE, codes.WEIGHTS_NO_SAFETENSORS),
         task=_TEXT_GEN,
         library_name=_TRANSFORMERS,
         license="apache-2.0",
@@ -218,7 +201,7 @@ EXPECTATIONS: Final[tuple[Expectation, ...]] = (
         repo_id=PRIVATE,
         kind=SampleKind.PRIVATE,
         expected_verdict=Verdict.REJECTED,
-        expected_codes=(ACCESS_NOT_FOUND,),
+        expected_codes=(codes.REPO_NOT_FOUND,),
         task=_TEXT_GEN,
         library_name=_TRANSFORMERS,
         license="apache-2.0",

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from flows.cli import context
+from flows.cli.dev import use_running_stack
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -21,16 +22,13 @@ app = typer.Typer(
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", help="Policy file (default ./curation.toml)."),
     endpoint: str | None = typer.Option(None, "--endpoint", help="Hub endpoint (default HF_ENDPOINT or the Hub)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Local state directory (default .curation)."),
 ) -> None:
     context.configure(config, endpoint, data_dir)
-    # After `curate dev up`, point clients (HF_ENDPOINT, PREFECT_API_URL, ...) at the running local stack,
-    # unless the user set those variables explicitly.
-    from devstack.stack import apply_stack_env
-
-    apply_stack_env(context.settings().data_dir.resolve())
+    use_running_stack(context.settings().data_dir.resolve(), announce=ctx.invoked_subcommand != "dev")
 
 
 def _register() -> None:

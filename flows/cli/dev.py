@@ -1,19 +1,38 @@
-"""`curate dev up|down|status|env`: the local stack on 127.0.0.1."""
+"""`curate dev up|down|status|env`: the local stack on 127.0.0.1, and every command's use of a running one.
+
+The only product module that imports `devstack` (the import contracts in pyproject.toml name it).
+"""
 
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from devstack.process import ProcessError
-from devstack.stack import StackContext, down, up
+from devstack.stack import StackContext, apply_stack_env, down, up
 from devstack.state import load_state
 from flows.cli.context import settings
-from flows.cli.output import JsonOption, console, emit, fail
+from flows.cli.output import JsonOption, console, emit, err_console, fail
 
 dev_app = typer.Typer(help="Start and stop the local stack (Hub test server, Prefect, ...).", no_args_is_help=True)
+
+
+def use_running_stack(data_dir: Path, *, announce: bool = True) -> dict[str, str]:
+    """After `curate dev up`, point clients (HF_ENDPOINT, PREFECT_API_URL, ...) at the running local stack,
+    unless the user set those variables; says so in one line on stderr (not for `curate dev` itself)."""
+    applied = apply_stack_env(data_dir)
+    if applied and announce:
+        names = ", ".join(sorted(applied))
+        err_console.print(
+            f"using the local stack of {data_dir} (`curate dev up`): {names}; set them yourself to use others",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+    return applied
 
 
 def _context(registry_auth: bool = False) -> StackContext:

@@ -7,12 +7,12 @@ import os
 import typer
 from rich.table import Table
 
-from builders.errors import BuildersError, VerificationError
-from builders.signing import verify_image
+from builders.errors import BuildersError
 from flows.cli.context import settings
 from flows.cli.output import JsonOption, console, emit, emit_rows, err_console, fail
 from registry.catalog import CatalogStore
 from registry.errors import RegistryError
+from registry.image_signatures import ImageVerificationError, verify_image
 from registry.keys import signing_key
 from registry.schema import RuntimeImage
 
@@ -106,7 +106,7 @@ def verify(
     try:
         key = signing_key(current)
         digest = verify_image(reference, key.public_key(), expected_digest=expected)
-    except VerificationError as exc:
+    except ImageVerificationError as exc:
         if as_json:
             emit({"reference": reference, "verified": False, "error": str(exc), "image": recorded}, True, lambda: None)
             raise typer.Exit(1) from exc

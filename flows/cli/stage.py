@@ -19,7 +19,6 @@ from rich.table import Table
 from flows.cli.context import settings
 from flows.cli.output import JsonOption, console, emit, err_console, fail
 from registry.errors import RegistryError
-from registry.keys import SigningKeyError
 from registry.schema import StagedWeights
 from validators.errors import ValidatorError
 
@@ -94,7 +93,7 @@ def stage(
     try:
         with progress:
             weights = stage_weights(repo_id, revision=revision, overrides=overrides, regions=region, force=force)
-    except (RegistryError, ValidatorError, SigningKeyError) as exc:
+    except (RegistryError, ValidatorError) as exc:
         raise fail(str(exc)) from exc
     finally:
         remove()

@@ -81,7 +81,7 @@ def verify(
     as_json: bool = JsonOption,
 ) -> None:
     """Verify one published catalog entry end to end (signatures, weights in every region, images, bindings)."""
-    from flows.verification import verify_catalog_entry
+    from validators.verification import verify_catalog_entry
 
     config = settings()
     directory = export_dir or config.catalog_export_dir

@@ -17,7 +17,8 @@ from devstack.azurite import AzuriteStack
 from devstack.docker_engine import DockerStack
 from devstack.net import free_port, wait_for_http
 from devstack.samples import tiny
-from registry.blobs import MANIFEST_NAME, WeightsManifest, parse_connection_string
+from registry.blob_sas import parse_connection_string
+from registry.blobs import MANIFEST_NAME, WeightsManifest
 from registry.schema import Signature, StagedFile
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]

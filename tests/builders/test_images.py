@@ -9,22 +9,18 @@ from pathlib import Path
 import docker
 import pytest
 
-from builders.errors import SbomError, VerificationError
+from builders.errors import SbomError
 from builders.images import LABEL_RECIPE, LABEL_RUNTIME, BuiltImage, build_image, image_labels
 from builders.recipes import Recipe
 from builders.sbom import validate_spdx
-from builders.signing import (
-    attach_sbom,
-    attach_scan_report,
-    fetch_attached,
-    sign_image,
-    verify_image,
-)
+from builders.signing import attach_sbom, attach_scan_report, fetch_attached, sign_image
 from devstack.docker_engine import BASE_IMAGE, DockerStack
+from registry.image_signatures import ImageVerificationError, verify_image
 from registry.keys import KeyPair, generate_private_pem, key_id, load_private_key, public_pem
 from registry.oci import ImageName, OciClient, attached_tag
 from registry.settings import AllowedCve, ImageSettings
-from scanners.trivy import TrivyOptions, gate, sbom_spdx, scan_image
+from scanners.image_gate import gate
+from scanners.trivy import TrivyOptions, sbom_spdx, scan_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -125,7 +121,7 @@ def test_hf_serve_scan_gate_sbom_sign_verify(
     assert verify_image(pinned, key.public_key()) == image.digest
     # 6. Another key is refused.
     other = _key(tmp_path / "b")
-    with pytest.raises(VerificationError, match="another key"):
+    with pytest.raises(ImageVerificationError, match="another key"):
         verify_image(pinned, other.public_key())
 
 
@@ -140,19 +136,19 @@ def test_tampered_tag_and_moved_signature_are_refused(docker_stack: DockerStack,
     name = ImageName.parse(good.reference)
     with OciClient(docker_stack.registry) as oci:
         # No signature at all on the other image.
-        with pytest.raises(VerificationError, match="no signature"):
+        with pytest.raises(ImageVerificationError, match="no signature"):
             verify_image(evil.pinned, key.public_key())
         # Re-point the signed tag at the other image: the recorded digest no longer matches.
         evil_manifest = oci.get_manifest(name.repository, evil.digest)
         oci.put_manifest(name.repository, name.ref, evil_manifest.body, evil_manifest.media_type)
-        with pytest.raises(VerificationError, match="tag was moved"):
+        with pytest.raises(ImageVerificationError, match="tag was moved"):
             verify_image(good.reference, key.public_key(), expected_digest=good.digest)
-        with pytest.raises(VerificationError, match="no signature"):
+        with pytest.raises(ImageVerificationError, match="no signature"):
             verify_image(good.reference, key.public_key())
         # Copy the good signature onto the other digest: it is over another digest, so it is refused.
         sig = oci.get_manifest(name.repository, attached_tag(good.digest, "sig"))
         oci.put_manifest(name.repository, attached_tag(evil.digest, "sig"), sig.body, sig.media_type)
-        with pytest.raises(VerificationError, match="over sha256:"):
+        with pytest.raises(ImageVerificationError, match="over sha256:"):
             verify_image(evil.pinned, key.public_key())
     # The pinned good image still verifies.
     assert verify_image(good.pinned, key.public_key()) == good.digest

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from builders.images import BuiltImage
-from builders.signing import verify_image
 from devstack.docker_engine import DockerStack
 from flows.build import ImageGateError, build_runtime_images, rescan_images
 from registry.catalog import CatalogStore
+from registry.image_signatures import verify_image
 from registry.keys import signing_key
 from registry.schema import CatalogEntry, EntryStatus, LicenseReference, ModelRef, StagedWeights
 from registry.settings import load_settings

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from flows.publish import latest_validations, publish_model
+from decisions.publication import latest_validations
+from flows.publish import publish_model
 from registry.blobs import model_prefix
 from registry.entries import entry_digest, verify_entry
 from registry.schema import (

@@ -14,10 +14,10 @@ from devstack.hub_server import HubServer
 from devstack.repostore import RepoStore
 from flows.cli.app import app
 from flows.screen import HUB_TAG, screen_candidates
+from registry import finding_codes as codes
 from registry.catalog import CatalogStore
 from registry.schema import Candidate, Decision, ModelRef, StageName, StageOutcome, Verdict
 from registry.settings import load_settings
-from scanners import codes
 from tests.fixtures.hub import DEFAULT_CARD, model_card, tiny_safetensors
 from tests.scanners.hostile import global_call
 

@@ -26,15 +26,8 @@ from devstack.repostore import RepoStore
 from devstack.samples import SampleSet
 from flows.cli.app import app
 from flows.stage import ProgressEvent, add_progress_listener, stage_weights, verify_staged
-from registry.blobs import (
-    MANIFEST_NAME,
-    SIGNATURE_NAME,
-    BlobIntegrityError,
-    RegionalBlobStore,
-    StorageUnavailableError,
-    WeightsManifest,
-    model_prefix,
-)
+from registry.blob_errors import BlobIntegrityError, StorageUnavailableError
+from registry.blobs import MANIFEST_NAME, SIGNATURE_NAME, RegionalBlobStore, WeightsManifest, model_prefix
 from registry.catalog import CatalogStore
 from registry.keys import SigningKeyError, signing_key
 from registry.schema import ModelRef, StageName, StageOutcome

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from decisions.publication import build_entry, passed_templates
 from flows.cli.app import app
-from flows.publish import export_catalog, gather_inputs, provenance
+from flows.publish import gather_inputs, provenance
 from registry.blobs import model_prefix
-from registry.entries import build_entry, passed_templates, sign_entry
+from registry.catalog_export import export_catalog
+from registry.entries import sign_entry
 from registry.keys import generate_private_pem, load_private_key, public_pem
 from registry.schema import EntryStatus, VerificationReport
 from tests.fixtures.publishing import PublishChain, push_tiny_image

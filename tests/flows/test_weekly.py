@@ -42,7 +42,7 @@ from flows.cli.app import app
 from flows.curate import weekly_curation
 from registry.blobs import RegionalBlobStore, model_prefix
 from registry.catalog import CatalogStore
-from registry.catalog_diff import same_content
+from registry.entries import same_content
 from registry.schema import (
     CatalogEntry,
     EntryStatus,

@@ -16,13 +16,9 @@ import pytest
 
 from devstack.azurite import AzuriteStack, connection_string, dev_account_key
 from devstack.net import free_port
-from registry.blobs import (
-    BlobIntegrityError,
-    RegionalBlobStore,
-    StorageConfigError,
-    StorageUnavailableError,
-    block_id,
-)
+from registry.blob_errors import BlobIntegrityError, StorageConfigError, StorageUnavailableError
+from registry.blob_upload import block_id
+from registry.blobs import RegionalBlobStore
 from registry.settings import StorageSettings
 
 BLOCK = 64 * 1024
@@ -57,6 +53,7 @@ def test_upload_streams_blocks_and_is_idempotent(azurite_storage: dict[str, Any]
         assert (first.blocks_total, first.blocks_sent, first.blocks_reused, first.skipped) == (6, 6, 0, False)
         assert first.bytes_sent == size
         assert store.sha256_of("eastus", "org/m/r/w.bin") == (sha, size)
+        assert store.read_range("eastus", "org/m/r/w.bin", BLOCK - 3, 10) == path.read_bytes()[BLOCK - 3 : BLOCK + 7]
         info = store.properties("eastus", "org/m/r/w.bin")
         assert info is not None and info.metadata == meta
         again = store.upload_file("eastus", "org/m/r/w.bin", path, sha256=sha, metadata=meta)

@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from registry.errors import RegistryError
 from registry.keys import SigningKeyError, generate_private_pem, signing_key, verify_signature
 from registry.settings import load_settings
 
@@ -31,8 +32,9 @@ def test_pem_from_settings_wins(tmp_path: Path) -> None:
 
 
 def test_missing_key_path_says_what_to_fix(tmp_path: Path) -> None:
-    with pytest.raises(SigningKeyError, match="does not exist"):
+    with pytest.raises(SigningKeyError, match="does not exist") as raised:
         signing_key(load_settings(data_dir=tmp_path, signing={"key_path": str(tmp_path / "nope.pem")}))
+    assert isinstance(raised.value, RegistryError)  # one hierarchy: callers never list it apart
 
 
 def test_non_p256_keys_are_refused(tmp_path: Path) -> None:

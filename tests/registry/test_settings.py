@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.errors import RegistryError
 from registry.settings import SettingsError, load_settings
 
 
@@ -66,4 +67,7 @@ def test_errors_name_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         load_settings()
     monkeypatch.setenv("CURATE_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(SettingsError, match="not a file"):
+        load_settings()
+    # One hierarchy per package: a caller catching RegistryError catches a settings problem too.
+    with pytest.raises(RegistryError):
         load_settings()

@@ -15,10 +15,10 @@ import pytest
 from devstack.hub_server import HubServer
 from devstack.repostore import RepoStore
 from devstack.samples import licenses as texts
+from registry import finding_codes as codes
 from registry.hub import HfHubSource
 from registry.schema import ScreeningReport, Verdict
 from registry.settings import Settings, load_settings
-from scanners import codes
 from scanners.screen import screen_repo
 from tests.fixtures.hub import DEFAULT_CARD, model_card, tiny_safetensors
 from tests.scanners.hostile import (

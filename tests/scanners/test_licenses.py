@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 from devstack.samples import licenses as texts
+from registry import finding_codes as codes
 from registry.schema import Verdict
 from registry.settings import LicensePolicy, load_settings
-from scanners import codes
 from scanners.licenses import identify_text, judge, normalize, scan_licenses
 
 

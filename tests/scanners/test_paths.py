@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scanners import codes
+from registry import finding_codes as codes
 from scanners.paths import check_path, display_path, scan_paths
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scanners import codes
+from registry import finding_codes as codes
 from scanners.pickles import classify_global, scan_pickle_file, scan_pickle_stream
 from tests.scanners.hostile import global_call, inst_call, stack_global_call, stack_global_via_memo, torch_zip
 

@@ -1,20 +1,10 @@
 from __future__ import annotations
 
+from registry import finding_codes as codes
+from registry.rules import ACCEPT, AllOf, AnyOf, Fixed, Outcome, Rule
 from registry.schema import Finding, Severity, Verdict
 from registry.settings import load_settings
-from scanners import codes
-from scanners.policy import (
-    ACCEPT,
-    AllOf,
-    AllowRepos,
-    AnyOf,
-    ByDisposition,
-    Fixed,
-    Outcome,
-    Policy,
-    Subject,
-    default_policy,
-)
+from scanners.policy import AllowRepos, ByDisposition, Subject, default_policy
 
 
 def _f(code: str, severity: Severity = Severity.HIGH) -> Finding:
@@ -23,7 +13,7 @@ def _f(code: str, severity: Severity = Severity.HIGH) -> Finding:
 
 def test_default_policy_verdicts() -> None:
     policy = default_policy(load_settings())
-    assert isinstance(policy, Policy)
+    assert isinstance(policy, Rule)
     assert (
         policy.evaluate(Subject("o/r", (_f(codes.LICENSE_ALLOWED, Severity.INFO),))).verdict
         is Verdict.ACCEPTED

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from scanners import codes
+from registry import finding_codes as codes
 from scanners.remote_code import AUTO_MAP_FILES, scan_remote_code
 
 

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from scanners import codes
+from registry import finding_codes as codes
 from scanners.safetensors_headers import (
     check_index,
     estimate_parameters,

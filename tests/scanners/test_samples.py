@@ -9,10 +9,10 @@ import pytest
 
 from devstack.hub_server import HubServer
 from devstack.samples import SampleSet
+from registry import finding_codes as codes
 from registry.hub import HfHubSource
 from registry.schema import Verdict
 from registry.settings import load_settings
-from scanners import codes
 from scanners.screen import screen_repo
 
 pytestmark = pytest.mark.integration

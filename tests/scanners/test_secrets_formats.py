@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scanners import codes
+from registry import finding_codes as codes
 from scanners.formats import scan_formats
 from scanners.secrets import scan_secrets, trivy_binary
 

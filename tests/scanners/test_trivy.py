@@ -11,7 +11,8 @@ import pytest
 from devstack.docker_engine import BASE_IMAGE, DockerStack
 from devstack.trivydb import Advisory, write_trivy_db
 from registry.settings import AllowedCve, ImageSettings
-from scanners.trivy import TrivyError, TrivyOptions, db_updated_at, gate, scan_image, summary_markdown
+from scanners.image_gate import gate, summary_markdown
+from scanners.trivy import TrivyError, TrivyOptions, db_updated_at, scan_image
 
 
 def _report(*vulns: dict[str, str], secrets: int = 0, licenses: tuple[str, ...] = ()) -> dict[str, object]:

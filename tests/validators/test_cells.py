@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from builders.recipes import get_recipe
+from registry.rules import Rule
 from registry.schema import (
     BenchmarkMetrics,
     CheckStatus,
@@ -13,10 +14,11 @@ from registry.schema import (
     ConformanceReport,
     DeploymentTemplate,
     ValidationVerdict,
+    Verdict,
 )
 from registry.settings import AcceptedDeviation, ValidationSettings, load_settings
 from tests.validators.observed import observed
-from validators.cells import cell_verdict, required_checks, suite_task, unknown_policy_checks
+from validators.cells import CellEvidence, cell_rule, cell_verdict, required_checks, suite_task, unknown_policy_checks
 from validators.conformance import checks_for
 
 HF_SERVE = get_recipe("hf-serve").version
@@ -152,3 +154,12 @@ def test_a_deviation_must_name_valid_versions() -> None:
         AcceptedDeviation(versions="5.23 please", reason="a reason long enough")
     assert AcceptedDeviation(versions=">=5.20,<5.24", reason="a reason long enough").applies_to("5.23.0")
     assert not AcceptedDeviation(versions="==5.23.0", reason="a reason long enough").applies_to("5.24.0")
+
+
+def test_the_cell_verdict_is_a_rule_of_the_one_shape() -> None:
+    rule = cell_rule(load_settings().validation)
+    assert isinstance(rule, Rule)
+    empty = ConformanceReport(task="chat", checks=())
+    outcome = rule.evaluate(CellEvidence(_template(), empty, None, HF_SERVE))
+    assert outcome.verdict is Verdict.REJECTED
+    assert outcome.reasons[0].startswith("required conformance checks not met")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from devstack.runtimes import RuntimeProcess
 from registry.schema import BenchmarkMetrics, CheckStatus, ConformanceCheck, ConformanceReport
 from tests.fixtures.runtimes import MINILM, SMOLLM2
 from tests.validators import faulty_proxy
@@ -17,7 +18,6 @@ from validators.bench_report import publish_table_artifact
 from validators.conformance import CHECKS, checks_for, publish_artifact, report_markdown, run_suite
 from validators.conformance_checks.base import Target
 from validators.errors import ConformanceError
-from validators.runtimes import RuntimeProcess
 
 pytestmark = pytest.mark.integration
 

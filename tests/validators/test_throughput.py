@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from devstack.net import free_port
+from devstack.runtimes import RuntimeProcess
 from registry.schema import BenchmarkMetrics
 from registry.settings import SloSettings
 from tests.fixtures.ground_truth import GroundTruthProcess
@@ -20,7 +21,6 @@ from tests.fixtures.runtimes import SMOLLM2
 from validators.bench_report import flat_row, plot_sweep, publish_table_artifact, write_csv, write_json
 from validators.errors import BenchmarkError
 from validators.prompts import PromptFactory
-from validators.runtimes import RuntimeProcess
 from validators.sse_client import Exchange
 from validators.throughput import LoadSpec, RequestRecord, record_of, run_benchmark, summarize
 

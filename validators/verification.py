@@ -1,4 +1,4 @@
-"""End-to-end checks of one catalog entry, shared by `publish_model` (before publishing) and `curate verify`.
+"""Consumer verification of one catalog entry, shared by `publish_model` (before publishing) and `curate verify`.
 
 Every check returns a `VerificationCheck` (name, passed, detail) instead of raising, so a report lists every
 problem at once. The trusted public key is an argument: the caller decides where trust comes from (the
@@ -21,11 +21,10 @@ from urllib.parse import unquote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from builders.errors import BuildersError
-from builders.signing import verify_image
 from registry.blobs import SIGNATURE_NAME, RegionalBlobStore, model_prefix
 from registry.entries import PublicationError, entry_digest, verify_entry
 from registry.errors import RegistryError
+from registry.image_signatures import verify_image
 from registry.keys import key_id
 from registry.oci import ImageName, OciError
 from registry.schema import CatalogEntry, EntryStatus, RegionCopy, VerificationCheck, VerificationReport
@@ -132,7 +131,7 @@ def check_image(entry: CatalogEntry, runtime: str, public_key: ec.EllipticCurveP
         tag = entry.image_tags.get(runtime)
         if tag:
             verify_image(tag, public_key, expected_digest=digest)
-    except (BuildersError, RegistryError) as exc:
+    except RegistryError as exc:
         return _bad(name, str(exc))
     where = f", tag {tag.rsplit(':', 1)[-1]} still points at it" if tag else ""
     return _ok(name, f"{digest[:19]} signed by the trusted key{where}")

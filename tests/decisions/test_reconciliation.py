@@ -1,18 +1,12 @@
-"""The week-over-week catalog diff: added / updated / unchanged / withdrawn / flagged, each with its reason."""
+"""The withdraw-or-flag decision (the weekly catalog diff): added, updated, unchanged, withdrawn, flagged."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from registry.catalog_diff import (
-    CatalogDiff,
-    DiffKind,
-    UpstreamObservation,
-    diff_catalog,
-    diff_markdown,
-    same_content,
-    status_changes,
-)
+from decisions.reconciliation import diff_catalog, diff_markdown, status_changes
+from registry.catalog_diff import CatalogDiff, DiffKind, UpstreamObservation
+from registry.entries import same_content
 from registry.schema import (
     EntryStatus,
     Finding,

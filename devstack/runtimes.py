@@ -1,4 +1,5 @@
-"""Launch a runtime as a local process: `transformers serve` (the hf-serve runtime) on CPU.
+"""Launch a runtime as a local process: `transformers serve` (the hf-serve runtime) on CPU, for the tests and
+the benchmarks (the pipeline itself runs runtimes as signed images: validators/containers.py).
 
 The server starts with no model argument over a private HF cache that holds the model repos copied from local
 directories (`populate_hf_cache`), with `HF_HUB_OFFLINE=1`: it can never reach a hub, and it serves each repo
@@ -20,10 +21,13 @@ from pathlib import Path
 
 import httpx
 
+from devstack.process import ProcessError
+from registry.net import LOOPBACK
 from registry.tools import find_tool
-from validators.errors import RuntimeLaunchError
 
-LOOPBACK = "127.0.0.1"
+
+class RuntimeLaunchError(ProcessError):
+    """A runtime process could not be started or did not become healthy; the message points at its log."""
 _LOCAL_REVISION = "0" * 40
 
 

@@ -1,8 +1,10 @@
 """Every finding code the scanners emit: the machine-readable vocabulary of screening decisions.
 
-The default disposition of each code (what verdict it leads to) lives in `scanners.policy`; a code's severity
-is set by the scanner that emits it. Codes are stable (`<area>.<problem>`, as in
-devstack/samples/expectations.py): reports, the catalog and the tests match on them.
+Defined once, here at the bottom layer beside the `Finding` record, so the scanners that emit them and the
+sample repositories that must show them (devstack/samples/expectations.py) name the same constants. The
+default disposition of each code (what verdict it leads to) lives in `scanners.policy`; a code's severity is
+set by the scanner that emits it. Codes are stable (`<area>.<problem>`): reports, the catalog and the tests
+match on them.
 """
 
 from __future__ import annotations
