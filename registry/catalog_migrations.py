@@ -24,6 +24,10 @@ def _no_data_change(_: Connection) -> None:
 
 RECORD_STEPS: dict[int, tuple[str, Step]] = {
     2: ("ValidationResult.stale_deviations (added, default empty)", _no_data_change),
+    3: (
+        "MemoryEstimate.encoder_bytes (default 0) and BenchmarkMetrics.audio_seconds_per_s (default none) added",
+        _no_data_change,
+    ),
 }
 """record schema version reached -> (what changed, the step from the version before)."""
 
