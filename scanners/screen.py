@@ -30,6 +30,7 @@ from scanners import (
     codes,
     formats,
     licenses,
+    numpy_arrays,
     paths,
     pickles,
     remote_code,
@@ -296,14 +297,14 @@ def screen_repo(
             )
         )
 
-    # ---- pickle opcodes
-    for path in [p for p in format_scan.pickle_files if paths.is_safe(p)][:MAX_PICKLE_FILES]:
+    # ---- pickle opcodes (pickle files, and numpy arrays whose data is a pickle)
+    pickled = [*format_scan.pickle_files, *numpy_arrays.numpy_files(all_paths)]
+    for path in [p for p in pickled if paths.is_safe(p)][:MAX_PICKLE_FILES]:
         if reader.blocked is not None:
             break
+        scan_file = numpy_arrays.scan_numpy_file if numpy_arrays.is_numpy_path(path) else pickles.scan_pickle_file
         try:
-            work.add(
-                pickles.scan_pickle_file(path, sizes.get(path), reader.ranger(path), budget=pickle_budget)
-            )
+            work.add(scan_file(path, sizes.get(path), reader.ranger(path), budget=pickle_budget))
         except _Blocked:
             break
         except (EntryNotFoundError, HubResponseError) as exc:
