@@ -153,7 +153,7 @@ def _rope_yarn(config: Mapping[str, Any]) -> RopeExtension | None:
 
 def _decoder_view(config: Mapping[str, Any]) -> Mapping[str, Any]:
     """An encoder-decoder's config seen from its decoder (the part that generates and holds the KV cache)."""
-    if config.get("num_hidden_layers") is not None or config.get("decoder_layers") is None:
+    if config.get("decoder_layers") is None:
         return config
     return {**config, **{key: config[src] for key, src in _DECODER_KEYS.items() if config.get(src) is not None}}
 
