@@ -50,7 +50,7 @@ RECIPE = Recipe(
     port=8000,
     health_path="/health",
     accelerators=("cpu",),
-    tasks=("chat", "completion"),
+    tasks=("chat", "completion", "automatic-speech-recognition", "image-text-to-text"),
     flags=LaunchFlags(model="--model-id", host="--host", port="--port"),
     env={"HF_HUB_OFFLINE": "1"},
 )
