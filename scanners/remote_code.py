@@ -14,23 +14,19 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from registry.processor_files import PROCESSOR_CONFIG_FILES
 from registry.schema import Finding, Severity
 from scanners import codes
 from scanners.paths import display_path
 
 SCANNER = "remote_code"
 
-# Config files whose `auto_map` transformers honours (with trust_remote_code).
+# Config files whose `auto_map` transformers honours (with trust_remote_code): the model's, the tokenizer's, the
+# generation config and every processor config (registry/processor_files.py).
 AUTO_MAP_FILES = (
     "config.json",
     "tokenizer_config.json",
-    "processor_config.json",
-    "preprocessor_config.json",
-    "feature_extractor_config.json",
-    "image_processor_config.json",
-    "video_preprocessor_config.json",
-    "video_processor_config.json",
-    "audio_tokenizer_config.json",
+    *sorted(PROCESSOR_CONFIG_FILES),
     "generation_config.json",
 )
 # Files that a serving stack (Inference Endpoints, custom pipelines) would import and run.

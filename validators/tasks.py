@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry.hub import HubSource, RepoInfo
+from registry.processor_files import PROCESSOR_CONFIG_FILES
 from registry.schema import ModelRef
 from validators.errors import ValidatorError
-from validators.processor_files import PROCESSOR_CONFIG_FILES
 
 CHAT = "chat"
 EMBEDDINGS = "embeddings"

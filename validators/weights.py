@@ -2,7 +2,7 @@
 
 `download_weights` fetches the safetensors files and the files a runtime needs to serve the model (config,
 generation config, licence, card, and everything its processor needs: tokenizer, chat template, feature-extractor
-/ image / video processor configs; validators/processor_files.py) of one pinned revision, and checks every
+/ image / video processor configs; registry/processor_files.py) of one pinned revision, and checks every
 file's size and hash against what the Hub reported: the LFS sha256 for LFS files, the git blob oid for small
 files. `check_tensors` opens the safetensors files with the `safetensors` library (headers only, never pickle)
 and checks them against config.json: the architecture's expected tensor names and shapes where known
@@ -30,10 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 
 from registry.hub import HubSource, RepoFile, RepoInfo
+from registry.processor_files import PROCESSOR_CONFIG_FILES, TOKENIZER_FILES, is_processor_file
 from registry.schema import Finding, ModelRef, Severity, StagedFile
 from registry.settings import ScreeningSettings
 from validators.errors import ValidatorError
-from validators.processor_files import PROCESSOR_CONFIG_FILES, TOKENIZER_FILES, is_processor_file
 
 SCANNER = "weights"
 # Beside the weights: config, generation config, index, sentence-transformers pooling, the card; plus every file

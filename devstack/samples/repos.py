@@ -69,33 +69,31 @@ def _card(
     return model_card(fields, title, body)
 
 
-def _licensed(expect: ex.Expectation, model: Mapping[str, bytes]) -> Files:
+def _generated_repo(expect: ex.Expectation, model: Mapping[str, bytes], body: str) -> Files:
+    """A generated model's files, its licence and a card whose body is `body`."""
     files: Files = dict(model)
     files["LICENSE"] = (licenses.APACHE_2_0 if expect.license == "apache-2.0" else licenses.MIT).encode()
+    files["README.md"] = _card(expect, expect.repo_id.split("/")[1], body)
     return files
 
 
 def tiny_repo(expect: ex.Expectation, model: Mapping[str, bytes], arch: str) -> Files:
-    files = _licensed(expect, model)
-    files["README.md"] = _card(
+    return _generated_repo(
         expect,
-        expect.repo_id.split("/")[1],
+        model,
         f"A 2-layer {arch} chat model with random weights and a byte-level BPE tokenizer (vocabulary 4096),\n"
         "generated offline for fast tests of the curation pipeline. It produces no meaningful text.\n",
     )
-    return files
 
 
 def media_repo(expect: ex.Expectation, model: Mapping[str, bytes], what: str) -> Files:
     """A tiny speech or vision-language repo: the model's files, a licence and a card saying `what` it is."""
-    files = _licensed(expect, model)
-    files["README.md"] = _card(
+    return _generated_repo(
         expect,
-        expect.repo_id.split("/")[1],
+        model,
         f"{what}, with random weights, generated offline for fast tests of the curation pipeline.\n"
         "Its outputs mean nothing.\n",
     )
-    return files
 
 
 def gated_repo(expect: ex.Expectation, model: Mapping[str, bytes]) -> Files:

@@ -228,6 +228,19 @@ def seeded_state_dict(auto_class: Any, config: dict[str, Any], seed: int, dtype:
         torch.set_num_threads(threads)
 
 
+def generated_model_files(
+    auto_class: Any, config: dict[str, Any], *, seed: int, dtype: str, generation: bytes, processor: dict[str, bytes]
+) -> dict[str, bytes]:
+    """config.json, generation_config.json and model.safetensors of a seeded model, plus its processor files."""
+    weights = seeded_state_dict(auto_class, config, seed, dtype)
+    files = {
+        "config.json": dump_json(config),
+        "generation_config.json": generation,
+        "model.safetensors": safetensors_bytes(weights),
+    }
+    return {**files, **processor}
+
+
 def safetensors_bytes(state_dict: dict[str, Any]) -> bytes:
     from safetensors.torch import save
 

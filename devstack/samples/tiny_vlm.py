@@ -118,14 +118,11 @@ def tiny_vlm_files() -> dict[str, bytes]:
     """config.json, generation_config.json, model.safetensors and the processor files."""
     from transformers import AutoModelForImageTextToText
 
-    config = llava_config()
-    weights = tiny.seeded_state_dict(AutoModelForImageTextToText, config, SEED, "bfloat16")
-    files = {
-        "config.json": dump_json(config),
-        "generation_config.json": dump_json(
-            {"bos_token_id": BOS, "do_sample": False, "eos_token_id": EOS, "pad_token_id": PAD}
-        ),
-        "model.safetensors": tiny.safetensors_bytes(weights),
-    }
-    files.update(processor_files(tiny.train_tokenizer(SPECIAL_TOKENS, VOCAB_SIZE)))
-    return files
+    return tiny.generated_model_files(
+        AutoModelForImageTextToText,
+        llava_config(),
+        seed=SEED,
+        dtype="bfloat16",
+        generation=dump_json({"bos_token_id": BOS, "do_sample": False, "eos_token_id": EOS, "pad_token_id": PAD}),
+        processor=processor_files(tiny.train_tokenizer(SPECIAL_TOKENS, VOCAB_SIZE)),
+    )

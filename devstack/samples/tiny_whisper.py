@@ -118,12 +118,11 @@ def tiny_whisper_files() -> dict[str, bytes]:
     """config.json, generation_config.json, model.safetensors and the processor files."""
     from transformers import AutoModelForSpeechSeq2Seq
 
-    config = whisper_config()
-    weights = tiny.seeded_state_dict(AutoModelForSpeechSeq2Seq, config, SEED, "float32")
-    files = {
-        "config.json": dump_json(config),
-        "generation_config.json": generation_config(),
-        "model.safetensors": tiny.safetensors_bytes(weights),
-    }
-    files.update(processor_files(tiny.train_tokenizer(SPECIAL_TOKENS, VOCAB_SIZE)))
-    return files
+    return tiny.generated_model_files(
+        AutoModelForSpeechSeq2Seq,
+        whisper_config(),
+        seed=SEED,
+        dtype="float32",
+        generation=generation_config(),
+        processor=processor_files(tiny.train_tokenizer(SPECIAL_TOKENS, VOCAB_SIZE)),
+    )

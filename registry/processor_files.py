@@ -1,4 +1,6 @@
-"""The files a model's processor needs beside its weights: what staging copies and what task detection reads.
+"""The files a model's processor needs beside its weights: what staging copies, what task detection reads and
+what screening checks for `auto_map` (a fact about the Hugging Face repository layout, so it lives here, below
+scanners and validators).
 
 A processor is everything between a request and the model's tensors: the tokenizer (vocabulary, merges,
 sentencepiece model, normaliser), the chat template, and for other modalities the feature extractor (audio:
