@@ -22,6 +22,7 @@ Runtime: ~11-13 min on the shared 2-core machine (the first run validates SmolLM
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 import json
 import os
 import signal
@@ -217,6 +218,9 @@ def test_weekly_curation_end_to_end(
         assert screening.verdict.value in row, row
         assert not [r for r in stage_rows if r.ref.repo_id == repo_id and r.stage is StageName.STAGE]
     check_new_tasks(settings, published, run_table, stage_rows)
+    # Models are curated one after another: the gaps between their publish results show what each one costs.
+    finished = sorted((r.recorded_at, r.ref.repo_id) for r in stage_rows if r.stage is StageName.PUBLISH)
+    print("run 1 per model:", [(repo, round((b - a).total_seconds(), 1)) for (a, _), (b, repo) in pairwise(finished)])
     # The private repo is never listed to the anonymous caller: not a candidate, never fetched, never published.
     assert PRIVATE not in published and PRIVATE not in screenings and f"`{PRIVATE}`" not in run_table
     assert not [r for r in hub.requests.entries() if r.repo_id == PRIVATE and r.status == 200]
