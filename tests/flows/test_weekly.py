@@ -22,7 +22,6 @@ Runtime: ~11-13 min on the shared 2-core machine (the first run validates SmolLM
 from __future__ import annotations
 
 import asyncio
-from itertools import pairwise
 import json
 import os
 import signal
@@ -30,6 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
