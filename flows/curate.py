@@ -1,6 +1,7 @@
 """The weekly pipeline and the per-model rerun: orchestration only, every rule lives in the packages below.
 
-weekly-curation: discover -> screen -> build/refresh images -> per accepted model (stage -> validate -> publish)
+weekly-curation: discover -> screen -> build/refresh images -> per accepted model (task check -> stage -> validate
+-> publish; a task the pipeline does not serve ends "unsupported task: <task>" before staging)
 -> reconcile the catalog (withdraw or flag entries whose repo disappeared, whose licence changed, or whose
 image now fails) -> export. Every stage is keyed by (repo, revision, policy digest) and skips work already done
 at that key, so a week with no upstream change redoes nothing. A model that fails a stage never stops the
@@ -25,6 +26,7 @@ from flows.publish import publish_model
 from flows.screen import screen_candidates
 from flows.settings import settings_from
 from flows.stage import stage_weights
+from flows.task_gate import unsupported_task
 from flows.validate import validate_model
 from registry.artifacts import cell, code
 from registry.catalog import CatalogStore
@@ -121,6 +123,10 @@ def curate_accepted(
     """
     for ref in refs:
         if STAGE_ORDER.index(first_stage) <= STAGE_ORDER.index("stage"):
+            unsupported, why = _outcome(unsupported_task(overrides, ref, return_state=True))
+            if unsupported or why:
+                progress.note(ref, "stage", unsupported or f"failed: could not tell the model's task: {why}")
+                continue
             staged, why = _outcome(
                 stage_weights(
                     ref.repo_id,

@@ -68,7 +68,16 @@ from validators.conformance_checks.base import Target
 from validators.containers import LABEL_CELL, ContainerSpec, run_container
 from validators.errors import ValidatorError
 from validators.planner import plan
+from validators.tasks import (
+    CHAT,
+    SPEECH_RECOGNITION,
+    VISION_CHAT,
+    UnsupportedTaskError,
+    detect_task,
+    read_evidence,
+)
 from validators.throughput import LoadSpec, run_benchmark
+from validators.transcription_bench import TranscriptionLoad, run_transcription_benchmark
 
 NO_CAPACITY = "no capacity"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -98,10 +107,18 @@ def staged_parameters(store: RegionalBlobStore, region: str, name: str, max_head
     return scan.parameters
 
 
+def _card_task(settings: Settings, ref: ModelRef) -> str | None:
+    """The card's pipeline tag as discovery saw it at this revision (task detection's tie-breaker)."""
+    with CatalogStore.from_settings(settings) as catalog:
+        tags = [c.pipeline_tag for c in catalog.candidates() if c.ref == ref and c.pipeline_tag]
+    return tags[-1] if tags else None
+
+
 def plan_staged(
     settings: Settings, weights: StagedWeights, region: str | None = None
 ) -> tuple[DeploymentTemplate, ...]:
-    """Plan the templates of a staged model from its config.json and safetensors headers in blob storage."""
+    """Plan the templates of a staged model from its config.json, processor files and safetensors headers in
+    blob storage; the task is detected from those staged files (`UnsupportedTaskError` when none is served)."""
     region = region or settings.storage.primary_region
     prefix = model_prefix(weights.ref)
     names = {f.name for f in weights.files}
@@ -109,12 +126,20 @@ def plan_staged(
         raise ValidationFlowError(f"{weights.ref} was staged without config.json; it cannot be planned")
     with RegionalBlobStore(settings.storage, regions=(region,)) as store:
         config = json.loads(store.get_bytes(region, prefix + "config.json", max_bytes=MAX_CONFIG_BYTES))
+
+        def read(name: str) -> bytes:
+            return store.get_bytes(region, prefix + name, max_bytes=MAX_CONFIG_BYTES)
+
+        evidence = read_evidence(config, names, read, _card_task(settings, weights.ref))
+        task_name = detect_task(evidence).require_supported()
         parameters: dict[str, int] = {}
         for name in sorted(n for n in names if n.endswith(".safetensors")):
             part = staged_parameters(store, region, prefix + name, settings.screening.max_header_bytes)
             for dtype, count in part.items():
                 parameters[dtype] = parameters.get(dtype, 0) + count
-    return plan(weights.ref.repo_id, config, parameters or None, settings, revision=weights.ref.revision)
+    return plan(
+        weights.ref.repo_id, config, parameters or None, settings, revision=weights.ref.revision, task=task_name
+    )
 
 
 def _pool_of(settings: Settings, template: DeploymentTemplate) -> tuple[str, str]:
@@ -154,7 +179,9 @@ def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
     if result.conformance is not None:
         lines += [report_markdown(result.conformance), ""]
     if result.benchmark:
-        keys = ["profile", "concurrency", "requests", "errors", "output_token_throughput", "ttft_s_p50", "e2e_s_p50"]
+        keys = ["profile", "concurrency", "requests", "errors", "output_token_throughput", "ttft_p50_s", "e2e_p50_s"]
+        if any(m.audio_seconds_per_s is not None for m in result.benchmark):
+            keys = ["profile", "concurrency", "requests", "errors", "audio_seconds_per_s", "e2e_p50_s", "e2e_p90_s"]
         lines += ["## Benchmark", "", "| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
         for row in (flat_row(m) for m in result.benchmark):
             lines.append("| " + " | ".join(cell(row.get(k)) for k in keys) + " |")
@@ -164,9 +191,22 @@ def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
 
 
 def _benchmark(
-    settings: Settings, spec: ContainerSpec, model: str, tokenizer_dir: Path | None
-) -> tuple[BenchmarkMetrics, ...]:
+    settings: Settings, task_name: str, spec: ContainerSpec, model: str, tokenizer_dir: Path | None
+) -> tuple[BenchmarkMetrics, ...] | None:
+    """The task's bounded benchmark: streamed chat (text prompts, also for vision-language chat), transcription
+    uploads for speech recognition, none for embeddings."""
     v = settings.validation
+    if task_name == SPEECH_RECOGNITION:
+        speech = TranscriptionLoad(
+            concurrencies=v.bench_concurrencies,
+            max_requests=v.bench_max_requests,
+            max_duration_s=v.bench_max_duration_s,
+            grace_s=min(30.0, v.bench_max_duration_s),
+            clip_seconds=v.bench_audio_seconds,
+        )
+        return run_transcription_benchmark(spec.base_url + "/v1", model, speech)
+    if task_name not in (CHAT, VISION_CHAT):
+        return None
     load = LoadSpec(
         profile="sweep",
         concurrencies=v.bench_concurrencies,
@@ -221,7 +261,7 @@ def _exercise(
         report = run_suite(
             Target(spec.base_url + "/v1", ref.repo_id, task=task_name, tool_call_parser=template.tool_call_parser)
         )
-        metrics = _benchmark(settings, spec, ref.repo_id, tokenizer_dir) if task_name == "chat" else None
+        metrics = _benchmark(settings, task_name, spec, ref.repo_id, tokenizer_dir)
     return report, metrics
 
 
@@ -424,7 +464,11 @@ def validate_model(
         weights = catalog.staged(ref)
     if weights is None:
         raise ValidationFlowError(f"{ref} is not staged; run `curate stage {repo_id} --revision {revision}` first")
-    planned = tuple(templates) if templates is not None else plan_staged(settings, weights)
+    try:
+        planned = tuple(templates) if templates is not None else plan_staged(settings, weights)
+    except UnsupportedTaskError as exc:
+        _record_validate(settings, ref, StageOutcome.SKIPPED, str(exc), {})
+        raise
     logger.info("%s: %d template(s): %s", ref, len(planned), ", ".join(t.id for t in planned))
     inline_pools = set(settings.validation.inline_pools) if settings.validation.dispatch == "inline" else set()
     results: list[ValidationResult] = []
@@ -454,17 +498,23 @@ def validate_model(
     )
     passed = [r.template.id for r in results if r.verdict is ValidationVerdict.PASSED]
     others = [f"{r.template.id}: {r.verdict.value}" for r in results if r.verdict is not ValidationVerdict.PASSED]
+    reason = f"{len(passed)} of {len(results)} template(s) passed" + (f" ({'; '.join(others)})" if others else "")
+    _record_validate(settings, ref, StageOutcome.OK if passed else StageOutcome.FAILED, reason, {"passed": passed})
+    return results
+
+
+def _record_validate(
+    settings: Settings, ref: ModelRef, outcome: StageOutcome, reason: str, payload: dict[str, Any]
+) -> None:
     with CatalogStore.from_settings(settings) as catalog:
         catalog.record_stage(
             StageResult(
                 ref=ref,
                 stage=StageName.VALIDATE,
-                outcome=StageOutcome.OK if passed else StageOutcome.FAILED,
-                reason=f"{len(passed)} of {len(results)} template(s) passed"
-                + (f" ({'; '.join(others)})" if others else ""),
+                outcome=outcome,
+                reason=reason,
                 policy_digest=settings.policy_digest(),
                 run_id=str(flow_run.id or "") or None,
-                payload={"passed": passed},
+                payload=payload,
             )
         )
-    return results

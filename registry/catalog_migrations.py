@@ -25,6 +25,10 @@ def _no_data_change(_: Connection) -> None:
 RECORD_STEPS: dict[int, tuple[str, Step]] = {
     2: ("ValidationResult.stale_deviations (added, default empty)", _no_data_change),
     3: ("BenchmarkMetrics.cancelled, .timeouts (default 0) and .read_lag_s (default none) added", _no_data_change),
+    4: (
+        "MemoryEstimate.encoder_bytes (default 0) and BenchmarkMetrics.audio_seconds_per_s (default none) added",
+        _no_data_change,
+    ),
 }
 """record schema version reached -> (what changed, the step from the version before)."""
 

@@ -34,6 +34,8 @@ FORMAT_PICKLE = "format.pickle"
 FORMAT_GGUF = "format.gguf"
 FORMAT_ONNX = "format.onnx"
 FORMAT_OTHER = "format.other"
+# A numpy array of Python objects (.npy / an .npz member): its data is a pickle (scanners.numpy_arrays).
+FORMAT_NUMPY_OBJECT = "format.numpy-object"
 
 # ------------------------------------------------------------------ pickles (scanners.pickles)
 PICKLE_DANGEROUS_IMPORT = "pickle.dangerous-import"

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of these records; bumped with a step in registry/catalog_migrations.py whenever a record changes."""
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -272,6 +272,9 @@ class MemoryEstimate(Record):
 
     weights_bytes: int
     kv_cache_bytes: int
+    encoder_bytes: int = Field(
+        default=0, description="audio / vision encoder activations and cross-attention KV per request (0: text only)"
+    )
     reserve_bytes: int
     total_bytes: int
     capacity_bytes: int = Field(description="usable memory per accelerator (memory x utilisation fraction)")
@@ -351,6 +354,9 @@ class BenchmarkMetrics(Record):
     goodput: float | None = Field(default=None, description="requests/s meeting every SLO")
     read_lag_s: LatencyStats | None = Field(
         default=None, description="how long after the bytes arrived the load generator read them (its own delay)"
+    )
+    audio_seconds_per_s: float | None = Field(
+        default=None, description="speech recognition: seconds of audio transcribed per second of wall time"
     )
 
 

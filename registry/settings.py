@@ -50,7 +50,13 @@ class HubSettings(_Section):
 
 class DiscoverySettings(_Section):
     limit: int = Field(default=20, ge=1, le=1000)
-    pipeline_tags: tuple[str, ...] = ("text-generation", "feature-extraction", "sentence-similarity")
+    pipeline_tags: tuple[str, ...] = (
+        "text-generation",
+        "feature-extraction",
+        "sentence-similarity",
+        "automatic-speech-recognition",
+        "image-text-to-text",
+    )
     libraries: tuple[str, ...] = ("transformers", "sentence-transformers")
     max_parameters: int = Field(default=0, ge=0)
     include_gated: bool = True
@@ -139,6 +145,9 @@ class RuntimePolicy(_Section):
     vendors: tuple[str, ...] = Field(
         default=(), description="accelerator vendors this runtime's images are built for; empty = every vendor"
     )
+    tasks: tuple[str, ...] = Field(
+        default=(), description="tasks the policy gives this runtime; empty = every task the runtime serves"
+    )
 
 
 class AcceleratorFamily(_Section):
@@ -199,6 +208,7 @@ class ValidationSettings(_Section):
     bench_max_duration_s: float = Field(default=60.0, gt=0)
     bench_input_tokens: int = Field(default=64, ge=1)
     bench_output_tokens: int = Field(default=16, ge=1)
+    bench_audio_seconds: float = Field(default=5.0, gt=0, le=30, description="speech recognition: clip length")
     max_benchmark_error_rate: float = Field(default=0.0, ge=0, le=1)
     required: dict[str, tuple[str, ...]] = Field(
         default_factory=dict, description="task -> conformance checks a cell must pass ('*' = every check)"

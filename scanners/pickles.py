@@ -217,6 +217,10 @@ class _Malformed(Exception):
     """The bytes are not a complete, well-formed pickle stream."""
 
 
+MalformedArchive = _Malformed
+"""Raised by the zip readers below for a broken or oversized archive (public name for other scanners)."""
+
+
 def is_pickle_path(path: str) -> bool:
     return path.lower().endswith(PICKLE_SUFFIXES)
 
@@ -486,6 +490,11 @@ def _findings_for(path: str, result: PickleImports, where: str = "") -> list[Fin
             )
         )
     return found
+
+
+def scan_pickle_bytes(path: str, data: bytes, *, truncated: bool, where: str = "") -> list[Finding]:
+    """Findings for one pickle embedded in another format (e.g. a numpy object array), `where` naming it."""
+    return _findings_for(path, scan_pickle_stream(data, truncated=truncated, max_pickles=1), where)
 
 
 def scan_pickle_file(

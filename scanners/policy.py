@@ -44,6 +44,7 @@ DISPOSITION: dict[str, Verdict] = {
     codes.FORMAT_GGUF: Verdict.ACCEPTED,
     codes.FORMAT_ONNX: Verdict.ACCEPTED,
     codes.FORMAT_OTHER: Verdict.ACCEPTED,
+    codes.FORMAT_NUMPY_OBJECT: Verdict.NEEDS_REVIEW,
     codes.PICKLE_DANGEROUS_IMPORT: Verdict.REJECTED,
     codes.PICKLE_UNKNOWN_IMPORT: Verdict.NEEDS_REVIEW,
     codes.PICKLE_MALFORMED: Verdict.NEEDS_REVIEW,

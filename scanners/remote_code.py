@@ -15,21 +15,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from registry import finding_codes as codes
+from registry.processor_files import PROCESSOR_CONFIG_FILES
 from registry.schema import Finding, Severity
 from scanners.paths import display_path
 
 SCANNER = "remote_code"
 
-# Config files whose `auto_map` transformers honours (with trust_remote_code).
+# Config files whose `auto_map` transformers honours (with trust_remote_code): the model's, the tokenizer's, the
+# generation config and every processor config (registry/processor_files.py).
 AUTO_MAP_FILES = (
     "config.json",
     "tokenizer_config.json",
-    "processor_config.json",
-    "preprocessor_config.json",
-    "feature_extractor_config.json",
-    "image_processor_config.json",
-    "video_preprocessor_config.json",
-    "video_processor_config.json",
+    *sorted(PROCESSOR_CONFIG_FILES),
     "generation_config.json",
 )
 # Files that a serving stack (Inference Endpoints, custom pipelines) would import and run.
@@ -172,7 +169,8 @@ def scan_remote_code(
     hub_config: Mapping[str, Any] | None = None,
 ) -> list[Finding]:
     """All custom-code findings. `configs` maps auto_map-capable config paths to their bytes; `hub_config` is
-    the config the Hub reports in model info (its `auto_map` and `tokenizer_config` count too)."""
+    the config the Hub reports in model info (its `auto_map` and those of its nested `tokenizer_config`,
+    `processor_config`, ... count too)."""
     found: list[Finding] = []
     seen_auto_map: set[str] = set()
     for path in sorted(configs):
@@ -183,13 +181,14 @@ def scan_remote_code(
             found.append(finding)
             seen_auto_map.add(path)
     if hub_config:
-        name = "config.json"
-        if name not in seen_auto_map:
-            top = {k: v for k, v in hub_config.items() if k != "tokenizer_config"}
-            found.extend(auto_map_findings(name, top))
-        tokenizer = hub_config.get("tokenizer_config")
-        if isinstance(tokenizer, dict) and "tokenizer_config.json" not in seen_auto_map:
-            found.extend(auto_map_findings("tokenizer_config.json", tokenizer))
+        nested = {k: v for k, v in hub_config.items() if k.endswith("_config") and isinstance(v, dict)}
+        if "config.json" not in seen_auto_map:
+            top = {k: v for k, v in hub_config.items() if k not in nested}
+            found.extend(auto_map_findings("config.json", top))
+        for key, value in sorted(nested.items()):  # tokenizer_config, processor_config, ... the Hub reports
+            name = f"{key[:64]}.json"
+            if name not in seen_auto_map:
+                found.extend(auto_map_findings(name, value))
     found.extend(code_file_findings(paths))
     found.extend(card_hint_findings(card, readme))
     return _dedupe(found)

@@ -31,6 +31,7 @@ from scanners import (
     access,
     formats,
     licenses,
+    numpy_arrays,
     paths,
     pickles,
     remote_code,
@@ -258,13 +259,15 @@ def _scan_safetensors(
 
 
 def _scan_pickles(work: _Work, reader: _Reader, info: RepoInfo, files: tuple[str, ...], budget: int) -> None:
-    """The imports each pickle-based file's opcodes would perform (never unpickled)."""
+    """The imports each pickle-based file's opcodes would perform (never unpickled); numpy arrays of Python
+    objects are pickles too."""
     sizes = {f.path: f.size for f in info.files}
     for path in [p for p in files if paths.is_safe(p)][:MAX_PICKLE_FILES]:
         if reader.blocked is not None:
             break
+        scan_file = numpy_arrays.scan_numpy_file if numpy_arrays.is_numpy_path(path) else pickles.scan_pickle_file
         try:
-            work.add(pickles.scan_pickle_file(path, sizes.get(path), reader.ranger(path), budget=budget))
+            work.add(scan_file(path, sizes.get(path), reader.ranger(path), budget=budget))
         except _Blocked:
             break
         except (EntryNotFoundError, HubResponseError) as exc:
@@ -319,7 +322,8 @@ def screen_repo(
     safe_paths = [f.path for f in info.files if paths.is_safe(f.path)]
     work.add(remote_code.scan_remote_code(safe_paths, configs, card, readme, hub_config=info.config))
     _scan_safetensors(work, reader, info, format_scan.safetensors_files, texts, settings)
-    _scan_pickles(work, reader, info, format_scan.pickle_files, pickle_budget)
+    pickled = (*format_scan.pickle_files, *numpy_arrays.numpy_files([f.path for f in info.files]))
+    _scan_pickles(work, reader, info, pickled, pickle_budget)
     work.add(secrets.scan_secrets(texts, use_trivy=use_trivy))
     if reader.blocked is not None:
         blocked = access.needs_token(

@@ -29,6 +29,7 @@ def flat_row(metrics: BenchmarkMetrics) -> dict[str, Any]:
         "output_token_throughput": round(metrics.output_token_throughput, 3),
         "total_token_throughput": round(metrics.total_token_throughput, 3),
         "goodput": None if metrics.goodput is None else round(metrics.goodput, 4),
+        "audio_seconds_per_s": None if metrics.audio_seconds_per_s is None else round(metrics.audio_seconds_per_s, 3),
     }
     for name in _LATENCIES:
         stats = getattr(metrics, name)

@@ -28,7 +28,7 @@ from registry.schema import (
     ValidationVerdict,
 )
 from registry.settings import ValidationSettings
-from validators.conformance import checks_for
+from validators.conformance import TASKS, checks_for
 
 TOOL_CALLS_CHECK = "chat.tool_calls"
 WILDCARD = "*"
@@ -45,7 +45,7 @@ class CellVerdict:
 
 
 def suite_task(task: str) -> str:
-    """The conformance suite's task name for a template task (`chat` or `embeddings`)."""
+    """The conformance suite's task name for a template task (one of `validators.conformance.TASKS`)."""
     return _TASK_ALIASES.get(task, task)
 
 
@@ -69,7 +69,7 @@ def unknown_policy_checks(policy: ValidationSettings) -> list[str]:
     for task, names in policy.required.items():
         known = {spec.name for spec in checks_for(suite_task(task))}
         problems += [f"validation.required.{task}: {name}" for name in names if name != WILDCARD and name not in known]
-    every = {spec.name for task in ("chat", "embeddings") for spec in checks_for(task)}
+    every = {spec.name for task in TASKS for spec in checks_for(task)}
     for runtime, deviations in policy.deviations.items():
         problems += [f"validation.deviations.{runtime}: {name}" for name in deviations if name not in every]
     return problems

@@ -1,8 +1,9 @@
 """OpenAI-API conformance suite: named, versioned checks against any OpenAI-compatible base URL.
 
-`run_suite(Target(base_url, model, task))` runs the checks of the task (`chat` or `embeddings`) in order and
-returns a
-`ConformanceReport`: each check passes, fails or is skipped, with evidence (the request and an excerpt of the
+`run_suite(Target(base_url, model, task))` runs the checks of the task (`chat`, `embeddings`,
+`automatic-speech-recognition` or `image-text-to-text`: vision-language chat runs every chat check plus the
+vision ones) in order and returns a `ConformanceReport`: each check passes, fails or is skipped, with evidence
+(the request and an excerpt of the
 offending response). Responses are validated against the `openai` package's typed models. A runtime that
 rejects an
 optional feature (n, logprobs, response_format, base64, dimensions) with a 4xx declares it unsupported:
@@ -22,20 +23,24 @@ import httpx
 
 from registry.artifacts import artifact_key, cell, code
 from registry.schema import CheckStatus, ConformanceReport
-from validators.conformance_checks import chat, embeddings, errors, listing, streaming
+from validators.conformance_checks import audio, chat, embeddings, errors, listing, streaming, vision
 from validators.conformance_checks.base import CheckSpec, Session, Target, run_check
 from validators.errors import ConformanceError
+from validators.tasks import CHAT, EMBEDDINGS, SPEECH_RECOGNITION, VISION_CHAT
 
 SUITE = "openai-conformance"
-SUITE_VERSION = "1.0.0"
-TASKS = ("chat", "embeddings")
+SUITE_VERSION = "1.1.0"
+TASKS = (CHAT, EMBEDDINGS, SPEECH_RECOGNITION, VISION_CHAT)
 
-_CHAT = frozenset({"chat"})
-_EMB = frozenset({"embeddings"})
+_CHAT = frozenset({CHAT, VISION_CHAT})
+_VISION = frozenset({VISION_CHAT})
+_EMB = frozenset({EMBEDDINGS})
+_ASR = frozenset({SPEECH_RECOGNITION})
 _BOTH = _CHAT | _EMB
+_ALL = _BOTH | _ASR
 
 CHECKS: tuple[CheckSpec, ...] = (
-    CheckSpec("models.listing", 1, _BOTH, "GET /models validates and lists the served id", listing.models_listing),
+    CheckSpec("models.listing", 1, _ALL, "GET /models validates and lists the served id", listing.models_listing),
     CheckSpec("chat.shape", 1, _CHAT, "non-streaming answer validates as ChatCompletion", chat.chat_shape),
     CheckSpec("chat.model_echo", 1, _CHAT, "the answer names the requested model id", chat.chat_model_echo),
     CheckSpec("chat.role", 1, _CHAT, "message role is assistant", chat.chat_role),
@@ -91,7 +96,40 @@ CHECKS: tuple[CheckSpec, ...] = (
     ),
     CheckSpec("embeddings.base64", 1, _EMB, "base64 decodes to the float vectors", embeddings.embeddings_base64),
     CheckSpec("embeddings.dimensions_param", 1, _EMB, "dimensions parameter", embeddings.embeddings_dimensions_param),
-    CheckSpec("errors.unknown_model", 1, _BOTH, "unknown model: 4xx with the error envelope", errors.unknown_model),
+    CheckSpec(
+        "audio.transcription", 1, _ASR, "multipart upload answers a Transcription (json)", audio.transcription
+    ),
+    CheckSpec(
+        "audio.response_format_text",
+        1,
+        _ASR,
+        "response_format=text answers text/plain",
+        audio.response_format_text,
+    ),
+    CheckSpec(
+        "audio.response_format_verbose_json",
+        1,
+        _ASR,
+        "verbose_json validates, duration matches",
+        audio.response_format_verbose_json,
+    ),
+    CheckSpec("audio.language", 1, _ASR, "language=en accepted, an invalid code 4xx", audio.language),
+    CheckSpec("audio.missing_file", 1, _ASR, "no file part: 4xx with the envelope", audio.missing_file),
+    CheckSpec("audio.corrupt_file", 1, _ASR, "bytes that are not audio: 4xx with the envelope", audio.corrupt_file),
+    CheckSpec("audio.stream", 1, _ASR, "stream=true: transcript.text.* events", audio.stream),
+    CheckSpec("vision.image_data_url", 1, _VISION, "a data-URL image part is read", vision.image_data_url),
+    CheckSpec("vision.content_parts", 1, _VISION, "text parts == the plain string", vision.content_parts),
+    CheckSpec("vision.image_detail", 1, _VISION, "image_url.detail is accepted", vision.image_detail),
+    CheckSpec("vision.multiple_images", 1, _VISION, "two images in one message", vision.multiple_images),
+    CheckSpec(
+        "vision.non_image_rejected",
+        1,
+        _VISION,
+        "a non-image data URL: 4xx with the envelope",
+        vision.non_image_rejected,
+    ),
+    CheckSpec("vision.stream", 1, _VISION, "image + text streams valid chunks", vision.image_stream),
+    CheckSpec("errors.unknown_model", 1, _ALL, "unknown model: 4xx with the error envelope", errors.unknown_model),
     CheckSpec(
         "errors.malformed_request",
         1,
@@ -100,7 +138,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         errors.malformed_request,
     ),
     CheckSpec("errors.invalid_response_format", 1, _CHAT, "invalid json_schema: 4xx", errors.invalid_response_format),
-    CheckSpec("errors.no_error_in_200", 1, _BOTH, "never an error payload inside a 200", errors.no_error_in_200),
+    CheckSpec("errors.no_error_in_200", 1, _ALL, "never an error payload inside a 200", errors.no_error_in_200),
 )
 
 

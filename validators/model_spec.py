@@ -1,8 +1,7 @@
 """What the planner needs to know about a model, read from its config.json and safetensors metadata.
 
 Everything here is pure data: config.json is parsed as JSON by the caller, never imported or executed. Missing
-or
-nonsensical keys raise `PlannerError` naming the key.
+or nonsensical keys raise `PlannerError` naming the key.
 """
 
 from __future__ import annotations
@@ -11,7 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from validators.encoder_spec import EncoderSpec, audio_encoder, vision_encoder
 from validators.errors import PlannerError
+from validators.tasks import CHAT, EMBEDDINGS, SPEECH_RECOGNITION, VISION_CHAT, task_from_config
 
 # Bytes per element of each safetensors dtype (the Hub's `safetensors.parameters` keys).
 DTYPE_BYTES: dict[str, float] = {
@@ -25,14 +26,13 @@ DTYPE_BYTES: dict[str, float] = {
 # config.json `torch_dtype` / `dtype` -> bytes per element.
 _TORCH_DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8}
 
-_EMBEDDING_ARCH_HINTS = (
-    "BertModel",
-    "XLMRobertaModel",
-    "RobertaModel",
-    "MPNetModel",
-    "NomicBertModel",
-    "Embedding",
-)
+# Encoder-decoders (Whisper): the decoder's keys are what holds a KV cache per generated token.
+_DECODER_KEYS = {
+    "num_hidden_layers": "decoder_layers",
+    "num_attention_heads": "decoder_attention_heads",
+    "intermediate_size": "decoder_ffn_dim",
+    "max_position_embeddings": "max_target_positions",
+}
 
 
 @dataclass(frozen=True)
@@ -75,21 +75,12 @@ class ModelSpec:
     moe_intermediate_size: int = 0
     quantization: str | None = None
     quant_bits: float | None = None
-
-    @property
-    def task(self) -> str:
-        """`chat` for causal LMs, `embeddings` for encoders."""
-        if any(a.endswith(("ForCausalLM", "ForConditionalGeneration")) for a in self.architectures):
-            return "chat"
-        if any(hint in a for a in self.architectures for hint in _EMBEDDING_ARCH_HINTS):
-            return "embeddings"
-        if self.model_type in {"bert", "xlm-roberta", "roberta", "mpnet", "nomic_bert"}:
-            return "embeddings"
-        return "chat"
+    task: str = CHAT
+    encoder: EncoderSpec | None = None
 
     def kv_bytes_per_token(self, kv_dtype_bytes: float, context: int) -> float:
         """KV-cache bytes one sequence of `context` tokens needs, per token (all layers, whole model)."""
-        if self.task == "embeddings":
+        if self.task == EMBEDDINGS:
             return 0.0
         full_layers = self.layers - self.sliding_layers
         per_layer_token = 2 * self.kv_heads * self.head_dim * kv_dtype_bytes
@@ -160,12 +151,32 @@ def _rope_yarn(config: Mapping[str, Any]) -> RopeExtension | None:
     return RopeExtension(factor=float(factor), original=original)
 
 
-def model_spec(config: Mapping[str, Any]) -> ModelSpec:
-    """Parse the planner's view of a config.json dict (text configs nested under `text_config` are used)."""
+def _decoder_view(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An encoder-decoder's config seen from its decoder (the part that generates and holds the KV cache)."""
+    if config.get("decoder_layers") is None:
+        return config
+    return {**config, **{key: config[src] for key, src in _DECODER_KEYS.items() if config.get(src) is not None}}
+
+
+def _encoder(config: Mapping[str, Any], task: str) -> EncoderSpec | None:
+    if task == SPEECH_RECOGNITION:
+        return audio_encoder(config)
+    if task == VISION_CHAT:
+        return vision_encoder(config)
+    return None
+
+
+def model_spec(config: Mapping[str, Any], task: str | None = None) -> ModelSpec:
+    """Parse the planner's view of a config.json dict (text configs nested under `text_config` are used).
+
+    `task` defaults to what the config's architecture says (validators/tasks.py); speech and vision-language
+    models also get their encoder (validators/encoder_spec.py).
+    """
     if not isinstance(config, Mapping):
         raise PlannerError("config.json must be a JSON object")
+    task = task or task_from_config(config).task
     text = config.get("text_config")
-    cfg: Mapping[str, Any] = {**config, **text} if isinstance(text, Mapping) else config
+    cfg: Mapping[str, Any] = _decoder_view({**config, **text} if isinstance(text, Mapping) else config)
     hidden = _positive_int(cfg, "hidden_size", "d_model", "n_embd", "dim")
     heads = _positive_int(cfg, "num_attention_heads", "n_head", "n_heads", "encoder_attention_heads")
     kv_heads = _positive_int(cfg, "num_key_value_heads", "num_kv_heads", "n_kv_heads", default=heads)
@@ -209,6 +220,8 @@ def model_spec(config: Mapping[str, Any]) -> ModelSpec:
         moe_intermediate_size=int(cfg.get("moe_intermediate_size") or 0),
         quantization=quant_label,
         quant_bits=quant_bits,
+        task=task,
+        encoder=_encoder(config, task),
     )
 
 

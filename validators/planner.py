@@ -8,13 +8,20 @@ Memory model (per accelerator, bytes), for tensor-parallel size TP = count (CPU:
                                                                       stored)
     kv_cache  = 2 x layers x kv_heads x head_dim x kv_bytes x context x concurrency / TP
                 (sliding-window layers hold min(context, window) tokens; encoders have no KV cache)
+    encoder   = speech and vision-language models: the audio / vision encoder's activation peak per request, plus
+                an encoder-decoder's cross-attention KV (validators/encoder_spec.py); 0 for text-only models
     reserve   = the runtime's fixed per-accelerator overhead inside its budget (activation peak with chunked
                 prefill, CUDA graphs, non-torch allocations): vLLM 0.5 GiB, SGLang 1 GiB, TEI 1 GiB, CPU 1 GiB
-    fits when   weights + kv_cache + reserve <= memory_gib x GiB x memory_utilization   (vLLM default 0.90)
+    fits when   weights + kv_cache + encoder + reserve <= memory_gib x GiB x memory_utilization   (vLLM 0.90)
+
+The task comes from the repository's metadata (validators/tasks.py); an encoder-decoder's KV cache is its
+decoder's (`decoder_layers`, `max_target_positions` as the context). A task that no enabled runtime serves, or
+that the pipeline does not serve at all, raises `UnsupportedTaskError` ("unsupported task: <task> ...").
 
 `concurrency` is 1: every template guarantees at least one sequence at its full context. The template's
-`max_concurrency` is how many full-context sequences the KV budget left after weights and reserve holds
-(capped per runtime). TP must divide both the attention heads and the KV heads (no KV-head replication).
+`max_concurrency` is how many full-context sequences (each with its encoder term) the budget left after
+weights and reserve holds (capped per runtime). TP must divide both the attention heads and the KV heads (no
+KV-head replication).
 `kv_bytes` is 2 (bf16/fp16 KV cache) on GPU runtimes, the checkpoint dtype on CPU.
 
 Contexts: the native `max_position_embeddings`; plus an extended one when config.json carries YaRN
@@ -44,6 +51,15 @@ from typing import Any
 from registry.schema import DeploymentTemplate, MemoryEstimate, ModelRef, model_slug
 from registry.settings import AcceleratorFamily, RuntimePolicy, Settings
 from validators.model_spec import ModelSpec, RopeExtension, model_spec, weight_bytes
+from validators.tasks import (
+    CHAT,
+    EMBEDDINGS,
+    SPEECH_RECOGNITION,
+    VISION_CHAT,
+    TaskDecision,
+    UnsupportedTaskError,
+    task_from_config,
+)
 
 GIB = 1024**3
 
@@ -108,7 +124,7 @@ PROFILES: dict[str, RuntimeProfile] = {
     ),
     "hf-serve": RuntimeProfile(
         "hf-serve",
-        frozenset({"chat"}),
+        frozenset({CHAT, SPEECH_RECOGNITION, VISION_CHAT}),
         reserve_bytes=GIB,
         max_element_bytes=8,
         kv_dtype_bytes=None,
@@ -147,7 +163,7 @@ class ContextOption:
 
 def context_options(spec: ModelSpec) -> tuple[ContextOption, ...]:
     """The native context and, where config or policy allows YaRN, the extended one."""
-    if spec.task == "embeddings":
+    if spec.task != CHAT:  # encoders and encoder-decoders: the native context only
         return (ContextOption(spec.max_position_embeddings),)
     if spec.rope_yarn is not None:  # already enabled by config.json: the runtime reads it from there
         return (ContextOption(max(spec.max_position_embeddings, spec.rope_yarn.context)),)
@@ -180,8 +196,11 @@ def estimate_memory(
     per_token = spec.kv_bytes_per_token(kv_bytes, context)
     weights_per = math.ceil(weights / count)
     kv_per = math.ceil(per_token * context * concurrency / count)
+    act_bytes = min(spec.dtype_bytes, profile.max_element_bytes)
+    encoder = spec.encoder
+    encoder_per = math.ceil(encoder.total_bytes(act_bytes, kv_bytes) * concurrency / count) if encoder else 0
     capacity = int(family.memory_gib * GIB * utilization)
-    total = weights_per + kv_per + profile.reserve_bytes
+    total = weights_per + kv_per + encoder_per + profile.reserve_bytes
     kv_text = (
         f"KV 2 x {spec.layers} layers x {spec.kv_heads} kv_heads x {spec.head_dim} head_dim x {kv_bytes:g} B"
         f" x {context} tokens x {concurrency} seq / {count} = {kv_per / GIB:.2f} GiB"
@@ -190,6 +209,8 @@ def estimate_memory(
     )
     if spec.sliding_layers and per_token:
         kv_text += f" ({spec.sliding_layers} sliding layers hold <= {spec.sliding_window} tokens)"
+    if encoder is not None:
+        kv_text += f" + {encoder.formula(act_bytes, kv_bytes)} / {count} = {encoder_per / GIB:.4f} GiB"
     formula = (
         f"weights {weights / GIB:.2f} GiB / {count} = {weights_per / GIB:.2f} GiB + {kv_text}"
         f" + reserve {profile.reserve_bytes / GIB:.2f} GiB = {total / GIB:.2f} GiB"
@@ -199,6 +220,7 @@ def estimate_memory(
     return MemoryEstimate(
         weights_bytes=weights_per,
         kv_cache_bytes=kv_per,
+        encoder_bytes=encoder_per,
         reserve_bytes=profile.reserve_bytes,
         total_bytes=total,
         capacity_bytes=capacity,
@@ -256,14 +278,30 @@ def runtime_args(
     return tuple(args)
 
 
+def serves(profile: RuntimeProfile, policy: RuntimePolicy, task: str) -> bool:
+    """Whether the policy gives `task` to this runtime (enabled, able to serve it, listed in its `tasks`)."""
+    return policy.enabled and task in profile.tasks and (not policy.tasks or task in policy.tasks)
+
+
 def _runtimes_for(settings: Settings, task: str, vendor: str) -> Iterator[tuple[RuntimeProfile, RuntimePolicy]]:
     for name, policy in settings.runtimes.items():
         profile = PROFILES.get(name)
-        if profile is None or not policy.enabled or task not in profile.tasks:
+        if profile is None or not serves(profile, policy, task):
             continue
         if policy.vendors and vendor not in policy.vendors:
             continue
         yield profile, policy
+
+
+def planned_task(config: Mapping[str, Any], settings: Settings, task: str | None = None) -> str:
+    """The task to plan for (given, else from the config), or `UnsupportedTaskError` when the pipeline or the
+    policy serves it nowhere."""
+    task = task or task_from_config(config).require_supported()
+    runtimes = [n for n, p in settings.runtimes.items() if n in PROFILES and serves(PROFILES[n], p, task)]
+    if not runtimes:
+        why = "no enabled runtime in curation.toml [runtimes] serves it (see each runtime's `tasks`)"
+        raise UnsupportedTaskError(TaskDecision(task, False, "policy", why))
+    return task
 
 
 def plan(
@@ -276,9 +314,9 @@ def plan(
     task: str | None = None,
 ) -> tuple[DeploymentTemplate, ...]:
     """Every template the model fits: per family x context, the first runtime that fits, at its smallest
-    count."""
-    spec = model_spec(config)
-    task = task or spec.task
+    count. `task` defaults to what config.json says (validators/tasks.py)."""
+    task = planned_task(config, settings, task)
+    spec = model_spec(config, task)
     model = ModelRef(repo_id=repo_id, revision=revision) if revision else None
     templates: list[DeploymentTemplate] = []
     seen: set[str] = set()
@@ -320,7 +358,7 @@ def _smallest_fit(
         )
         if not fits(estimate):
             continue
-        parsers = profile.parsers.get(parser_family(spec), (None, None)) if spec.task == "chat" else (None, None)
+        parsers = profile.parsers.get(parser_family(spec), (None, None)) if spec.task == CHAT else (None, None)
         return DeploymentTemplate(
             id=template_id(repo_id, option.length, family.vendor, count, family_name),
             runtime=profile.name,
@@ -350,7 +388,7 @@ def _smallest_fit(
 def _max_concurrency(
     spec: ModelSpec, profile: RuntimeProfile, estimate: MemoryEstimate, context: int, count: int
 ) -> int:
-    if spec.task == "embeddings" or estimate.kv_cache_bytes == 0:
+    if spec.task == EMBEDDINGS or estimate.kv_cache_bytes == 0:
         return profile.embeddings_concurrency
     free = estimate.capacity_bytes - estimate.weights_bytes - estimate.reserve_bytes
-    return max(1, min(profile.max_concurrency_cap, free // estimate.kv_cache_bytes))
+    return max(1, min(profile.max_concurrency_cap, free // (estimate.kv_cache_bytes + estimate.encoder_bytes)))

@@ -247,7 +247,8 @@ class _Run:
         return start
 
 
-def _stats(values: Sequence[float]) -> LatencyStats | None:
+def latency_stats(values: Sequence[float]) -> LatencyStats | None:
+    """mean / p50 / p90 / p99 of `values` (None when there are none)."""
     if not values:
         return None
     array = np.asarray(values, dtype=float)
@@ -292,12 +293,12 @@ def summarize(
         request_throughput=len(ok) / duration,
         output_token_throughput=output / duration,
         total_token_throughput=(output + prompt) / duration,
-        ttft_s=_stats([r.ttft for r in ok]),
-        tpot_s=_stats([t for r in ok if (t := r.tpot) is not None]),
-        itl_s=_stats([gap for r in ok for gap in r.itls]),
-        e2e_s=_stats([r.e2e for r in ok]),
+        ttft_s=latency_stats([r.ttft for r in ok]),
+        tpot_s=latency_stats([t for r in ok if (t := r.tpot) is not None]),
+        itl_s=latency_stats([gap for r in ok for gap in r.itls]),
+        e2e_s=latency_stats([r.e2e for r in ok]),
         goodput=goodput,
-        read_lag_s=_stats([lag for r in records for lag in r.read_lags]),
+        read_lag_s=latency_stats([lag for r in records for lag in r.read_lags]),
     )
 
 

@@ -1,7 +1,8 @@
 """Download and verify a pinned revision's safetensors weights and serving files.
 
-`download_weights` fetches the safetensors files and the files a runtime needs to serve the model
-(config, tokenizer, generation config, chat template, licence, card) of one pinned revision, and checks every
+`download_weights` fetches the safetensors files and the files a runtime needs to serve the model (config,
+generation config, licence, card, and everything its processor needs: tokenizer, chat template, feature-extractor
+/ image / video processor configs; registry/processor_files.py) of one pinned revision, and checks every
 file's size and hash against what the Hub reported: the LFS sha256 for LFS files, the git blob oid for small
 files. `check_tensors` opens the safetensors files with the `safetensors` library (headers only, never pickle)
 and checks them against config.json: the architecture's expected tensor names and shapes where known
@@ -29,33 +30,29 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 
 from registry.hub import HubSource, RepoFile, RepoInfo
+from registry.processor_files import PROCESSOR_CONFIG_FILES, TOKENIZER_FILES, is_processor_file
 from registry.schema import Finding, ModelRef, Severity, StagedFile
 from registry.settings import ScreeningSettings
 from validators.errors import ValidatorError
 
 SCANNER = "weights"
-SERVING_FILES = frozenset(
-    {
-        "config.json",
-        "generation_config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "added_tokens.json",
-        "vocab.json",
-        "merges.txt",
-        "vocab.txt",
-        "tokenizer.model",
-        "chat_template.jinja",
-        "chat_template.json",
-        "preprocessor_config.json",
-        "model.safetensors.index.json",
-        "modules.json",
-        "sentence_bert_config.json",
-        "config_sentence_transformers.json",
-        "README.md",
-        "1_Pooling/config.json",
-    }
+# Beside the weights: config, generation config, index, sentence-transformers pooling, the card; plus every file
+# the model's processor needs (tokenizer, chat template, feature-extractor / image / video processor configs).
+SERVING_FILES = (
+    frozenset(
+        {
+            "config.json",
+            "generation_config.json",
+            "model.safetensors.index.json",
+            "modules.json",
+            "sentence_bert_config.json",
+            "config_sentence_transformers.json",
+            "README.md",
+            "1_Pooling/config.json",
+        }
+    )
+    | PROCESSOR_CONFIG_FILES
+    | TOKENIZER_FILES
 )
 _LICENSE = re.compile(r"^(LICEN[CS]E|COPYING|NOTICE)(\.[A-Za-z0-9]+)?$", re.IGNORECASE)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}){0,3}$")
@@ -134,7 +131,8 @@ def select_files(info: RepoInfo) -> list[RepoFile]:
     bad: list[Finding] = []
     for entry in info.files:
         name = entry.path
-        wanted = name.endswith(".safetensors") or name in SERVING_FILES or _LICENSE.match(name) is not None
+        wanted = name.endswith(".safetensors") or name in SERVING_FILES or is_processor_file(name)
+        wanted = wanted or _LICENSE.match(name) is not None
         if not wanted:
             continue
         if not _SAFE_NAME.match(name) or ".." in name.split("/"):

@@ -19,7 +19,18 @@ BASE_IMAGE = LOCAL_BASE_IMAGE
 # The one place the transformers version is written: the image is built with it, and `make lock` pins the
 # project's venv (where the tests run `transformers serve`) to the same release.
 VERSION = "5.23.0"
-REQUIREMENTS = (f"transformers[serving]=={VERSION}", "torch==2.13.0", "fastapi==0.150.0")
+# Speech recognition (`/v1/audio/transcriptions`) decodes uploads with soundfile (libsndfile is inside its wheel)
+# and resamples with soxr, and reads the multipart form with python-multipart; vision-language chat decodes
+# images with Pillow. No torchaudio / torchvision: they would pull another torch build.
+REQUIREMENTS = (
+    f"transformers[serving]=={VERSION}",
+    "torch==2.13.0",
+    "fastapi==0.150.0",
+    "soundfile==0.14.0",
+    "soxr==1.1.0",
+    "python-multipart==0.0.34",
+    "pillow==13.0.0",
+)
 VENV = OFFLINE_VENV
 
 DOCKERFILE = offline_venv_dockerfile("hf-serve", ("hf_serve_entrypoint.py",), "hf_serve_entrypoint.py")
@@ -39,7 +50,7 @@ RECIPE = Recipe(
     port=8000,
     health_path="/health",
     accelerators=("cpu",),
-    tasks=("chat", "completion"),
+    tasks=("chat", "completion", "automatic-speech-recognition", "image-text-to-text"),
     flags=LaunchFlags(model="--model-id", host="--host", port="--port"),
     env={"HF_HUB_OFFLINE": "1"},
 )

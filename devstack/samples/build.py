@@ -4,7 +4,8 @@ Two caches:
 * the store itself (`root`): `root/samples.json` records the SampleSet and the key it was built for; a call
   with the same key whose repos still point at the recorded revisions returns it without writing anything.
 * generated artifacts (`cache_dir`, default `<repo>/.cache/samples-build`, or CURATE_SAMPLES_CACHE): the
-  converted SmolLM2 (~45 s) and the tiny models (~9 s), each in a directory named by its own key with a
+  converted SmolLM2 (~45 s), the tiny chat models (~9 s) and the tiny speech / vision-language models (~15 s),
+  each in a directory named by its own key with a
   `manifest.json` of sha256s, so a new store (e.g. a test's tmp_path) is filled without regenerating them.
 """
 
@@ -25,12 +26,12 @@ from pydantic import BaseModel, ConfigDict
 
 from devstack.repostore import RepoStore
 from devstack.samples import expectations as ex
-from devstack.samples import real, repos, tiny
+from devstack.samples import real, repos, tiny, tiny_vlm, tiny_whisper
 from devstack.samples.errors import SamplesError
 from registry.schema import Verdict
 
 BUILDER_VERSION = "1"  # bump when generated weights/tokenizers change (regenerates the artifact caches)
-RECORD_VERSION = "2"  # bump when the repos' files or the SampleSet record change (rebuilds the stores only)
+RECORD_VERSION = "3"  # bump when the repos' files or the SampleSet record change (rebuilds the stores only)
 SAMPLE_DATE = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 MARKER = "samples.json"
 MANIFEST = "manifest.json"
@@ -123,6 +124,11 @@ def tiny_key() -> str:
     return _digest({"builder": BUILDER_VERSION, "part": "tiny", **{lib: _version(lib) for lib in libs}})
 
 
+def media_key() -> str:
+    libs = ("torch", "transformers", "tokenizers", "safetensors")
+    return _digest({"builder": BUILDER_VERSION, "part": "media", **{lib: _version(lib) for lib in libs}})
+
+
 def smollm2_key() -> str:
     libs = ("torch", "transformers", "tokenizers", "safetensors", "gguf", real.SMOLLM2_WHEEL)
     return _digest({"builder": BUILDER_VERSION, "part": "smollm2", **{lib: _version(lib) for lib in libs}})
@@ -133,6 +139,7 @@ def set_key(include_real: bool) -> str:
         "builder": BUILDER_VERSION,
         "record": RECORD_VERSION,
         "tiny": tiny_key(),
+        "media": media_key(),
         "include_real": include_real,
     }
     if include_real:
@@ -196,6 +203,14 @@ def _make_tiny(out: Path) -> None:
     (out / "pickle" / "pytorch_model.bin").write_bytes(tiny.pickle_bytes(weights))
 
 
+def _make_media(out: Path) -> None:
+    """The tiny speech-recognition and vision-language models (devstack/samples/tiny_whisper.py, tiny_vlm.py)."""
+    for name, files in (("whisper", tiny_whisper.tiny_whisper_files()), ("llava", tiny_vlm.tiny_vlm_files())):
+        (out / name).mkdir()
+        for file_name, data in files.items():
+            (out / name / file_name).write_bytes(data)
+
+
 def _read_dir(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
 
@@ -207,8 +222,14 @@ def _smollm2_files(directory: Path) -> dict[str, bytes | Path]:
 # ---------------------------------------------------------------------------------------------- building
 
 
-def _repo_files(expect: ex.Expectation, tiny_dir: Path, smollm2_dir: Path | None) -> repos.Files:
+def _repo_files(expect: ex.Expectation, tiny_dir: Path, media_dir: Path, smollm2_dir: Path | None) -> repos.Files:
     llama = _read_dir(tiny_dir / "llama")
+    if expect.repo_id == ex.TINY_WHISPER:
+        what = "A 2+2-layer Whisper speech-recognition model"
+        return repos.media_repo(expect, _read_dir(media_dir / "whisper"), what)
+    if expect.repo_id == ex.TINY_LLAVA:
+        what = "A LLaVA vision-language chat model (2-layer CLIP vision tower, 2-layer Llama)"
+        return repos.media_repo(expect, _read_dir(media_dir / "llava"), what)
     if expect.repo_id == ex.SMOLLM2:
         assert smollm2_dir is not None
         return _smollm2_files(smollm2_dir)
@@ -264,6 +285,7 @@ def build_samples(root: Path, *, include_real: bool = True, cache_dir: Path | No
         if found is not None:
             return found
         tiny_dir = cached_artifact(cache, "tiny", tiny_key(), _make_tiny)
+        media_dir = cached_artifact(cache, "media", media_key(), _make_media)
         smollm2_dir = (
             cached_artifact(cache, "smollm2", smollm2_key(), real.build_smollm2) if include_real else None
         )
@@ -273,7 +295,7 @@ def build_samples(root: Path, *, include_real: bool = True, cache_dir: Path | No
             store.delete_repo(expect.repo_id)
             if expect.real and not include_real:
                 continue
-            files = _repo_files(expect, tiny_dir, smollm2_dir)
+            files = _repo_files(expect, tiny_dir, media_dir, smollm2_dir)
             revision = store.commit(
                 expect.repo_id, files, message="Initial commit", date=SAMPLE_DATE, replace=True
             )
@@ -294,7 +316,7 @@ def build_samples(root: Path, *, include_real: bool = True, cache_dir: Path | No
                     **expect.model_dump(),
                 )
             )
-        artifacts = {"tiny": tiny_dir, **({"smollm2": smollm2_dir} if smollm2_dir else {})}
+        artifacts = {"tiny": tiny_dir, "media": media_dir, **({"smollm2": smollm2_dir} if smollm2_dir else {})}
         result = SampleSet(
             root=root, key=key, include_real=include_real, samples=tuple(samples), artifacts=artifacts
         )

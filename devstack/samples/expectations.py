@@ -32,6 +32,8 @@ class SampleKind(StrEnum):
     REAL_CHAT = "real-chat"
     REAL_EMBEDDING = "real-embedding"
     TINY = "tiny"
+    TINY_SPEECH = "tiny-speech"
+    TINY_VISION = "tiny-vision"
     REJECT_CUSTOM_CODE = "reject-custom-code"
     REJECT_PICKLE = "reject-pickle"
     REJECT_LICENSE = "reject-license"
@@ -70,6 +72,8 @@ SMOLLM2: Final = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MINILM: Final = "sentence-transformers/all-MiniLM-L6-v2"
 TINY_LLAMA: Final = "curation-samples/tiny-llama-chat"
 TINY_QWEN2: Final = "curation-samples/tiny-qwen2-chat"
+TINY_WHISPER: Final = "curation-samples/tiny-whisper-asr"
+TINY_LLAVA: Final = "curation-samples/tiny-llava-vision"
 CUSTOM_CODE: Final = "curation-samples/custom-code-model"
 PICKLE_ONLY: Final = "curation-samples/pickle-only-model"
 NONCOMMERCIAL: Final = "curation-samples/noncommercial-model"
@@ -130,6 +134,30 @@ EXPECTATIONS: Final[tuple[Expectation, ...]] = (
         likes=95,
         downloads=11_200,
         description="2-layer Qwen2, random weights, byte-level BPE: a second architecture.",
+    ),
+    Expectation(
+        repo_id=TINY_WHISPER,
+        kind=SampleKind.TINY_SPEECH,
+        expected_verdict=Verdict.ACCEPTED,
+        task="automatic-speech-recognition",
+        library_name=_TRANSFORMERS,
+        license="apache-2.0",
+        trending_score=37.0,
+        likes=70,
+        downloads=8_800,
+        description="2+2-layer Whisper, random weights, 5 s windows: speech recognition end to end.",
+    ),
+    Expectation(
+        repo_id=TINY_LLAVA,
+        kind=SampleKind.TINY_VISION,
+        expected_verdict=Verdict.ACCEPTED,
+        task="image-text-to-text",
+        library_name=_TRANSFORMERS,
+        license="mit",
+        trending_score=35.5,
+        likes=66,
+        downloads=8_100,
+        description="LLaVA (2-layer CLIP tower + 2-layer Llama), random weights: vision-language chat end to end.",
     ),
     Expectation(
         repo_id=GATED,

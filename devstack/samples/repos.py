@@ -55,28 +55,45 @@ def _card(
 ) -> bytes:
     fields: dict[str, FrontValue] = {"license": expect.license}
     fields.update(extra or {})
+    chat = expect.task == "text-generation"
     fields.update(
         {
             "language": ["en"],
             "library_name": expect.library_name,
             "pipeline_tag": expect.task,
-            "tags": ["text-generation", "conversational", "curation-sample"],
+            "tags": ["text-generation", "conversational", "curation-sample"]
+            if chat
+            else [expect.task, "curation-sample"],
         }
     )
     return model_card(fields, title, body)
 
 
-def tiny_repo(expect: ex.Expectation, model: Mapping[str, bytes], arch: str) -> Files:
+def _generated_repo(expect: ex.Expectation, model: Mapping[str, bytes], body: str) -> Files:
+    """A generated model's files, its licence and a card whose body is `body`."""
     files: Files = dict(model)
-    license_text = licenses.APACHE_2_0 if expect.license == "apache-2.0" else licenses.MIT
-    files["LICENSE"] = license_text.encode()
-    files["README.md"] = _card(
+    files["LICENSE"] = (licenses.APACHE_2_0 if expect.license == "apache-2.0" else licenses.MIT).encode()
+    files["README.md"] = _card(expect, expect.repo_id.split("/")[1], body)
+    return files
+
+
+def tiny_repo(expect: ex.Expectation, model: Mapping[str, bytes], arch: str) -> Files:
+    return _generated_repo(
         expect,
-        expect.repo_id.split("/")[1],
+        model,
         f"A 2-layer {arch} chat model with random weights and a byte-level BPE tokenizer (vocabulary 4096),\n"
         "generated offline for fast tests of the curation pipeline. It produces no meaningful text.\n",
     )
-    return files
+
+
+def media_repo(expect: ex.Expectation, model: Mapping[str, bytes], what: str) -> Files:
+    """A tiny speech or vision-language repo: the model's files, a licence and a card saying `what` it is."""
+    return _generated_repo(
+        expect,
+        model,
+        f"{what}, with random weights, generated offline for fast tests of the curation pipeline.\n"
+        "Its outputs mean nothing.\n",
+    )
 
 
 def gated_repo(expect: ex.Expectation, model: Mapping[str, bytes]) -> Files:

@@ -76,6 +76,11 @@ def training_corpus() -> list[str]:
 
 def tokenizer_json() -> bytes:
     """Train the byte-level BPE tokenizer and return its tokenizer.json bytes."""
+    return train_tokenizer(SPECIAL_TOKENS, VOCAB_SIZE)
+
+
+def train_tokenizer(special_tokens: tuple[str, ...], vocab_size: int) -> bytes:
+    """A byte-level BPE tokenizer trained on `training_corpus()`, as canonical tokenizer.json bytes."""
     from tokenizers import (
         Tokenizer,
         decoders,
@@ -90,9 +95,9 @@ def tokenizer_json() -> bytes:
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         min_frequency=2,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -191,21 +196,49 @@ def generation_config() -> bytes:
 
 def random_weights(config: dict[str, Any], seed: int = SEED) -> dict[str, Any]:
     """A bf16 state dict for `config`, initialised from a fixed seed (CPU, deterministic)."""
+    from transformers import AutoModelForCausalLM
+
+    return seeded_state_dict(AutoModelForCausalLM, config, seed, "bfloat16")
+
+
+def seeded_state_dict(auto_class: Any, config: dict[str, Any], seed: int, dtype: str) -> dict[str, Any]:
+    """The state dict of `auto_class.from_config(config)` initialised from `seed` (CPU, one thread), in `dtype`.
+
+    Tied tensors (an output projection sharing the input embedding) are stored once, as `save_pretrained` does.
+    """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     hf_config = AutoConfig.for_model(**{k: v for k, v in config.items() if k != "torch_dtype"})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)  # type: ignore[no-untyped-call]
-        return {
-            name: tensor.detach().to(torch.bfloat16).contiguous().clone()
-            for name, tensor in sorted(model.state_dict().items())
-        }
+        model = auto_class.from_config(hf_config, dtype=torch.float32)
+        seen: set[int] = set()
+        weights: dict[str, Any] = {}
+        for name, tensor in sorted(model.state_dict().items()):
+            if tensor.data_ptr() in seen:
+                continue
+            seen.add(tensor.data_ptr())
+            cast = tensor.to(getattr(torch, dtype)) if tensor.is_floating_point() else tensor
+            weights[name] = cast.detach().contiguous().clone()
+        return weights
     finally:
         torch.set_num_threads(threads)
+
+
+def generated_model_files(
+    auto_class: Any, config: dict[str, Any], *, seed: int, dtype: str, generation: bytes, processor: dict[str, bytes]
+) -> dict[str, bytes]:
+    """config.json, generation_config.json and model.safetensors of a seeded model, plus its processor files."""
+    weights = seeded_state_dict(auto_class, config, seed, dtype)
+    files = {
+        "config.json": dump_json(config),
+        "generation_config.json": generation,
+        "model.safetensors": safetensors_bytes(weights),
+    }
+    return {**files, **processor}
 
 
 def safetensors_bytes(state_dict: dict[str, Any]) -> bytes:

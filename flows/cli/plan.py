@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -14,24 +14,32 @@ from flows.cli.output import JsonOption, console, emit, fail
 from registry.errors import RegistryError
 from registry.schema import DeploymentTemplate
 
+if TYPE_CHECKING:
+    from validators.tasks import TaskDecision
+
 GIB = 1024**3
 _MAX_CONFIG_BYTES = 2_000_000
 
 
-def _from_hub(repo_id: str, revision: str | None) -> tuple[dict[str, Any], dict[str, int], str | None]:
+def _from_hub(
+    repo_id: str, revision: str | None
+) -> tuple[dict[str, Any], dict[str, int], str | None, TaskDecision]:
+    """config.json, the safetensors parameters, the sha and the task (from config, processor files and card)."""
     from registry.hub import HfHubSource
+    from validators.tasks import detect_task, hub_evidence
 
     source = HfHubSource(settings().hub)
     try:
         info = source.model_info(repo_id, revision)
         raw = source.read_file(info.ref(), "config.json", max_bytes=_MAX_CONFIG_BYTES)
+        decision = detect_task(hub_evidence(source, info))
     finally:
         source.close()
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise fail(f"{repo_id}: config.json is not valid JSON ({exc})") from exc
-    return config, dict(info.safetensors_parameters), info.sha
+    return config, dict(info.safetensors_parameters), info.sha, decision
 
 
 def templates_table(templates: tuple[DeploymentTemplate, ...], title: str) -> Table:
@@ -97,7 +105,12 @@ def plan_command(
         help="With --config-file: parameter count (else estimated from the config).",
     ),
     dtype: str = typer.Option("BF16", "--dtype", help="With --parameters: the safetensors dtype of those parameters."),
-    task: str | None = typer.Option(None, "--task", help="chat or embeddings (default: from the architecture)."),
+    task: str | None = typer.Option(
+        None,
+        "--task",
+        help="chat, embeddings, automatic-speech-recognition or image-text-to-text (default: detected from the "
+        "repository's config, processor files and card).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Derive deployment templates (runtime x accelerator x count x context) from config.json and weights
@@ -106,6 +119,7 @@ def plan_command(
     from validators.planner import plan
 
     sha: str | None = None
+    detected: TaskDecision | None = None
     if config_file is not None:
         try:
             config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -115,10 +129,11 @@ def plan_command(
     else:
         try:
             with console.status(f"reading {repo_id} config.json and safetensors metadata ...", spinner="dots"):
-                config, params, sha = _from_hub(repo_id, revision)
+                config, params, sha, detected = _from_hub(repo_id, revision)
         except RegistryError as exc:
             raise fail(str(exc)) from exc
     try:
+        task = task or (detected.require_supported() if detected is not None else None)
         templates = plan(repo_id, config, params or None, settings(), revision=sha, task=task)
     except ValidatorError as exc:
         raise fail(str(exc)) from exc

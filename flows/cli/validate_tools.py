@@ -31,7 +31,9 @@ def _conformance_view(report: ConformanceReport) -> None:
 def conformance(
     base_url: str = typer.Argument(..., help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"),
     model: str = typer.Option(..., "--model", "-m", help="The served model id."),
-    task: str = typer.Option("chat", "--task", help="chat or embeddings."),
+    task: str = typer.Option(
+        "chat", "--task", help="chat, embeddings, automatic-speech-recognition or image-text-to-text."
+    ),
     tool_parser: str | None = typer.Option(
         None, "--tool-parser", help="The template's tool parser (enables tool checks)."
     ),

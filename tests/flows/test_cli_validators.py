@@ -45,10 +45,13 @@ def test_plan_from_a_local_config_prints_the_four_qwen3_templates() -> None:
 
 def test_plan_rejects_a_bad_config(tmp_path: Path) -> None:
     bad = tmp_path / "config.json"
-    bad.write_text(json.dumps({"hidden_size": 8}))
+    bad.write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 8}))
     result = runner.invoke(app, ["plan", "org/m", "--config-file", str(bad)])
     assert result.exit_code == 1
     assert "num_attention_heads" in result.output
+    bad.write_text(json.dumps({"architectures": ["T5ForConditionalGeneration"], "model_type": "t5"}))
+    result = runner.invoke(app, ["plan", "org/m", "--config-file", str(bad)])
+    assert result.exit_code == 1 and "unsupported task: text2text-generation" in result.output
 
 
 @pytest.mark.integration
@@ -58,6 +61,12 @@ def test_plan_reads_the_hub(hub_server: Any) -> None:
     templates = json.loads(result.stdout)
     cpu = [t for t in templates if t["accelerator_family"] == "cpu"]
     assert [t["id"] for t in cpu] == ["huggingfacetb--smollm2-135m-instruct--8k-cpu"]
+    # The task comes from the repository's own config and processor files.
+    speech = runner.invoke(app, ["--endpoint", hub_server.url, "plan", "curation-samples/tiny-whisper-asr", "--json"])
+    assert speech.exit_code == 0, speech.output
+    assert [(t["id"], t["task"]) for t in json.loads(speech.stdout)] == [
+        ("curation-samples--tiny-whisper-asr--0.4k-cpu", "automatic-speech-recognition")
+    ]
     assert cpu[0]["model"]["repo_id"] == SMOLLM2 and len(cpu[0]["model"]["revision"]) == 40
     assert cpu[0]["memory"]["weights_bytes"] > 200_000_000  # bf16 weights from the safetensors metadata
 

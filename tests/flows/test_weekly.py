@@ -2,8 +2,11 @@
 Azurite regions, a private dockerd + registry, Prefect's test harness, and `weekly_curation` run for real.
 
 One test walks the weeks in order (each step depends on the state the previous one left):
-1. first run: the real samples are published with a validated CPU template each; every hostile or non-compliant
-   sample is absent, with its reason recorded (screening reports, stage results, the `curation-run` artifact);
+1. first run: the real samples are published with a validated CPU template each, and so are the tiny speech-
+   recognition (Whisper) and vision-language (LLaVA) samples, each with a template whose `task` says what it does;
+   every hostile or non-compliant sample is absent, with its reason recorded (screening reports, stage results,
+   the `curation-run` artifact), and a text encoder-decoder labelled `text-generation` ends "unsupported task"
+   before staging;
 2. `curate verify` passes for every published entry;
 3. a second run with no upstream change publishes nothing new and redoes no stage, measured on the Hub's request
    log (no file downloads), the store (no new validations, stage results or staged weights), Azurite (no blob
@@ -13,7 +16,8 @@ One test walks the weeks in order (each step depends on the state the previous o
 6. a run killed mid-stage (a subprocess, SIGKILLed once a blob of the new revision exists in the primary region and
    before the stage is recorded) is completed by the next run with the same catalog an uninterrupted run gives.
 
-Runtime: ~10-11 min on the shared 2-core machine (the first run validates SmolLM2 on CPU in the hf-serve image).
+Runtime: ~17 min on the shared 2-core machine, up to ~27 min when it is busy (the first run validates SmolLM2 on
+CPU in the hf-serve image; the speech and vision-language samples add ~2 min to it).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from typer.testing import CliRunner
 from builders.images import BuiltImage
 from devstack.docker_engine import DockerStack
 from devstack.hub_server import HubServer
+from devstack.repostore import RepoStore
 from devstack.samples import SampleSet, build_samples
 from devstack.samples.build import bump_revision
 from flows.cli.app import app
@@ -45,17 +51,20 @@ from registry.catalog import CatalogStore
 from registry.entries import same_content
 from registry.schema import (
     CatalogEntry,
+    ConformanceCheck,
     EntryStatus,
     ModelRef,
     StageName,
+    StageOutcome,
+    StageResult,
     ValidationVerdict,
     Verdict,
     VerificationReport,
 )
 from registry.settings import Settings, load_settings
 
-# The whole weekly pipeline runs four times here (~6-12 min on 2 cores): allow more than the default 900 s.
-pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.timeout(1800)]
+# The whole weekly pipeline runs four times here (~17-27 min on 2 shared cores): allow more than the default 900 s.
+pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.timeout(2400)]
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -69,6 +78,9 @@ REJECTED = (
     "curation-samples/gated-model",
 )
 PRIVATE = "curation-samples/private-model"
+WHISPER = "curation-samples/tiny-whisper-asr"
+LLAVA = "curation-samples/tiny-llava-vision"
+TEXT2TEXT = "curation-samples/tiny-t5-text2text"
 
 runner = CliRunner()
 
@@ -148,6 +160,7 @@ def test_weekly_curation_end_to_end(
     samples: SampleSet = build_samples(tmp_path / "store")
     print(f"samples built in {time.monotonic() - started:.1f}s")
     store = samples.store()
+    plant_text2text(store, samples)
     hub = hub_factory(store)
     storage = azurite_env()
     data_dir = tmp_path / "data"
@@ -205,6 +218,10 @@ def test_weekly_curation_end_to_end(
         row = run_table.split(f"`{repo_id}`", 1)[1].split("\n", 1)[0]
         assert screening.verdict.value in row, row
         assert not [r for r in stage_rows if r.ref.repo_id == repo_id and r.stage is StageName.STAGE]
+    check_new_tasks(settings, published, run_table, stage_rows)
+    # Models are curated one after another: the gaps between their publish results show what each one costs.
+    finished = sorted((r.recorded_at, r.ref.repo_id) for r in stage_rows if r.stage is StageName.PUBLISH)
+    print("run 1 per model:", [(repo, round((b - a).total_seconds(), 1)) for (a, _), (b, repo) in pairwise(finished)])
     # The private repo is never listed to the anonymous caller: not a candidate, never fetched, never published.
     assert PRIVATE not in published and PRIVATE not in screenings and f"`{PRIVATE}`" not in run_table
     assert not [r for r in hub.requests.entries() if r.repo_id == PRIVATE and r.status == 200]
@@ -301,6 +318,56 @@ def test_weekly_curation_end_to_end(
     code, report = verify_cli(settings, resumed.id)
     assert code == 0 and report.ok, [c for c in report.checks if not c.passed]
     print(f"total: {time.monotonic() - started:.1f}s")
+
+
+def plant_text2text(store: RepoStore, samples: SampleSet) -> None:
+    """A clean, trending repo whose config is a T5 text encoder-decoder, though its card says text-generation."""
+    head = store.resolve(TINY)
+    assert head is not None
+    files: dict[str, bytes | Path] = {path: store.read_bytes(head, path) for path in head.files}
+    files["config.json"] = json.dumps(
+        {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "is_encoder_decoder": True}
+    ).encode()
+    store.commit(TEXT2TEXT, files, message="Initial commit")
+    store.set_meta(TEXT2TEXT, trending_score=samples.get(TINY).trending_score - 0.5, likes=1, downloads=1)
+
+
+def check_new_tasks(
+    settings: Settings, published: dict[str, CatalogEntry], run_table: str, stage_rows: list[StageResult]
+) -> None:
+    """Speech recognition and vision-language chat are published with templates of their task; a task the
+    pipeline does not serve is stopped before staging with a clear row."""
+    expected = {WHISPER: "automatic-speech-recognition", LLAVA: "image-text-to-text"}
+    for repo_id, task in expected.items():
+        assert repo_id in published, f"{repo_id} not published:\n{run_table}"
+        entry = published[repo_id]
+        assert entry.task == task and entry.templates
+        assert all(t.template.task == task and t.template.runtime == "hf-serve" for t in entry.templates)
+        template = entry.templates[0]
+        assert template.template.memory is not None and template.template.memory.encoder_bytes > 0
+        assert template.metrics and all(m.requests > 0 and m.errors == 0 for m in template.metrics)
+        assert any(d.startswith(("audio.", "vision.")) for d in template.accepted_deviations)
+        with CatalogStore.from_settings(settings) as catalog:
+            staged = {f.name for f in entry.weights.files}
+            cells = catalog.validations(entry.model)
+        assert {"preprocessor_config.json", "processor_config.json"} & staged, staged
+        reports = [c.conformance for c in cells if c.conformance is not None]
+        assert reports and {r.task for r in reports} == {task}
+    speech = published[WHISPER].templates[0]
+    assert all((m.audio_seconds_per_s or 0) > 0 and m.profile == "transcription" for m in speech.metrics)
+    assert "chat.shape" not in {c.name for c in _conformance(settings, published[WHISPER])}  # never tested as chat
+    assert TEXT2TEXT not in published
+    row = run_table.split(f"`{TEXT2TEXT}`", 1)[1].split("\n", 1)[0]
+    assert "unsupported task: text2text-generation" in row, row
+    skipped = [r for r in stage_rows if r.ref.repo_id == TEXT2TEXT and r.stage is StageName.STAGE]
+    assert [r.outcome for r in skipped] == [StageOutcome.SKIPPED]
+    with CatalogStore.from_settings(settings) as catalog:
+        assert not [s for s in catalog.staged_all() if s.ref.repo_id == TEXT2TEXT]
+
+
+def _conformance(settings: Settings, entry: CatalogEntry) -> list[ConformanceCheck]:
+    with CatalogStore.from_settings(settings) as catalog:
+        return [c for v in catalog.validations(entry.model) if v.conformance for c in v.conformance.checks]
 
 
 def stable_content(entry: CatalogEntry) -> dict[str, Any]:

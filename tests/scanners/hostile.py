@@ -90,6 +90,28 @@ def torch_zip(
     return buffer.getvalue()
 
 
+# ------------------------------------------------------------------------------------------ numpy
+
+
+def npy(descr: str, payload: bytes, *, shape: str = "(1,)", version: int = 1) -> bytes:
+    """An .npy file: magic, version, a padded header dict naming `descr`, then `payload` as the data."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    preamble = 10 if version == 1 else 12
+    header += " " * ((64 - (preamble + len(header) + 1) % 64) % 64) + "\n"
+    length = struct.pack("<H", len(header)) if version == 1 else struct.pack("<I", len(header))
+    return b"\x93NUMPY" + bytes([version, 0]) + length + header.encode("latin-1") + payload
+
+
+def npz(members: Mapping[str, bytes], *, compress: bool = False) -> bytes:
+    """An .npz archive (a zip of .npy members), as numpy.savez / savez_compressed write it."""
+    buffer = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
 # ------------------------------------------------------------------------------------------ safetensors
 
 

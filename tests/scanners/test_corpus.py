@@ -24,6 +24,8 @@ from tests.fixtures.hub import DEFAULT_CARD, model_card, tiny_safetensors
 from tests.scanners.hostile import (
     global_call,
     inst_call,
+    npy,
+    npz,
     safetensors_bytes,
     stack_global_call,
     stack_global_via_memo,
@@ -152,6 +154,78 @@ CASES: tuple[Case, ...] = (
             ).encode()
         },
     ),
+    # --- what speech and vision-language repos carry: processor configs, feature extractors, numpy tables
+    Case(
+        "auto-map-nested-image-processor",
+        X,
+        (codes.REMOTE_CODE_AUTO_MAP,),
+        lambda m: {
+            "processor_config.json": json.dumps(
+                {
+                    "processor_class": "LlavaProcessor",
+                    "image_processor": {"auto_map": {"AutoImageProcessor": "image_processing_evil.EvilProcessor"}},
+                }
+            ).encode()
+        },
+    ),
+    Case(
+        "auto-map-video-preprocessor",
+        X,
+        (codes.REMOTE_CODE_AUTO_MAP,),
+        _auto_map("video_preprocessor_config.json"),
+    ),
+    Case("auto-map-audio-tokenizer", X, (codes.REMOTE_CODE_AUTO_MAP,), _auto_map("audio_tokenizer_config.json")),
+    Case(
+        "auto-map-feature-extractor-cross-repo",
+        X,
+        (codes.REMOTE_CODE_AUTO_MAP, codes.REMOTE_CODE_CROSS_REPO),
+        lambda m: {
+            "processor/preprocessor_config.json": json.dumps(
+                {
+                    "feature_extractor_type": "EvilFeatureExtractor",
+                    "auto_map": {"AutoFeatureExtractor": "someone/else--feature_extraction_evil.EvilFeatureExtractor"},
+                }
+            ).encode()
+        },
+    ),
+    Case(
+        "speech-processor-clean",
+        A,
+        (codes.LICENSE_ALLOWED,),
+        lambda m: {
+            "preprocessor_config.json": json.dumps(
+                {"feature_extractor_type": "WhisperFeatureExtractor", "processor_class": "WhisperProcessor"}
+            ).encode(),
+            "normalizer.json": b"{}",
+            "mel_filters.npz": npz({"mel_80.npy": npy("<f4", b"\x00" * 16, shape="(2, 2)")}),
+        },
+    ),
+    Case(
+        "numpy-object-array-os-system",
+        X,
+        (codes.FORMAT_NUMPY_OBJECT, codes.PICKLE_DANGEROUS_IMPORT),
+        lambda m: {"speaker_embeddings.npy": npy("|O", global_call("os", "system", _cmd(m)))},
+    ),
+    Case(
+        "numpy-object-in-npz",
+        X,
+        (codes.FORMAT_NUMPY_OBJECT, codes.PICKLE_DANGEROUS_IMPORT),
+        lambda m: {
+            "preprocessor/tables.npz": npz(
+                {"ok.npy": npy("<f4", b"\x00" * 4), "evil.npy": npy("|O", stack_global_call("os", "system", _cmd(m)))},
+                compress=True,
+            )
+        },
+    ),
+    Case(
+        "numpy-structured-object-field",
+        R,
+        (codes.FORMAT_NUMPY_OBJECT, codes.PICKLE_UNKNOWN_IMPORT),
+        lambda m: {
+            "vocab_table.npy": npy("[('id', '<i4'), ('word', 'O')]", global_call("vocab_tables", "Table", "x"))
+        },
+    ),
+    Case("numpy-not-numpy", R, (codes.PICKLE_MALFORMED,), lambda m: {"mel_filters.npy": b"not a numpy file at all"}),
     Case(
         "python-in-subfolder",
         X,

@@ -51,3 +51,15 @@ def test_card_hints() -> None:
 def test_clean_and_garbage_configs() -> None:
     assert scan_remote_code(["config.json"], {"config.json": b'{"model_type": "llama"}'}, {}, "Use it.") == []
     assert scan_remote_code(["config.json"], {"config.json": b"\xff\xfe not json"}, {}, None) == []
+
+
+def test_hub_config_nested_processor_config_auto_map_counts() -> None:
+    hub_config = {
+        "architectures": ["LlavaForConditionalGeneration"],
+        "processor_config": {"auto_map": {"AutoProcessor": "evil/repo--processing.P"}},
+    }
+    found = scan_remote_code([], {}, {}, None, hub_config=hub_config)
+    assert {(f.code, f.path) for f in found} == {
+        (codes.REMOTE_CODE_AUTO_MAP, "processor_config.json"),
+        (codes.REMOTE_CODE_CROSS_REPO, "processor_config.json"),
+    }

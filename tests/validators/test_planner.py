@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from devstack.samples import tiny_vlm, tiny_whisper
 from registry.settings import Settings, load_settings
 from validators.errors import PlannerError
 from validators.model_spec import model_spec, weight_bytes
@@ -24,6 +25,7 @@ from validators.planner import (
     template_id,
     tp_allowed,
 )
+from validators.tasks import UnsupportedTaskError
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -223,3 +225,56 @@ def test_property_every_template_fits_and_the_next_smaller_count_does_not(
                 context=template.context_length,
             )
             assert not fits(estimate)
+
+
+GIB_BYTES = 1024**3
+
+
+def test_speech_recognition_is_planned_as_an_encoder_decoder_on_hf_serve(policy: Settings) -> None:
+    config = _config("whisper-large-v3")
+    templates = plan("openai/whisper-large-v3", config, {"F16": 1_543_490_560}, policy)
+    assert [(t.id, t.runtime, t.task) for t in templates] == [
+        ("openai--whisper-large-v3--0.4k-cpu", "hf-serve", "automatic-speech-recognition")
+    ]
+    template = templates[0]
+    memory = template.memory
+    assert memory is not None and template.context_length == 448
+    # The decoder holds the self-attention KV: 2 x 32 decoder layers x 20 heads x 64 x fp16 on CPU x 448 tokens.
+    assert memory.kv_cache_bytes == 2 * 32 * 20 * 64 * 2 * 448
+    # The encoder: one 30 s window of 1500 frames, plus the decoder's cross-attention KV over those frames.
+    activations = (1500 * (3 * 1280 + 5120) + 20 * 1500 * 1500) * 2
+    cross = 2 * 32 * 1280 * 1500 * 2
+    assert memory.encoder_bytes == activations + cross
+    assert memory.total_bytes == memory.weights_bytes + memory.kv_cache_bytes + memory.encoder_bytes + GIB_BYTES
+    assert "audio encoder" in memory.formula and "cross-attention KV" in memory.formula
+    assert template.tool_call_parser is None and template.max_concurrency >= 1
+
+
+def test_vision_language_models_count_the_vision_encoder() -> None:
+    config = _config("llava-1.5-7b")
+    big_cpu = load_settings(accelerators={"cpu": {"memory_gib": 64}})  # 7B in fp16 does not fit the 16 GiB host
+    templates = plan("llava-hf/llava-1.5-7b-hf", config, {"F16": 7_063_427_072}, big_cpu)
+    cpu = [t for t in templates if t.vendor == "cpu"]
+    assert [(t.id, t.runtime, t.task) for t in cpu] == [
+        ("llava-hf--llava-1.5-7b-hf--4k-cpu", "hf-serve", "image-text-to-text")
+    ]
+    memory = cpu[0].memory
+    assert memory is not None
+    patches = (336 // 14) ** 2 + 1  # 577 tokens per image, CLS included
+    assert memory.encoder_bytes == (patches * (3 * 1024 + 4096) + 16 * patches * patches) * 2
+    assert memory.kv_cache_bytes == 2 * 32 * 32 * 128 * 2 * 4096  # the Llama text model's KV
+    assert "vision encoder 1 x (577 tokens" in memory.formula
+    assert all(t.task == "image-text-to-text" for t in templates)  # never planned as plain chat
+
+
+def test_a_task_no_runtime_is_given_ends_unsupported(policy: Settings) -> None:
+    whisper = _config("whisper-large-v3")
+    chat_only = load_settings(runtimes={"hf-serve": {"tasks": ["chat"]}})
+    with pytest.raises(UnsupportedTaskError, match=r"^unsupported task: automatic-speech-recognition .*no enabled"):
+        plan("openai/whisper-large-v3", whisper, None, chat_only)
+    t5 = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "is_encoder_decoder": True}
+    with pytest.raises(UnsupportedTaskError, match=r"^unsupported task: text2text-generation"):
+        plan("google/t5", t5, None, policy)
+    # The tiny samples plan on the CPU runtime the policy gives their tasks.
+    assert [t.id for t in plan("s/asr", tiny_whisper.whisper_config(), None, policy)] == ["s--asr--0.4k-cpu"]
+    assert [t.id for t in plan("s/vlm", tiny_vlm.llava_config(), None, policy)] == ["s--vlm--2k-cpu"]

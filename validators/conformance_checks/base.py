@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -27,6 +27,15 @@ class Target:
     timeout_s: float = 120.0
     max_tokens: int = 6
     api_key: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The API the task is served on: `/chat/completions` (chat, vision-language chat), `/embeddings` or
+        `/audio/transcriptions`."""
+        return TASK_ENDPOINTS.get(self.task, "/chat/completions")
+
+
+TASK_ENDPOINTS = {"embeddings": "/embeddings", "automatic-speech-recognition": "/audio/transcriptions"}
 
 
 @dataclass
@@ -102,7 +111,7 @@ class Session:
         return {"Authorization": f"Bearer {self.target.api_key}"} if self.target.api_key else {}
 
     def get(self, path: str) -> Exchange:
-        response = self.client.get(self.target.base_url + path, headers=self._headers())
+        response = _fresh_on_stale(lambda: self.client.get(self.target.base_url + path, headers=self._headers()))
         exchange = Exchange(
             "GET", path, None, response.status_code, response.text, response.headers.get("content-type", "")
         )
@@ -111,7 +120,8 @@ class Session:
         return exchange
 
     def post(self, path: str, body: dict[str, Any]) -> Exchange:
-        response = self.client.post(self.target.base_url + path, json=body, headers=self._headers())
+        url = self.target.base_url + path
+        response = _fresh_on_stale(lambda: self.client.post(url, json=body, headers=self._headers()))
         exchange = Exchange(
             "POST", path, body, response.status_code, response.text, response.headers.get("content-type", "")
         )
@@ -119,14 +129,33 @@ class Session:
         self.exchanges.append(exchange)
         return exchange
 
+    def post_form(
+        self, path: str, fields: dict[str, str], files: dict[str, tuple[str, bytes, str]] | None = None
+    ) -> Exchange:
+        """A multipart/form-data POST (file uploads); the evidence records each file's name, type and size."""
+        url = self.target.base_url + path
+        response = _fresh_on_stale(
+            lambda: self.client.post(url, data=fields, files=files or None, headers=self._headers())
+        )
+        shown: dict[str, Any] = dict(fields)
+        for field_name, (filename, data, media_type) in (files or {}).items():
+            shown[field_name] = {"filename": filename, "content_type": media_type, "bytes": len(data)}
+        exchange = Exchange(
+            "POST", path, shown, response.status_code, response.text, response.headers.get("content-type", "")
+        )
+        exchange.json_body = _parse_json(response.text)
+        self.exchanges.append(exchange)
+        return exchange
+
     def stream(self, path: str, body: dict[str, Any]) -> Exchange:
         """POST with streaming; keeps every raw line and the payload of each `data:` field."""
-        lines: list[str] = []
-        with self.client.stream("POST", self.target.base_url + path, json=body, headers=self._headers()) as response:
-            for line in response.iter_lines():
-                lines.append(line)
-            status = response.status_code
-            content_type = response.headers.get("content-type", "")
+
+        def read() -> tuple[list[str], int, str]:
+            url = self.target.base_url + path
+            with self.client.stream("POST", url, json=body, headers=self._headers()) as response:
+                return list(response.iter_lines()), response.status_code, response.headers.get("content-type", "")
+
+        lines, status, content_type = _fresh_on_stale(read)
         text = "\n".join(lines)
         events = [line[5:].lstrip(" ") for line in lines if line.startswith("data:")]
         exchange = Exchange("POST", path, body, status, text, content_type, _parse_json(text), lines, events)
@@ -161,6 +190,20 @@ class Session:
     def usage_stream(self) -> Exchange:
         body = self.chat_body(stream=True, stream_options={"include_usage": True})
         return self.cached("usage_stream", lambda: self.stream("/chat/completions", body))
+
+
+_T = TypeVar("_T")
+_STALE_CONNECTION = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
+def _fresh_on_stale(call: Callable[[], _T]) -> _T:
+    """Run `call`; once more when the pooled connection was reset. Servers that close a keep-alive connection
+    after an error answer (transformers serve after an HTTP 500) would otherwise fail the next check for it;
+    a request the server itself resets fails the second time too."""
+    try:
+        return call()
+    except _STALE_CONNECTION:
+        return call()
 
 
 def _parse_json(text: str) -> Any:

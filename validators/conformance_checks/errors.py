@@ -9,9 +9,11 @@ from typing import Any
 from openai.types.shared import ErrorObject
 
 from validators.conformance_checks.base import Exchange, Outcome, Session, failed, passed, validate_model
+from validators.media import chirp_wav
 
 
-def _envelope(exchange: Exchange, what: str) -> Outcome:
+def error_envelope(exchange: Exchange, what: str) -> Outcome:
+    """A 4xx with the OpenAI error envelope, or a failure saying what came instead."""
     if not 400 <= exchange.status < 500:
         return failed(f"{what}: expected a 4xx status, got {exchange.status}", exchange.evidence())
     body = exchange.json_body
@@ -25,25 +27,31 @@ def _envelope(exchange: Exchange, what: str) -> Outcome:
     return passed(f"{what}: HTTP {exchange.status} with the error envelope")
 
 
+UNKNOWN_MODEL = "no-such-org/no-such-model-0000"
+
+
 def unknown_model(session: Session) -> Outcome:
-    path = "/chat/completions" if session.target.task == "chat" else "/embeddings"
-    body: dict[str, Any] = {"model": "no-such-org/no-such-model-0000"}
-    if session.target.task == "chat":
+    path = session.target.endpoint
+    if path == "/audio/transcriptions":
+        upload = {"file": ("speech.wav", chirp_wav(0.5), "audio/wav")}
+        return error_envelope(session.post_form(path, {"model": UNKNOWN_MODEL}, upload), "unknown model")
+    body: dict[str, Any] = {"model": UNKNOWN_MODEL}
+    if path == "/chat/completions":
         body.update(messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     else:
         body.update(input="hi")
-    return _envelope(session.post(path, body), "unknown model")
+    return error_envelope(session.post(path, body), "unknown model")
 
 
 def malformed_request(session: Session) -> Outcome:
-    if session.target.task == "chat":
+    if session.target.endpoint == "/chat/completions":
         body: dict[str, Any] = {
             "model": session.target.model,
             "messages": "not a list of messages",
             "max_tokens": 2,
         }
-        return _envelope(session.post("/chat/completions", body), "malformed messages")
-    return _envelope(
+        return error_envelope(session.post("/chat/completions", body), "malformed messages")
+    return error_envelope(
         session.post("/embeddings", {"model": session.target.model, "input": {"bad": 1}}), "malformed input"
     )
 
@@ -56,7 +64,7 @@ def invalid_response_format(session: Session) -> Outcome:
             "json_schema": {"name": "x", "schema": {"type": "no-such-type"}},
         },
     )
-    return _envelope(session.post("/chat/completions", body), "invalid response_format schema")
+    return error_envelope(session.post("/chat/completions", body), "invalid response_format schema")
 
 
 def _error_in(value: Any) -> bool:
