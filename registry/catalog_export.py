@@ -14,13 +14,15 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from registry.blobs import RegionalBlobStore
 from registry.catalog import CatalogStore
-from registry.catalog_tuf import METADATA_DIR, update_repository
+from registry.catalog_tuf import METADATA_DIR, rotate_root, update_repository
 from registry.entries import INDEX_SIGNATURE, PublicationError, export_entries, sign_index, verify_index
 from registry.keys import KeyPair, signing_key
 from registry.settings import Settings, StorageSettings
@@ -44,12 +46,35 @@ def export_catalog(settings: Settings) -> ExportSync:
     Serialised by an exclusive lock on `<export dir>.lock` (threads and processes): the catalog is read inside
     the lock, so a slower export never overwrites a newer one with an older snapshot.
     """
+    with _export_lock(settings.catalog_export_dir):
+        return _export_locked(settings, settings.catalog_export_dir)
+
+
+def rotate_root_key(settings: Settings, new_root_key: Path) -> ExportSync:
+    """Root key rotation: a new root version trusting `new_root_key`, signed by the current root key (from
+    `publish.tuf.root_key_path`) and the new one, exported and uploaded. Afterwards point root_key_path at the
+    new key; clients that pinned an older root follow the chain."""
     directory = settings.catalog_export_dir
+    with _export_lock(directory):
+        _restore_metadata(settings, directory)
+        root = rotate_root(settings, directory, directory, new_root_key)
+        uploaded = _upload_changed(settings, directory)
+    return ExportSync(
+        directory=str(directory),
+        index=str(directory / "index.json"),
+        written=(f"{METADATA_DIR}/{root.signed.version}.root.json", f"{METADATA_DIR}/root.json"),
+        uploaded=tuple(uploaded),
+        tuf_versions={"root": root.signed.version},
+    )
+
+
+@contextmanager
+def _export_lock(directory: Path) -> Iterator[None]:
     directory.parent.mkdir(parents=True, exist_ok=True)
     with (directory.parent / f".{directory.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return _export_locked(settings, directory)
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -6,6 +6,7 @@ published with a tiny signed image, then broken in the ways the issue names.
 - missing blobs, a missing signature, an extra blob and a file altered in every region: one run repairs them all
   (copies from other regions, the Hub at the pinned revision for what no region holds);
 - a forced re-stage of a published model: `curate verify` passes at every step boundary and after;
+- the weekly audit re-hashes published entries' copies within its byte budget and repairs what fails;
 - staging SIGKILLed at every step boundary (signed, uploaded, replicated, manifests: just before the record): the
   next run completes and the model publishes; a forced re-stage killed after signing or after writing every
   region's manifests leaves the live entry verifiable and the record consistent with every region.
@@ -29,6 +30,8 @@ from typer.testing import CliRunner
 
 from devstack.hub_server import HubServer
 from devstack.samples import SampleSet
+from flows.audit import audit_published_weights
+from flows.catalog_refresh import refresh_catalog
 from flows.cli.app import app
 from flows.publish import publish_model
 from flows.stage import ProgressEvent, add_progress_listener, stage_weights, verify_staged
@@ -249,3 +252,21 @@ def test_forced_restage_killed_at_a_step_boundary_leaves_the_live_entry_verifiab
     assert stage_weights(TINY, overrides=e.overrides) == weights  # every region still consistent with the record
     again = publish_model(TINY, weights.ref.revision, overrides=e.overrides)
     assert again.outcome is StageOutcome.OK and again.payload["changed"] is False
+
+
+def test_weekly_audit_rehashes_published_copies_within_its_budget_and_repairs(env: Callable[[str], Env]) -> None:
+    e = env("audit")
+    weights = stage_weights(TINY, overrides=e.overrides)
+    entry = _publish(e, weights)
+    with RegionalBlobStore(e.settings().storage) as blobs:
+        _tamper(blobs, "southeastasia", model_prefix(weights.ref) + "model.safetensors")
+    assert not _verify(e, entry).ok
+    short = audit_published_weights(overrides=e.overrides, byte_budget=weights.total_bytes)  # less than 3 regions
+    assert short.entries == () and short.budget_exhausted
+    audit = audit_published_weights(overrides=e.overrides)
+    assert audit.entries == (entry,) and not audit.budget_exhausted
+    assert audit.bytes_read >= 3 * weights.total_bytes  # every file of every region re-hashed
+    assert (audit.problems, audit.repaired, audit.unrepairable) == (1, 1, ())
+    assert _verify(e, entry).ok
+    # The scheduled refresh between weekly runs writes nothing while the metadata is fresh.
+    assert refresh_catalog(overrides=e.overrides).uploaded == ()

@@ -19,8 +19,8 @@ from registry.blob_sas import container_read_url
 from registry.blobs import RegionalBlobStore
 from registry.catalog import CatalogStore
 from registry.catalog_client import CatalogTrustError, delegated_catalog_key, fetch_catalog_files
-from registry.catalog_export import export_catalog
-from registry.catalog_tuf import CATALOG_ROLE, rotate_root, signer_from_pem
+from registry.catalog_export import export_catalog, rotate_root_key
+from registry.catalog_tuf import CATALOG_ROLE, signer_from_pem
 from registry.keys import generate_private_pem, public_pem, signing_key
 from registry.schema import EntryStatus
 from registry.settings import Settings, load_settings
@@ -176,14 +176,15 @@ def test_root_key_rotation_is_followed_from_the_old_pinned_root(azurite: Azurite
     new_key = tmp_path / "new-root.pem"
     new_key.write_bytes(generate_private_pem())
     export = settings.catalog_export_dir
-    rotated = rotate_root(settings, export, export, new_key)
-    assert rotated.signed.version == 2 and len(rotated.signatures) == 2  # signed by the old key and the new one
-    # From now on the new key is the configured root key; the next export re-signs snapshot and timestamp.
-    after = load_settings(**{**_overrides(settings), "publish": {"tuf": {"root_key_path": str(new_key)}}})
-    synced = export_catalog(after)
-    assert synced.tuf_versions["root"] == 2
+    rotated = rotate_root_key(settings, new_key)
+    assert rotated.tuf_versions == {"root": 2} and "westeurope/metadata/2.root.json" in rotated.uploaded
+    root = Metadata.from_bytes((export / "metadata" / "2.root.json").read_bytes())
+    assert len(root.signatures) == 2  # signed by the old root key and the new one
     _, versions = client.fetch("index.json")
     assert versions["root"] == 2
+    # From now on the new key is the configured root key: exports go on under root v2.
+    after = load_settings(**{**_overrides(settings), "publish": {"tuf": {"root_key_path": str(new_key)}}})
+    assert export_catalog(after).tuf_versions["root"] == 2
     # A third root signed only by a key the current root does not trust is refused.
     forged = Metadata.from_bytes((export / "metadata" / "2.root.json").read_bytes())
     forged.signed.version = 3
