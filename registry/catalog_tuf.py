@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
 from tuf.api.metadata import (
@@ -277,69 +277,88 @@ class TufUpdate:
     versions: dict[str, int]
 
 
+def _snapshot(
+    state: TufState, keys: RoleKeys, meta: dict[str, MetaFile], tuf: TufSettings, now: datetime, force: bool
+) -> Metadata[Snapshot] | None:
+    current = state.snapshot
+    unchanged = current is not None and not force and current.signed.meta == meta
+    if current is not None and unchanged and not _expiring(current.signed, tuf.snapshot_expiry_days, now):
+        return None
+    signed = Snapshot(expires=_expiry(tuf.snapshot_expiry_days, now), meta=meta)
+    return _bump(current, signed, keys.signer(Snapshot.type, "sign the snapshot"))
+
+
+def _timestamp(
+    state: TufState, keys: RoleKeys, snapshot_version: int, tuf: TufSettings, now: datetime, force: bool
+) -> Metadata[Timestamp] | None:
+    current = state.timestamp
+    unchanged = current is not None and not force and current.signed.snapshot_meta.version == snapshot_version
+    if current is not None and unchanged and not _expiring(current.signed, tuf.timestamp_expiry_days, now):
+        return None
+    signed = Timestamp(expires=_expiry(tuf.timestamp_expiry_days, now), snapshot_meta=MetaFile(snapshot_version))
+    return _bump(current, signed, keys.signer(Timestamp.type, "sign the timestamp"))
+
+
+def _write_targets(out: Path, catalog: Targets, files: dict[str, bytes]) -> None:
+    """Every target under its consistent-snapshot name (unchanged ones are skipped by the caller's sync)."""
+    for path, data in files.items():
+        stored = out / TARGETS_DIR / target_name(path, catalog.targets[path].hashes["sha256"])
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_bytes(data)
+
+
 def update_repository(
     settings: Settings, catalog_key: KeyPair, current: Path, out: Path, files: dict[str, bytes]
 ) -> TufUpdate:
     """Bring the TUF repository in `current` up to date with the exported `files` (path -> bytes).
 
     New metadata and targets are written under `out` (which the caller syncs into `current`); an unchanged export
-    whose metadata is not near expiry writes nothing.
+    whose metadata is not near expiry writes nothing new.
     """
-    tuf = settings.publish.tuf
-    now = _now()
+    tuf, now = settings.publish.tuf, _now()
     keys = RoleKeys.load(settings, catalog_key)
     state = TufState.load(current)
     written: list[str] = []
+
+    def publish(name: str, md: Metadata[Any]) -> None:
+        _write(out, name, md)
+        written.append(name)
+
     root = _root(state, keys, tuf, now)
     if root is not None:
-        _write(out, f"{root.signed.version}.root.json", root)
+        publish(f"{root.signed.version}.root.json", root)
         _write(out, "root.json", root)
-        written.append(f"{root.signed.version}.root.json")
         state.root = root
-    targets = _targets(state, keys, tuf, now) or state.targets
-    catalog = _catalog(state, keys, files, tuf, now) or state.catalog
-    assert targets is not None and catalog is not None
-    for role, md, old in ((Targets.type, targets, state.targets), (CATALOG_ROLE, catalog, state.catalog)):
-        if md is not old:
-            _write(out, f"{md.signed.version}.{role}.json", md)
-            written.append(f"{md.signed.version}.{role}.json")
-    for path, data in files.items():  # unchanged ones are skipped by the caller's sync
-        stored = out / TARGETS_DIR / target_name(path, catalog.signed.targets[path].hashes["sha256"])
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        stored.write_bytes(data)
-    meta = {"targets.json": MetaFile(targets.signed.version), f"{CATALOG_ROLE}.json": MetaFile(catalog.signed.version)}
-    snapshot = state.snapshot
-    if (
-        snapshot is None
-        or snapshot.signed.meta != meta
-        or _expiring(snapshot.signed, tuf.snapshot_expiry_days, now)
-        or root is not None
-    ):
-        signed = Snapshot(expires=_expiry(tuf.snapshot_expiry_days, now), meta=meta)
-        snapshot = _bump(state.snapshot, signed, keys.signer(Snapshot.type, "sign the snapshot"))
-        _write(out, f"{snapshot.signed.version}.snapshot.json", snapshot)
-        written.append(f"{snapshot.signed.version}.snapshot.json")
-    timestamp = state.timestamp
-    pointed = timestamp.signed.snapshot_meta.version if timestamp is not None else 0
-    if (
-        timestamp is None
-        or pointed != snapshot.signed.version
-        or _expiring(timestamp.signed, tuf.timestamp_expiry_days, now)
-        or root is not None
-    ):
-        signed_ts = Timestamp(
-            expires=_expiry(tuf.timestamp_expiry_days, now), snapshot_meta=MetaFile(snapshot.signed.version)
-        )
-        timestamp = _bump(state.timestamp, signed_ts, keys.signer(Timestamp.type, "sign the timestamp"))
-        _write(out, "timestamp.json", timestamp)
-        written.append("timestamp.json")
-    assert state.root is not None
+    targets = _targets(state, keys, tuf, now)
+    if targets is not None:
+        publish(f"{targets.signed.version}.targets.json", targets)
+        state.targets = targets
+    catalog = _catalog(state, keys, files, tuf, now)
+    if catalog is not None:
+        publish(f"{catalog.signed.version}.{CATALOG_ROLE}.json", catalog)
+        state.catalog = catalog
+    assert state.root is not None and state.targets is not None and state.catalog is not None
+    _write_targets(out, state.catalog.signed, files)
+    meta = {
+        "targets.json": MetaFile(state.targets.signed.version),
+        f"{CATALOG_ROLE}.json": MetaFile(state.catalog.signed.version),
+    }
+    snapshot = _snapshot(state, keys, meta, tuf, now, force=root is not None)
+    if snapshot is not None:
+        publish(f"{snapshot.signed.version}.snapshot.json", snapshot)
+        state.snapshot = snapshot
+    assert state.snapshot is not None
+    timestamp = _timestamp(state, keys, state.snapshot.signed.version, tuf, now, force=root is not None)
+    if timestamp is not None:
+        publish("timestamp.json", timestamp)
+        state.timestamp = timestamp
+    assert state.timestamp is not None
     versions = {
         Root.type: state.root.signed.version,
-        Targets.type: targets.signed.version,
-        CATALOG_ROLE: catalog.signed.version,
-        Snapshot.type: snapshot.signed.version,
-        Timestamp.type: timestamp.signed.version,
+        Targets.type: state.targets.signed.version,
+        CATALOG_ROLE: state.catalog.signed.version,
+        Snapshot.type: state.snapshot.signed.version,
+        Timestamp.type: state.timestamp.signed.version,
     }
     return TufUpdate(written=tuple(written), versions=versions)
 
