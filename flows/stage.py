@@ -36,7 +36,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
 from flows.settings import settings_from
-from flows.stage_progress import ArtifactProgress, ProgressEvent, add_progress_listener, step
+from flows.stage_progress import ArtifactProgress, step
 from registry.blob_errors import BlobIntegrityError
 from registry.blobs import (
     MANIFEST_NAME,
@@ -74,8 +74,6 @@ from validators.weights import (
     select_files,
 )
 from validators.weights_signing import WeightsSignatureError, sign_weights, verify_envelope, verify_remote
-
-__all__ = ["ProgressEvent", "add_progress_listener", "stage_weights", "verify_staged"]
 
 # --------------------------------------------------------------------------------------------- retries
 

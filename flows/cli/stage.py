@@ -23,7 +23,7 @@ from registry.schema import StagedWeights
 from validators.errors import ValidatorError
 
 if TYPE_CHECKING:
-    from flows.stage import ProgressEvent
+    from flows.stage_progress import ProgressEvent
 
 
 def staged_table(weights: StagedWeights) -> Table:
@@ -87,7 +87,8 @@ def stage(
     as_json: bool = JsonOption,
 ) -> None:
     """Download, verify, sign and stage a model's safetensors weights to every configured region."""
-    from flows.stage import add_progress_listener, stage_weights
+    from flows.stage import stage_weights
+    from flows.stage_progress import add_progress_listener
 
     current = settings()
     overrides = {"hub": {"endpoint": current.hub.endpoint}, "data_dir": str(current.data_dir)}

@@ -25,13 +25,15 @@ from devstack.net import free_port
 from devstack.repostore import RepoStore
 from devstack.samples import SampleSet
 from flows.cli.app import app
-from flows.stage import ProgressEvent, add_progress_listener, stage_weights, verify_staged
+from flows.stage import stage_weights, verify_staged
+from flows.stage_progress import ProgressEvent, add_progress_listener
 from registry.blob_errors import StorageUnavailableError
 from registry.blobs import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
     RegionalBlobStore,
     WeightsManifest,
+    manifest_blob_name,
     model_prefix,
     signature_blob_name,
 )
@@ -123,7 +125,7 @@ def test_stage_real_sample_to_three_regions_and_verify_each_copy(
             manifest = WeightsManifest.model_validate_json(store.get_bytes(region, prefix + MANIFEST_NAME))
             assert manifest.files == weights.files and manifest.region == region
             assert weights.regions[region].manifest_url.endswith(
-                f"/{region}/{settings.storage.container}/{prefix}{MANIFEST_NAME}"
+                f"/{region}/{settings.storage.container}/{prefix}{manifest_blob_name(weights.signature)}"
             )
             verify_staged(settings, weights, region)
     again = stage_weights(SMOL, revision=ref.revision, overrides=overrides)

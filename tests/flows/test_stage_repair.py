@@ -34,7 +34,8 @@ from flows.audit import audit_published_weights
 from flows.catalog_refresh import refresh_catalog
 from flows.cli.app import app
 from flows.publish import publish_model
-from flows.stage import ProgressEvent, add_progress_listener, stage_weights, verify_staged
+from flows.stage import stage_weights, verify_staged
+from flows.stage_progress import ProgressEvent, add_progress_listener
 from registry.blobs import RegionalBlobStore, model_prefix, signature_blob_name
 from registry.catalog import CatalogStore
 from registry.entries import entry_id
@@ -212,7 +213,8 @@ def _kill_at(boundary: str, overrides: dict[str, Any], *, force: bool, log: Path
     """Run stage_weights in a subprocess that SIGKILLs itself when the step `boundary` has just ended."""
     code = (
         "import json, os, signal, sys\n"
-        "from flows.stage import add_progress_listener, stage_weights\n"
+        "from flows.stage import stage_weights\n"
+        "from flows.stage_progress import add_progress_listener\n"
         "def kill(event):\n"
         "    if event.phase == 'step' and event.region == sys.argv[1]:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
