@@ -304,24 +304,32 @@ def write_manifest(
 ) -> RegionCopy:
     settings = settings_from(overrides)
     prefix = model_prefix(fetched.ref)
-    manifest = WeightsManifest(
-        repo_id=fetched.ref.repo_id,
-        revision=fetched.ref.revision,
-        files=fetched.files,
-        signature=signature,
-        region=region,
-        staged_at=datetime.now(UTC),
-    )
-    own = prefix + manifest_blob_name(signature)
     with store_for(settings, regions) as store:
-        store.put_bytes(region, own, manifest.to_bytes())
-        store.put_bytes(region, prefix + MANIFEST_NAME, manifest.to_bytes())
+        own = put_manifests(store, region, fetched.ref, fetched.files, signature, datetime.now(UTC))
         return RegionCopy(
             region=region,
             container_url=store.blob_url(region, prefix),
             manifest_url=store.blob_url(region, own),
             verified_at=datetime.fromisoformat(verified_at),
         )
+
+
+def put_manifests(
+    store: RegionalBlobStore,
+    region: str,
+    ref: ModelRef,
+    files: tuple[StagedFile, ...],
+    signature: Signature,
+    staged_at: datetime,
+) -> str:
+    """Write the signature's own manifest and the latest one (read by runtime images); returns the own name."""
+    manifest = WeightsManifest(
+        repo_id=ref.repo_id, revision=ref.revision, files=files, signature=signature, region=region, staged_at=staged_at
+    ).to_bytes()
+    own = model_prefix(ref) + manifest_blob_name(signature)
+    store.put_bytes(region, own, manifest)
+    store.put_bytes(region, model_prefix(ref) + MANIFEST_NAME, manifest)
+    return own
 
 
 # --------------------------------------------------------------------------------------------- checks

@@ -21,6 +21,7 @@ record. The weekly audit (flows/audit.py) uses the same functions on published e
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from flows.stage import (
     blob_metadata,
     fetch_weights,
     pipeline_key,
+    put_manifests,
     record,
     retryable,
     stage_result,
@@ -45,9 +47,7 @@ from registry.artifacts import artifact_key
 from registry.blob_errors import BlobIntegrityError
 from registry.blob_upload import holds_content
 from registry.blobs import (
-    MANIFEST_NAME,
     RegionalBlobStore,
-    WeightsManifest,
     manifest_blob_name,
     model_prefix,
     signature_blob_name,
@@ -152,21 +152,6 @@ def _replace_file(
     return how
 
 
-def _write_manifests(store: RegionalBlobStore, region: str, weights: StagedWeights) -> None:
-    assert weights.signature is not None
-    manifest = WeightsManifest(
-        repo_id=weights.ref.repo_id,
-        revision=weights.ref.revision,
-        files=weights.files,
-        signature=weights.signature,
-        region=region,
-        staged_at=weights.staged_at,
-    ).to_bytes()
-    prefix = model_prefix(weights.ref)
-    for name in dict.fromkeys((manifest_blob_name(weights.signature), MANIFEST_NAME)):
-        store.put_bytes(region, prefix + name, manifest)
-
-
 def _copy_signature(
     store: RegionalBlobStore, audits: dict[str, RegionAudit], target: str, weights: StagedWeights
 ) -> str:
@@ -175,6 +160,8 @@ def _copy_signature(
     source = next(r for r, a in audits.items() if r != target and a.signature_ok)
     data = store.get_bytes(source, name, max_bytes=16 * 1024 * 1024)
     digest = weights.signature.signature_digest
+    if hashlib.sha256(data).hexdigest() != digest.removeprefix("sha256:"):
+        raise BlobIntegrityError(f"the signature in region {source} changed while it was repaired", region=source)
     store.put_bytes(target, name, data, metadata=blob_metadata(weights.ref, digest, weights.signature))
     if not store.holds_bytes(target, name, data):
         raise BlobIntegrityError(f"the signature written to region {target} does not read back", region=target)
@@ -214,7 +201,8 @@ def repair_region(
             else:
                 actions.append(RepairAction(target, problem.name, f"{problem.problem.value}: {problem.detail}", how))
         if problems and not unresolved:
-            _write_manifests(store, target, weights)
+            assert weights.signature is not None
+            put_manifests(store, target, weights.ref, weights.files, weights.signature, weights.staged_at)
             for problem in problems:
                 if problem.problem is Problem.MANIFEST:
                     actions.append(RepairAction(target, problem.name, problem.detail, "rewritten from the record"))

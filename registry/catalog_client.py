@@ -48,7 +48,7 @@ class QueryFetcher(FetcherInterface):
         if url.startswith("file://"):
             return self._local(Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)))
         full = f"{url}{'&' if '?' in url else '?'}{self._query}" if self._query else url
-        return self._http._fetch(full)
+        return self._http.fetch(full)
 
     @staticmethod
     def _local(path: Path) -> Iterator[bytes]:

@@ -41,7 +41,7 @@ from registry.catalog import CatalogStore
 from registry.entries import entry_id
 from registry.schema import ModelRef, StagedWeights, StageName, StageOutcome, VerificationReport
 from registry.settings import Settings, load_settings
-from tests.fixtures.azurite import fresh_container
+from tests.fixtures.azurite import fresh_catalog_container, fresh_container
 from tests.fixtures.publishing import make_publishable
 
 TINY = "curation-samples/tiny-llama-chat"
@@ -87,7 +87,7 @@ def env(
         container = fresh_container()
         monkeypatch.setenv("CURATE_DATA_DIR", str(data_dir))
         monkeypatch.setenv("CURATE_STORAGE__CONTAINER", container)
-        monkeypatch.setenv("CURATE_STORAGE__CATALOG_CONTAINER", "catalog-" + container.rsplit("-", 1)[-1])
+        monkeypatch.setenv("CURATE_STORAGE__CATALOG_CONTAINER", fresh_catalog_container())
         return Env(hub, oci_registry, data_dir, {"hub": {"max_retries": 0}, "data_dir": str(data_dir)})
 
     return make

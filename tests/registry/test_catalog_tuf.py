@@ -24,14 +24,14 @@ from registry.catalog_tuf import CATALOG_ROLE, signer_from_pem
 from registry.keys import generate_private_pem, public_pem, signing_key
 from registry.schema import EntryStatus
 from registry.settings import Settings, load_settings
-from tests.fixtures.azurite import fresh_container
+from tests.fixtures.azurite import fresh_catalog_container, fresh_container
 from tests.fixtures.catalog import sample_entry, sample_ref
 
 pytestmark = pytest.mark.integration
 
 
 def _settings(tmp_path: Path, azurite: AzuriteStack, **tuf: Any) -> Settings:
-    storage = {"container": fresh_container(), "catalog_container": f"catalog-{fresh_container()[-5:]}"}
+    storage = {"container": fresh_container(), "catalog_container": fresh_catalog_container()}
     return load_settings(
         data_dir=tmp_path / "data",
         storage={**storage, "primary_region": "eastus", **azurite.storage_overrides()},
