@@ -25,4 +25,6 @@ def refresh_catalog(overrides: dict[str, Any] | None = None) -> ExportSync:
         len(synced.written),
         len(synced.uploaded),
     )
+    for warning in synced.tuf_warnings:
+        get_run_logger().warning("%s", warning)
     return synced

@@ -38,6 +38,7 @@ class ExportSync(BaseModel):
     written: tuple[str, ...] = ()
     uploaded: tuple[str, ...] = ()
     tuf_versions: dict[str, int] = {}
+    tuf_warnings: tuple[str, ...] = ()
 
 
 def export_catalog(settings: Settings) -> ExportSync:
@@ -97,6 +98,7 @@ def _export_locked(settings: Settings, directory: Path) -> ExportSync:
         written=tuple(written),
         uploaded=tuple(_upload_changed(settings, directory)),
         tuf_versions=tuf.versions,
+        tuf_warnings=tuf.warnings,
     )
 
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
+from securesystemslib.signer import CryptoSigner, Key, Signer
 from tuf.api.metadata import (
     DelegatedRole,
     Delegations,
@@ -63,19 +63,23 @@ class TufRepositoryError(RegistryError):
 
 
 def _key_file(configured: str, default: Path) -> Path | None:
-    """The key file of `role`: the configured path (None if it is absent: an offline key not mounted), else a
-    local key generated once under `<data_dir>/keys/tuf`."""
+    """A role's key file: the configured path (None if it is absent: an offline key not mounted), else a local key
+    generated once under `<data_dir>/keys/tuf` (written aside, then linked: a reader never sees half a key)."""
     if configured:
         path = Path(configured)
         return path if path.is_file() else None
     if not default.is_file():
         default.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(default, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return default
+        scratch = default.with_name(f".{default.name}.{os.getpid()}.new")
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(generate_private_pem())
+        try:
+            os.link(scratch, default)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        finally:
+            scratch.unlink(missing_ok=True)
     return default
 
 
@@ -117,10 +121,6 @@ class RoleKeys:
 def signer_from_pem(pem: bytes) -> CryptoSigner:
     """A TUF signer (ecdsa-sha2-nistp256) for an EC P-256 private key in PEM."""
     return CryptoSigner(load_private_key(pem))
-
-
-def public_key_of(pem: bytes) -> SSlibKey:
-    return SSlibKey.from_crypto(load_private_key(pem).public_key())
 
 
 # --------------------------------------------------------------------------------------------- state
@@ -212,15 +212,31 @@ def _new_root(keys: RoleKeys, tuf: TufSettings, now: datetime) -> Root:
 
 
 def _same_keys(root: Root, keys: RoleKeys) -> bool:
+    """Whether the root names the key of every role whose key is available now (offline ones may be absent)."""
     roles = (Targets.type, Snapshot.type, Timestamp.type)
-    return all(role in keys.public and root.roles[role].keyids == [keys.public[role].keyid] for role in roles)
+    return all(role not in keys.public or root.roles[role].keyids == [keys.public[role].keyid] for role in roles)
 
 
-def _root(state: TufState, keys: RoleKeys, tuf: TufSettings, now: datetime) -> Metadata[Root] | None:
+def _renewal_waits(md: Metadata[Any] | None, role: str, keys: RoleKeys, now: datetime, warnings: list[str]) -> bool:
+    """An offline role nearing expiry whose key is not mounted: keep it while it is valid, and say so."""
+    if md is None or role in keys.signers or md.signed.is_expired(now):
+        return False
+    warnings.append(
+        f"the {role} metadata expires on {md.signed.expires:%Y-%m-%d}: mount the offline {role} key "
+        f"(publish.tuf.{role}_key_path) for one export to renew it"
+    )
+    return True
+
+
+def _root(
+    state: TufState, keys: RoleKeys, tuf: TufSettings, now: datetime, warnings: list[str]
+) -> Metadata[Root] | None:
     """A new root version when there is none, when a role's configured key changed, or when it nears expiry."""
     current = state.root
-    fresh = current is not None and not _expiring(current.signed, tuf.root_expiry_days, now)
-    if current is not None and fresh and _same_keys(current.signed, keys):
+    same = current is not None and _same_keys(current.signed, keys)
+    if current is not None and same and not _expiring(current.signed, tuf.root_expiry_days, now):
+        return None
+    if same and _renewal_waits(current, Root.type, keys, now, warnings):
         return None
     signer = keys.signer(Root.type, "sign the root metadata (new repository, a role key changed, or it nears expiry)")
     if current is None:
@@ -235,16 +251,23 @@ def _root(state: TufState, keys: RoleKeys, tuf: TufSettings, now: datetime) -> M
     return _bump(current, root, signer)
 
 
-def _targets(state: TufState, keys: RoleKeys, tuf: TufSettings, now: datetime) -> Metadata[Targets] | None:
+def _delegates_to(targets: Targets, keyid: str) -> bool:
+    delegations = targets.delegations
+    role = delegations.roles.get(CATALOG_ROLE) if delegations is not None and delegations.roles else None
+    return role is not None and role.keyids == [keyid]
+
+
+def _targets(
+    state: TufState, keys: RoleKeys, tuf: TufSettings, now: datetime, warnings: list[str]
+) -> Metadata[Targets] | None:
     """The top-level targets: one delegation of every path to the catalog key."""
     catalog = keys.public[CATALOG_ROLE]
     current = state.targets
-    if current is not None and not _expiring(current.signed, tuf.targets_expiry_days, now):
-        delegations = current.signed.delegations
-        if delegations is not None and delegations.roles is not None:
-            role = delegations.roles.get(CATALOG_ROLE)
-            if role is not None and role.keyids == [catalog.keyid]:
-                return None
+    same = current is not None and _delegates_to(current.signed, catalog.keyid)
+    if current is not None and same and not _expiring(current.signed, tuf.targets_expiry_days, now):
+        return None
+    if same and _renewal_waits(current, Targets.type, keys, now, warnings):
+        return None
     delegation = DelegatedRole(CATALOG_ROLE, [catalog.keyid], 1, terminating=True, paths=list(_PATHS))
     signed = Targets(
         expires=_expiry(tuf.targets_expiry_days, now),
@@ -275,6 +298,7 @@ class TufUpdate:
 
     written: tuple[str, ...]
     versions: dict[str, int]
+    warnings: tuple[str, ...] = ()
 
 
 def _snapshot(
@@ -319,17 +343,18 @@ def update_repository(
     keys = RoleKeys.load(settings, catalog_key)
     state = TufState.load(current)
     written: list[str] = []
+    warnings: list[str] = []
 
     def publish(name: str, md: Metadata[Any]) -> None:
         _write(out, name, md)
         written.append(name)
 
-    root = _root(state, keys, tuf, now)
+    root = _root(state, keys, tuf, now, warnings)
     if root is not None:
         publish(f"{root.signed.version}.root.json", root)
         _write(out, "root.json", root)
         state.root = root
-    targets = _targets(state, keys, tuf, now)
+    targets = _targets(state, keys, tuf, now, warnings)
     if targets is not None:
         publish(f"{targets.signed.version}.targets.json", targets)
         state.targets = targets
@@ -360,7 +385,7 @@ def update_repository(
         Snapshot.type: state.snapshot.signed.version,
         Timestamp.type: state.timestamp.signed.version,
     }
-    return TufUpdate(written=tuple(written), versions=versions)
+    return TufUpdate(written=tuple(written), versions=versions, warnings=tuple(warnings))
 
 
 def rotate_root(settings: Settings, current: Path, out: Path, new_root_key: Path) -> Metadata[Root]:

@@ -20,7 +20,7 @@ from registry.blobs import RegionalBlobStore
 from registry.catalog import CatalogStore
 from registry.catalog_client import CatalogTrustError, delegated_catalog_key, fetch_catalog_files
 from registry.catalog_export import export_catalog, rotate_root_key
-from registry.catalog_tuf import CATALOG_ROLE, signer_from_pem
+from registry.catalog_tuf import CATALOG_ROLE, TufRepositoryError, signer_from_pem
 from registry.keys import generate_private_pem, public_pem, signing_key
 from registry.schema import EntryStatus
 from registry.settings import Settings, load_settings
@@ -195,6 +195,33 @@ def test_root_key_rotation_is_followed_from_the_old_pinned_root(azurite: Azurite
     with pytest.raises(CatalogTrustError) as caught:
         Client(settings, tmp_path).fetch("index.json")
     assert caught.value.kind == "signature"
+
+
+def test_offline_root_and_targets_keys_are_needed_only_to_create_or_renew(
+    azurite: AzuriteStack, tmp_path: Path
+) -> None:
+    offline = {"root_key_path": str(tmp_path / "root.pem"), "targets_key_path": str(tmp_path / "targets.pem")}
+    for path in offline.values():
+        Path(path).write_bytes(generate_private_pem())
+    settings = _settings(tmp_path, azurite, **offline)
+    entry_id = _publish(settings, seed=7)  # a new repository: root and targets signed with the mounted keys
+    for path in offline.values():
+        Path(path).unlink()  # taken offline
+    with CatalogStore.from_settings(settings) as store:
+        store.set_entry_status(entry_id, EntryStatus.FLAGGED, "needs review")
+    weekly = export_catalog(settings)  # the weekly run needs only the online keys and the catalog key
+    assert weekly.tuf_versions["targets"] == 1 and weekly.tuf_versions[CATALOG_ROLE] == 2
+    files, _ = Client(settings, tmp_path).fetch("index.json")
+    assert json.loads(files["index.json"])["entries"][0]["status"] == "flagged"
+    # Targets nearing expiry (here: its lifetime raised) with its key offline: kept while valid, and said so.
+    tuf = {**offline, "targets_expiry_days": 1000}
+    later = export_catalog(load_settings(**{**_overrides(settings), "publish": {"tuf": tuf}}))
+    assert later.tuf_versions["targets"] == 1
+    assert any("targets metadata expires" in w for w in later.tuf_warnings)
+    # A new repository cannot be made without them.
+    fresh = _settings(tmp_path / "fresh", azurite, **offline)
+    with pytest.raises(TufRepositoryError, match="root_key_path"):
+        export_catalog(fresh)
 
 
 def _overrides(settings: Settings) -> dict[str, Any]:
