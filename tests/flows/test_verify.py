@@ -1,4 +1,5 @@
-"""`curate verify`: a consumer checks one published entry, fetched through TUF from a pinned root.
+"""`curate verify`: a consumer checks one published entry, fetched through TUF from a pinned root; a replayed older
+export (rollback) and an expired timestamp (freeze) are refused.
 
 Passes for a good entry (from a local export, and from a region's catalog container over HTTP); fails after
 tampering one blob in one region, re-pointing the image's tag, or changing one field of the exported entry JSON
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tuf.api.metadata import Metadata, Timestamp
 from typer.testing import CliRunner
 
 from decisions.publication import build_entry, passed_templates
@@ -19,7 +22,7 @@ from flows.cli.app import app
 from flows.publish import gather_inputs, provenance
 from registry.blobs import model_prefix
 from registry.catalog_export import export_catalog
-from registry.catalog_tuf import update_repository
+from registry.catalog_tuf import signer_from_pem, update_repository
 from registry.entries import PublicationError, sign_entry, verify_entry
 from registry.keys import generate_private_pem, load_private_key, public_pem, signing_key
 from registry.schema import EntryStatus, VerificationReport
@@ -210,3 +213,37 @@ def _foreign_root(tmp_path: Path) -> bytes:
     out = tmp_path / "foreign-out"
     update_repository(settings, signing_key(settings), out, out, {"index.json": b"{}"})
     return (out / "metadata" / "1.root.json").read_bytes()
+
+
+@pytest.mark.integration
+def test_replayed_export_and_expired_timestamp_are_refused(
+    publish_chain: PublishChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry_id = publish_directly(publish_chain)
+    settings = publish_chain.settings
+    monkeypatch.setenv("CURATE_STORAGE__CATALOG_CONTAINER", settings.storage.catalog_container)
+    metadata = settings.catalog_export_dir / "metadata"
+    published_timestamp = (metadata / "timestamp.json").read_bytes()
+    code, report = verify(publish_chain, entry_id, "--region", "westeurope")
+    assert code == 0 and report.ok  # the consumer's client now trusts this export
+    with publish_chain.store() as store:
+        store.set_entry_status(entry_id, EntryStatus.WITHDRAWN, "licence changed to CC-BY-NC-4.0")
+    export_catalog(settings)
+    code, report = verify(publish_chain, entry_id, "--region", "westeurope")
+    assert code == 1 and failed(report) == {"status"}
+    # Someone serves the earlier export again (validly signed, entry still "published"): a rollback.
+    with publish_chain.blobs(settings.storage.catalog_container) as blobs:
+        blobs.put_bytes("westeurope", "metadata/timestamp.json", published_timestamp)
+    code, report = verify(publish_chain, entry_id, "--region", "westeurope")
+    assert code == 1 and failed(report) == {"catalog"}
+    assert report.checks[0].detail.startswith("rollback:")
+    # A timestamp past its expiry, validly signed by the timestamp key: a frozen catalog.
+    md = Metadata[Timestamp].from_bytes((metadata / "timestamp.json").read_bytes())
+    md.signed.expires = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    md.signed.version += 1
+    md.sign(signer_from_pem((settings.data_dir / "keys" / "tuf" / "timestamp.pem").read_bytes()))
+    with publish_chain.blobs(settings.storage.catalog_container) as blobs:
+        blobs.put_bytes("southeastasia", "metadata/timestamp.json", md.to_bytes())
+    code, report = verify(publish_chain, entry_id, "--region", "southeastasia")
+    assert code == 1 and failed(report) == {"catalog"}
+    assert report.checks[0].detail.startswith("freeze:")
