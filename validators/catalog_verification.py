@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from registry.catalog_client import CatalogTrustError, delegated_catalog_key, fetch_catalog_files
 from registry.entries import INDEX_SIGNATURE, PublicationError, entry_digest, verify_index
-from registry.keys import key_id, load_public_key
+from registry.keys import SigningKeyError, key_id, load_public_key
 from registry.schema import CatalogEntry, VerificationCheck, VerificationReport
 from registry.settings import StorageSettings
 from validators.verification import verify_catalog_entry
@@ -104,7 +104,12 @@ def verify_published(
         entry = CatalogEntry.model_validate_json(files[entry_path])
     except ValidationError as exc:
         return refused(entry_id, CatalogTrustError("invalid", f"{entry_path} is not a catalog entry: {exc}"))
-    key = load_public_key(delegated_catalog_key(source.cache_dir))
+    try:
+        key = load_public_key(delegated_catalog_key(source.cache_dir))
+    except SigningKeyError as exc:
+        return refused(entry_id, CatalogTrustError("invalid", f"the delegated catalog key is not usable: {exc}"))
+    except CatalogTrustError as exc:
+        return refused(entry_id, exc)
     metadata = ", ".join(f"{role} v{version}" for role, version in versions.items())
     catalog = VerificationCheck(
         name="catalog",
