@@ -146,7 +146,14 @@ def worker(mode: str, work: Path) -> dict[str, Any]:
             phases["server-side copies"] = time.perf_counter() - t
             t = time.perf_counter()
             for region in store.regions:
-                verify_remote(store, region, prefix, key.public_key(), expected_signature=sig.read_bytes())
+                verify_remote(
+                    store,
+                    region,
+                    prefix,
+                    key.public_key(),
+                    signature_name="curation.sig",
+                    expected_signature=sig.read_bytes(),
+                )
             phases["verify 3 regions"] = time.perf_counter() - t
         phases["total"] = time.perf_counter() - started
         weights = None

@@ -3,9 +3,10 @@
 weekly-curation: discover -> screen -> build/refresh images -> per accepted model (task check -> stage -> validate
 -> publish; a task the pipeline does not serve ends "unsupported task: <task>" before staging)
 -> reconcile the catalog (withdraw or flag entries whose repo disappeared, whose licence changed, or whose
-image now fails) -> export. Every stage is keyed by (repo, revision, policy digest) and skips work already done
-at that key, so a week with no upstream change redoes nothing. A model that fails a stage never stops the
-others: each stage's outcome is recorded per model and shown in the `curation-run` artifact.
+image now fails) -> export -> audit a sample of published entries' regional copies (flows/audit.py). Every
+stage is keyed by (repo, revision, policy digest) and skips work already done at that key, so a week with no
+upstream change redoes nothing. A model that fails a stage never stops the others: each stage's outcome is
+recorded per model and shown in the `curation-run` artifact.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from prefect.runtime import flow_run
 
 from decisions.reconciliation import diff_catalog, diff_markdown, status_changes
 from decisions.selection import select_candidates
+from flows.audit import audit_published_weights
 from flows.build import build_runtime_images
 from flows.discover import discover_models
 from flows.publish import publish_model
@@ -207,6 +209,17 @@ def refresh_images(overrides: dict[str, Any] | None, note: Callable[[str], None]
         note(f"{len(outcomes)} runtime image(s) built or reused")
 
 
+def audit_regional_copies(overrides: dict[str, Any] | None, note: Callable[[str], None]) -> None:
+    """Issue 16: re-hash a sample of published entries' regional copies (storage.audit_bytes_per_run) and repair
+    what fails; a failed audit is reported, never a failed weekly run."""
+    audit, why = _outcome(audit_published_weights(overrides=overrides, return_state=True))
+    if audit is None:
+        note(f"regional copies audit failed: {why}")
+    else:
+        found = f"{audit.problems} problem(s), {audit.repaired} repaired"
+        note(f"regional copies audit: {len(audit.entries)} entries, {found}")
+
+
 @flow(name="weekly-curation", log_prints=True)
 def weekly_curation(overrides: dict[str, Any] | None = None, limit: int | None = None) -> RunSummary:
     """The weekly run: discover -> screen -> images -> stage -> validate -> publish -> reconcile the catalog."""
@@ -226,6 +239,7 @@ def weekly_curation(overrides: dict[str, Any] | None = None, limit: int | None =
         refresh_images(overrides, logger.info)
     curate_accepted(accepted, overrides, progress)
     diff = reconcile_catalog(settings, previous, candidates, reports)
+    audit_regional_copies(overrides, logger.info)
     with CatalogStore.from_settings(settings) as store:
         summary = store.finish_run(run.run_id, status="completed", candidates=len(candidates), selected=len(selected))
     create_markdown_artifact(key="curation-run", markdown=progress.markdown(summary, candidates, diff))

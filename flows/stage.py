@@ -10,38 +10,43 @@ work per region):
 4. block-upload the files and the signature to the primary region (resumable, idempotent: registry/blobs.py);
 5. fill the other regions by server-side copy from the primary (the worker reads the source once);
 6. verify every region: the signature by the key, every blob's sha256 re-computed by streaming;
-7. write each region's manifest (last), then record `StagedWeights` in the catalog store.
+7. write each region's manifests (last), then record `StagedWeights` in the catalog store.
 
-A failure anywhere leaves nothing recorded as staged. Transient storage and Hub errors are retried.
+A failure anywhere leaves nothing recorded as staged. Transient storage and Hub errors are retried. Nothing is
+skipped on metadata: a blob is not uploaded or copied again only when its content, read back, matches.
+
+When the catalog already records the revision as staged, the regions are checked against that record instead
+(its signature and manifests, every file's presence and size; every file's sha256 with `verify=True`) and what
+fails is repaired from a verified copy (flows/stage_repair.py); only when no region holds the recorded signature
+any more, or with `force=True`, is the model staged again. The signature blob is named by its own sha256, so a
+new staging never replaces the signature a published entry names.
 """
 
 from __future__ import annotations
 
 import shutil
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from prefect import flow, get_run_logger, tags, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
 from flows.settings import settings_from
-from registry.artifacts import artifact_key
+from flows.stage_progress import ArtifactProgress, step
 from registry.blob_errors import BlobIntegrityError
 from registry.blobs import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
     RegionalBlobStore,
     WeightsManifest,
+    manifest_blob_name,
     model_prefix,
+    signature_blob_name,
+    signature_reference,
 )
 from registry.catalog import CatalogStore
 from registry.errors import RegistryError
@@ -70,74 +75,10 @@ from validators.weights import (
 )
 from validators.weights_signing import WeightsSignatureError, sign_weights, verify_envelope, verify_remote
 
-# --------------------------------------------------------------------------------------------- progress
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Bytes done in one phase ("download", "upload", "copy", "verify") of one region."""
-
-    phase: str
-    region: str
-    advance: int
-    total: int
-
-
-_listeners: list[Callable[[ProgressEvent], None]] = []
-_listeners_lock = threading.Lock()
-
-
-def add_progress_listener(listener: Callable[[ProgressEvent], None]) -> Callable[[], None]:
-    """Receive progress events of stage flows run in this process (CLI progress bars); returns a remover."""
-    with _listeners_lock:
-        _listeners.append(listener)
-
-    def remove() -> None:
-        with _listeners_lock:
-            if listener in _listeners:
-                _listeners.remove(listener)
-
-    return remove
-
-
-def _emit(event: ProgressEvent) -> None:
-    with _listeners_lock:
-        listeners = list(_listeners)
-    for listener in listeners:
-        listener(event)
-
-
-class _ArtifactProgress:
-    """A Prefect progress artifact updated at most every 2 s (and at 100%), plus the in-process listeners."""
-
-    def __init__(self, phase: str, region: str, total: int, description: str) -> None:
-        self.phase, self.region, self.total = phase, region, max(total, 1)
-        self.done = 0
-        self._last = 0.0
-        self._lock = threading.Lock()
-        key = artifact_key("stage", phase, region)
-        created = create_progress_artifact(progress=0.0, key=key, description=description)
-        assert isinstance(created, UUID)
-        self._id: UUID = created
-        _emit(ProgressEvent(phase, region, 0, total))
-
-    def advance(self, amount: int) -> None:
-        with self._lock:
-            self.done += amount
-            now = time.monotonic()
-            push = now - self._last >= 2.0 or self.done >= self.total
-            if push:
-                self._last = now
-            progress = min(100.0, 100.0 * self.done / self.total)
-        _emit(ProgressEvent(self.phase, self.region, amount, self.total))
-        if push:
-            update_progress_artifact(self._id, progress)
-
-
 # --------------------------------------------------------------------------------------------- retries
 
 
-def _retryable(_task: Any, _task_run: Any, state: Any) -> bool:
+def retryable(_task: Any, _task_run: Any, state: Any) -> bool:
     """Retry only what may get better by waiting: errors whose `retryable` is true (storage, Hub)."""
     try:
         state.result()
@@ -157,7 +98,7 @@ class FetchedWeights(BaseModel):
     tensors: TensorReport
 
 
-def _metadata(ref: ModelRef, sha256: str, signature: Signature) -> dict[str, str]:
+def blob_metadata(ref: ModelRef, sha256: str, signature: Signature) -> dict[str, str]:
     return {
         "repo": ref.repo_id,
         "revision": ref.revision,
@@ -166,11 +107,11 @@ def _metadata(ref: ModelRef, sha256: str, signature: Signature) -> dict[str, str
     }
 
 
-def _store(settings: Settings, regions: list[str]) -> RegionalBlobStore:
+def store_for(settings: Settings, regions: list[str]) -> RegionalBlobStore:
     return RegionalBlobStore(settings.storage, regions=tuple(regions))
 
 
-def _signing_key(settings: Settings) -> tuple[KeyPair, ec.EllipticCurvePublicKey]:
+def pipeline_key(settings: Settings) -> tuple[KeyPair, ec.EllipticCurvePublicKey]:
     """`registry.keys.signing_key` (which serialises access to the key files) and its public key."""
     key = signing_key(settings)
     return key, key.public_key()
@@ -187,7 +128,7 @@ def work_dir(settings: Settings, ref: ModelRef) -> Path:
     name="resolve-revision",
     retries=2,
     retry_delay_seconds=[2, 10],
-    retry_condition_fn=_retryable,
+    retry_condition_fn=retryable,
     tags=["hub"],
 )
 def resolve_revision(overrides: dict[str, Any] | None, repo_id: str, revision: str | None) -> ModelRef:
@@ -199,7 +140,7 @@ def resolve_revision(overrides: dict[str, Any] | None, repo_id: str, revision: s
         source.close()
 
 
-@task(name="fetch-weights", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retryable, tags=["hub"])
+@task(name="fetch-weights", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retryable, tags=["hub"])
 def fetch_weights(overrides: dict[str, Any] | None, ref: ModelRef, files_dir: str) -> FetchedWeights:
     """Download the revision's weights and serving files, verify hashes and tensors; reject on mismatch."""
     settings = settings_from(overrides)
@@ -213,7 +154,7 @@ def fetch_weights(overrides: dict[str, Any] | None, ref: ModelRef, files_dir: st
             )
         wanted = select_files(info)
         total = sum(f.size or 0 for f in wanted)
-        progress = _ArtifactProgress("download", "hub", total, f"Downloading {ref}")
+        progress = ArtifactProgress("download", "hub", total, f"Downloading {ref}")
         files = download_weights(
             source, info, wanted, Path(files_dir), on_file=lambda entry: progress.advance(entry.size or 0)
         )
@@ -233,9 +174,10 @@ def _finding(code: str, message: str) -> Finding:
 def sign_staged(overrides: dict[str, Any] | None, fetched: FetchedWeights, files_dir: str, sig_path: str) -> Signature:
     """Sign the verified file set; the signed digests must be exactly the verified sha256s."""
     settings = settings_from(overrides)
-    reference = f"{settings.storage.container}/{model_prefix(fetched.ref)}{SIGNATURE_NAME}"
-    key, public = _signing_key(settings)
-    signature = sign_weights(Path(files_dir), Path(sig_path), key, reference=reference)
+    key, public = pipeline_key(settings)
+    signature = sign_weights(Path(files_dir), Path(sig_path), key)
+    reference = signature_reference(settings.storage.container, fetched.ref, signature.signature_digest)
+    signature = signature.model_copy(update={"reference": reference})
     signed = verify_envelope(Path(sig_path).read_bytes(), public).files
     verified = {f.name: f.sha256 for f in fetched.files}
     if signed != verified:
@@ -246,7 +188,7 @@ def sign_staged(overrides: dict[str, Any] | None, fetched: FetchedWeights, files
     return signature
 
 
-@task(name="upload-primary", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=_retryable)
+@task(name="upload-primary", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retryable)
 def upload_primary(
     overrides: dict[str, Any] | None,
     regions: list[str],
@@ -260,34 +202,33 @@ def upload_primary(
     settings = settings_from(overrides)
     prefix = model_prefix(fetched.ref)
     totals = {"blocks_sent": 0, "blocks_reused": 0, "bytes_sent": 0, "files_skipped": 0}
-    with _store(settings, regions) as store:
+    with store_for(settings, regions) as store:
         region = store.primary
         total = sum(f.size for f in fetched.files)
-        progress = _ArtifactProgress("upload", region, total, f"Uploading {fetched.ref} to {region}")
+        progress = ArtifactProgress("upload", region, total, f"Uploading {fetched.ref} to {region}")
         for staged in fetched.files:
             stats = store.upload_file(
                 region,
                 prefix + staged.name,
                 Path(files_dir) / staged.name,
                 sha256=staged.sha256,
-                metadata=_metadata(fetched.ref, staged.sha256, signature),
+                metadata=blob_metadata(fetched.ref, staged.sha256, signature),
                 on_progress=progress.advance,
             )
             totals["blocks_sent"] += stats.blocks_sent
             totals["blocks_reused"] += stats.blocks_reused
             totals["bytes_sent"] += stats.bytes_sent
             totals["files_skipped"] += int(stats.skipped)
-        sig = Path(sig_path).read_bytes()
-        store.put_bytes(
+        store.put_bytes_if_changed(
             region,
-            prefix + SIGNATURE_NAME,
-            sig,
-            metadata=_metadata(fetched.ref, signature.signature_digest, signature),
+            prefix + signature_blob_name(signature),
+            Path(sig_path).read_bytes(),
+            metadata=blob_metadata(fetched.ref, signature.signature_digest, signature),
         )
     return totals
 
 
-@task(name="replicate-region", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=_retryable)
+@task(name="replicate-region", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retryable)
 def replicate_region(
     overrides: dict[str, Any] | None,
     regions: list[str],
@@ -299,15 +240,15 @@ def replicate_region(
     settings = settings_from(overrides)
     prefix = model_prefix(fetched.ref)
     copied = 0
-    with _store(settings, regions) as store:
+    with store_for(settings, regions) as store:
         total = sum(f.size for f in fetched.files)
-        progress = _ArtifactProgress("copy", target, total, f"Copying {fetched.ref} to {target}")
-        sig_info = store.properties(store.primary, prefix + SIGNATURE_NAME)
+        progress = ArtifactProgress("copy", target, total, f"Copying {fetched.ref} to {target}")
+        sig_name = signature_blob_name(signature)
+        sig_info = store.properties(store.primary, prefix + sig_name)
         if sig_info is None:
             raise BlobIntegrityError(f"the signature of {fetched.ref} is missing in {store.primary}; stage it again")
-        sig_size = sig_info.size
         items = [(f.name, f.sha256, f.size) for f in fetched.files]
-        items.append((SIGNATURE_NAME, signature.signature_digest, sig_size))
+        items.append((sig_name, signature.signature_digest, sig_info.size))
         for name, sha256, size in items:
             copied += store.copy_blob(
                 store.primary,
@@ -315,27 +256,33 @@ def replicate_region(
                 prefix + name,
                 sha256=sha256,
                 size=size,
-                metadata=_metadata(fetched.ref, sha256, signature),
+                metadata=blob_metadata(fetched.ref, sha256, signature),
             )
-            if name != SIGNATURE_NAME:
+            if name != sig_name:
                 progress.advance(size)
     return copied
 
 
-@task(name="verify-region", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retryable)
+@task(name="verify-region", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retryable)
 def verify_region(
-    overrides: dict[str, Any] | None, regions: list[str], region: str, ref: ModelRef, sig_path: str
+    overrides: dict[str, Any] | None,
+    regions: list[str],
+    region: str,
+    ref: ModelRef,
+    sig_path: str,
+    signature: Signature,
 ) -> str:
     """Verify the region's signature by the key and every blob by streamed sha256; delete a bad blob."""
     settings = settings_from(overrides)
-    _, public = _signing_key(settings)
-    with _store(settings, regions) as store:
+    _, public = pipeline_key(settings)
+    with store_for(settings, regions) as store:
         try:
             verify_remote(
                 store,
                 region,
                 model_prefix(ref),
                 public,
+                signature_name=signature_blob_name(signature),
                 expected_signature=Path(sig_path).read_bytes(),
             )
         except BlobIntegrityError as exc:
@@ -345,7 +292,7 @@ def verify_region(
     return datetime.now(UTC).isoformat()
 
 
-@task(name="write-manifest", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=_retryable)
+@task(name="write-manifest", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retryable)
 def write_manifest(
     overrides: dict[str, Any] | None,
     regions: list[str],
@@ -357,40 +304,35 @@ def write_manifest(
 ) -> RegionCopy:
     settings = settings_from(overrides)
     prefix = model_prefix(fetched.ref)
-    manifest = WeightsManifest(
-        repo_id=fetched.ref.repo_id,
-        revision=fetched.ref.revision,
-        files=fetched.files,
-        signature=signature,
-        region=region,
-        staged_at=datetime.now(UTC),
-    )
-    with _store(settings, regions) as store:
-        store.put_bytes(region, prefix + MANIFEST_NAME, manifest.to_bytes())
+    with store_for(settings, regions) as store:
+        own = put_manifests(store, region, fetched.ref, fetched.files, signature, datetime.now(UTC))
         return RegionCopy(
             region=region,
             container_url=store.blob_url(region, prefix),
-            manifest_url=store.blob_url(region, prefix + MANIFEST_NAME),
+            manifest_url=store.blob_url(region, own),
             verified_at=datetime.fromisoformat(verified_at),
         )
 
 
+def put_manifests(
+    store: RegionalBlobStore,
+    region: str,
+    ref: ModelRef,
+    files: tuple[StagedFile, ...],
+    signature: Signature,
+    staged_at: datetime,
+) -> str:
+    """Write the signature's own manifest and the latest one (read by runtime images); returns the own name."""
+    manifest = WeightsManifest(
+        repo_id=ref.repo_id, revision=ref.revision, files=files, signature=signature, region=region, staged_at=staged_at
+    ).to_bytes()
+    own = model_prefix(ref) + manifest_blob_name(signature)
+    store.put_bytes(region, own, manifest)
+    store.put_bytes(region, model_prefix(ref) + MANIFEST_NAME, manifest)
+    return own
+
+
 # --------------------------------------------------------------------------------------------- checks
-
-
-def manifests_current(settings: Settings, weights: StagedWeights, regions: list[str]) -> bool:
-    """Cheap check that a recorded staging is still complete: each region's manifest matches the record."""
-    if weights.signature is None or any(r not in weights.regions for r in regions):
-        return False
-    prefix = model_prefix(weights.ref)
-    with _store(settings, regions) as store:
-        for region in regions:
-            if store.properties(region, prefix + MANIFEST_NAME) is None:
-                return False
-            manifest = WeightsManifest.model_validate_json(store.get_bytes(region, prefix + MANIFEST_NAME))
-            if manifest.files != weights.files or manifest.signature != weights.signature:
-                return False
-    return True
 
 
 def verify_staged(settings: Settings, weights: StagedWeights, region: str) -> None:
@@ -400,14 +342,16 @@ def verify_staged(settings: Settings, weights: StagedWeights, region: str) -> No
     """
     if weights.signature is None:
         raise WeightsSignatureError(f"{weights.ref} was recorded without a signature; stage it again")
-    key, public = _signing_key(settings)
+    key, public = pipeline_key(settings)
     if key.key_id != weights.signature.key_id:
         raise WeightsSignatureError(
             f"{weights.ref} was signed by key {weights.signature.key_id[:16]}, the configured key is "
             f"{key.key_id[:16]}; configure the key that signed it or stage the model again"
         )
     with RegionalBlobStore(settings.storage, regions=(region,)) as store:
-        signed = verify_remote(store, region, model_prefix(weights.ref), public)
+        signed = verify_remote(
+            store, region, model_prefix(weights.ref), public, signature_name=signature_blob_name(weights.signature)
+        )
     if signed.statement_digest != weights.signature.signed_digest:
         raise WeightsSignatureError(f"the signature of {weights.ref} in region {region} is not the recorded one")
     if signed.files != {f.name: f.sha256 for f in weights.files}:
@@ -430,14 +374,14 @@ def _stage_rows(weights: StagedWeights) -> list[dict[str, Any]]:
     ]
 
 
-def _record(settings: Settings, result: StageResult, weights: StagedWeights | None = None) -> None:
+def record(settings: Settings, result: StageResult, weights: StagedWeights | None = None) -> None:
     with CatalogStore.from_settings(settings) as catalog:
         if weights is not None:
             catalog.record_staged(weights)
         catalog.record_stage(result)
 
 
-def _stage_result(
+def stage_result(
     ref: ModelRef,
     outcome: StageOutcome,
     digest: str,
@@ -473,17 +417,20 @@ def _copy_and_verify(
                 copies.append(replicate_region.submit(overrides, names, region, fetched, signature))
     for future in copies:
         future.result()
+    step("replicated")
     checks = {}
     for region in names:
         with tags(f"region:{region}"):
-            checks[region] = verify_region.submit(overrides, names, region, ref, str(sig_path))
+            checks[region] = verify_region.submit(overrides, names, region, ref, str(sig_path), signature)
     verified = {region: future.result() for region, future in checks.items()}
+    step("verified")
     region_copies = {}
     for region in names:
         with tags(f"region:{region}"):
             region_copies[region] = write_manifest(
                 overrides, names, region, fetched, signature=signature, verified_at=verified[region]
             )
+    step("manifests")
     return region_copies
 
 
@@ -494,13 +441,15 @@ def _stage(
     files_dir, sig_path = work / "files", work / SIGNATURE_NAME
     fetched = fetch_weights(overrides, ref, str(files_dir))
     signature = sign_staged(overrides, fetched, str(files_dir), str(sig_path))
-    with _store(settings, names) as store:
+    step("signed")
+    with store_for(settings, names) as store:
         primary = store.primary
     with tags(f"region:{primary}"):
         sent = upload_primary(
             overrides, names, fetched, files_dir=str(files_dir), sig_path=str(sig_path), signature=signature
         )
     get_run_logger().info("uploaded %s to %s: %s", ref, primary, sent)
+    step("uploaded")
     return StagedWeights(
         ref=ref,
         files=fetched.files,
@@ -517,8 +466,15 @@ def stage_weights(
     overrides: dict[str, Any] | None = None,
     regions: list[str] | None = None,
     force: bool = False,
+    verify: bool = False,
 ) -> StagedWeights:
-    """Verify, sign and stage one model revision's weights to every configured region; record it staged."""
+    """Verify, sign and stage one model revision's weights to every configured region; record it staged.
+
+    Already staged (recorded): the regions are checked against the record (with `verify`, every blob re-hashed)
+    and repaired from verified copies; `force` stages again from the Hub with a new signature.
+    """
+    from flows.stage_repair import check_and_repair  # it uses this module's tasks
+
     logger = get_run_logger()
     settings = settings_from(overrides)
     names = list(regions or settings.storage.regions)
@@ -527,21 +483,23 @@ def stage_weights(
     if not force:
         with CatalogStore.from_settings(settings) as catalog:
             existing = catalog.staged(ref)
-        if existing is not None and manifests_current(settings, existing, names):
-            logger.info("%s is already staged in %s; nothing to do", ref, ", ".join(names))
-            return existing
+        if existing is not None:
+            checked = check_and_repair(overrides, existing, names, deep=verify, run_id=run_id)
+            if checked is not None:
+                return checked
     work = work_dir(settings, ref)
     digest = settings.policy_digest()
     try:
         weights = _stage(overrides, settings, ref, names, work)
-        ok = _stage_result(ref, StageOutcome.OK, digest, run_id, payload=weights.model_dump(mode="json"))
-        _record(settings, ok, weights)
+        ok = stage_result(ref, StageOutcome.OK, digest, run_id, payload=weights.model_dump(mode="json"))
+        record(settings, ok, weights)
+        step("recorded")
     except WeightsRejectedError as exc:
         findings = {"findings": [f.model_dump(mode="json") for f in exc.findings]}
-        _record(settings, _stage_result(ref, StageOutcome.REJECTED, digest, run_id, str(exc), findings))
+        record(settings, stage_result(ref, StageOutcome.REJECTED, digest, run_id, str(exc), findings))
         raise
     except (RegistryError, ValidatorError) as exc:
-        _record(settings, _stage_result(ref, StageOutcome.FAILED, digest, run_id, str(exc)))
+        record(settings, stage_result(ref, StageOutcome.FAILED, digest, run_id, str(exc)))
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

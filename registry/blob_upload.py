@@ -3,8 +3,9 @@
 The file is read one block of `storage.block_size` at a time (at most `storage.max_concurrency` blocks in
 memory and in flight), each block carries a Content-MD5 the service checks, and block ids are derived from the
 file's sha256, the block size and the block index. A re-run after a crash therefore finds the blocks already
-sent in the blob's uncommitted block list and sends only the rest; a committed blob whose metadata already
-names the same sha256 and size is skipped entirely.
+sent in the blob's uncommitted block list and sends only the rest. A committed blob is skipped only when its
+content is known to match: same size, and its sha256 re-computed by streaming it back equals the file's
+(`holds_content`). Metadata is never trusted for that: whoever can write a blob can write its metadata too.
 """
 
 from __future__ import annotations
@@ -44,14 +45,15 @@ def block_id(sha256: str, block_size: int, index: int) -> str:
     return base64.b64encode(raw.encode()).decode()
 
 
-def matches(info: BlobInfo | None, sha256: str, size: int) -> bool:
-    """Whether a committed blob already holds exactly this content (by its sha256 metadata and size)."""
-    return (
-        info is not None
-        and info.size == size
-        and info.metadata.get("sha256") == sha256
-        and info.copy_status in (None, "success")
-    )
+def holds_content(store: RegionalBlobStore, region: str, info: BlobInfo | None, sha256: str, size: int) -> bool:
+    """Whether a committed blob holds exactly this content: its size, then its sha256 re-computed by reading it.
+
+    Reading costs one download of the blob (only when the size already matches); it is what makes a skip safe.
+    """
+    if info is None or info.size != size or info.copy_status not in (None, "success"):
+        return False
+    actual, length = store.sha256_of(region, info.name)
+    return actual == sha256 and length == size
 
 
 def upload_file(
@@ -69,7 +71,7 @@ def upload_file(
     stats = UploadStats(blob_name=name, size=size)
     store.ensure_container(region)
     existing = store.properties(region, name)
-    if matches(existing, sha256, size):
+    if holds_content(store, region, existing, sha256, size):
         refresh_metadata(store, region, existing, metadata)
         stats.skipped = True
         if on_progress is not None:

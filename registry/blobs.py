@@ -1,7 +1,9 @@
 """Regional blob storage for staged weights: one Azure storage account per region (azure-storage-blob).
 
-Layout per model, in every region: `<container>/<org>/<name>/<revision>/<file>`, plus the weights signature
-(`curation.sig`) next to the files and the manifest (`curation.manifest.json`), which is written last.
+Layout per model, in every region: `<container>/<org>/<name>/<revision>/<file>`, plus, next to the files, each
+weights signature named by its own sha256 (`curation.signatures/<sha256>.sig`), the manifest of each signature
+(`curation.manifests/<sha256>.json`) and the latest manifest (`curation.manifest.json`), written last. Signatures
+and their manifests are never overwritten: a re-staging adds new ones, so what a live entry names stays put.
 
 Uploads are resumable, idempotent block uploads with bounded memory (registry/blob_upload.py). Other regions
 are filled by server-side copy (`start_copy_from_url` with a read-only SAS on the source blob,
@@ -37,14 +39,16 @@ from registry.blob_errors import (
     translate,
 )
 from registry.blob_sas import blob_read_url
-from registry.blob_upload import UploadStats, matches, refresh_metadata, upload_file
+from registry.blob_upload import UploadStats, holds_content, refresh_metadata, upload_file
 from registry.schema import ModelRef, Signature, StagedFile
 from registry.settings import RegionSettings, StorageSettings
 
 T = TypeVar("T")
 
 MANIFEST_NAME = "curation.manifest.json"
-SIGNATURE_NAME = "curation.sig"
+SIGNATURE_NAME = "curation.sig"  # before issue 16: one signature per prefix, overwritten by every staging
+SIGNATURES_DIR = "curation.signatures/"
+MANIFESTS_DIR = "curation.manifests/"
 RESERVED_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 _GET_CHUNK = 4 * 1024 * 1024  # streamed reads (verification) hold at most this much per blob
 
@@ -98,6 +102,36 @@ PROCESS_COUNTERS = TransferCounters()
 def model_prefix(ref: ModelRef) -> str:
     """`<org>/<name>/<revision>/`: where one pinned model lives inside the container."""
     return f"{ref.org}/{ref.name}/{ref.revision}/"
+
+
+def _hex(digest: str) -> str:
+    return digest.removeprefix("sha256:")
+
+
+def signature_blob_name(signature: Signature) -> str:
+    """Where a weights signature lives under its model prefix: named by its own sha256, so a re-staging (whose
+    randomised ECDSA signature always differs) adds a blob instead of replacing the one an entry names.
+    Records made before issue 16 name the single `curation.sig`."""
+    if signature.reference.endswith("/" + SIGNATURE_NAME):
+        return SIGNATURE_NAME
+    return f"{SIGNATURES_DIR}{_hex(signature.signature_digest)}.sig"
+
+
+def signature_reference(container: str, ref: ModelRef, signature_digest: str) -> str:
+    """The `Signature.reference` of a staged weights signature: `<container>/<prefix><signature blob>`."""
+    return f"{container}/{model_prefix(ref)}{SIGNATURES_DIR}{_hex(signature_digest)}.sig"
+
+
+def manifest_blob_name(signature: Signature) -> str:
+    """The manifest written for one signature (never overwritten; `MANIFEST_NAME` is the latest one)."""
+    if signature_blob_name(signature) == SIGNATURE_NAME:
+        return MANIFEST_NAME
+    return f"{MANIFESTS_DIR}{_hex(signature.signature_digest)}.json"
+
+
+def is_reserved(name: str) -> bool:
+    """Whether a name under a model prefix is the pipeline's own (signature, manifest), not a model file."""
+    return name in RESERVED_NAMES or name.startswith((SIGNATURES_DIR, MANIFESTS_DIR))
 
 
 class RegionalBlobStore:
@@ -304,6 +338,26 @@ class RegionalBlobStore:
         self.call(f"writing {name}", region, put)
         self.count(uploaded=len(data))
 
+    def holds_bytes(self, region: str, name: str, data: bytes) -> bool:
+        """Whether the blob exists and holds exactly `data` (read back and compared)."""
+        info = self.properties(region, name)
+        if info is None or info.size != len(data):
+            return False
+        try:
+            return self.get_bytes(region, name, max_bytes=len(data)) == data
+        except BlobIntegrityError:  # gone or grown since its properties were read
+            return False
+
+    def put_bytes_if_changed(
+        self, region: str, name: str, data: bytes, *, metadata: Mapping[str, str] | None = None
+    ) -> bool:
+        """Write a small blob unless it already holds exactly `data` (read back and compared: neither its
+        metadata nor its Content-MD5, which a writer can set, decides); returns whether it was written."""
+        if self.holds_bytes(region, name, data):
+            return False
+        self.put_bytes(region, name, data, metadata=metadata)
+        return True
+
     def delete(self, region: str, name: str) -> None:
         def remove() -> None:
             with contextlib.suppress(ResourceNotFoundError):
@@ -336,10 +390,11 @@ class RegionalBlobStore:
         size: int,
         metadata: Mapping[str, str],
     ) -> bool:
-        """Server-side copy of `name` between regions; False when the target already holds that sha256."""
+        """Server-side copy of `name` between regions; False when the target already holds that content (its
+        sha256 re-computed by reading it back, never its metadata)."""
         self.ensure_container(target_region)
         existing = self.properties(target_region, name)
-        if matches(existing, sha256, size):
+        if holds_content(self, target_region, existing, sha256, size):
             refresh_metadata(self, target_region, existing, metadata)
             return False
         source_url = blob_read_url(self, source_region, name, valid_for=timedelta(hours=6))

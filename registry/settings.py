@@ -93,6 +93,11 @@ class StorageSettings(_Section):
     max_concurrency: int = Field(default=4, ge=1)
     regions: dict[str, RegionSettings] = Field(default_factory=dict)
     retries: int = Field(default=3, ge=0, le=10, description="storage SDK retries per request (transient errors)")
+    audit_bytes_per_run: int = Field(
+        default=64 * 1024**3,
+        ge=0,
+        description="the weekly audit re-hashes at most this many bytes of published entries' regional copies",
+    )
 
 
 class SigningSettings(_Section):
@@ -135,8 +140,28 @@ class CatalogSettings(_Section):
     url: str = ""
 
 
+class TufSettings(_Section):
+    """The export's TUF repository (registry/catalog_tuf.py): role keys, metadata lifetimes, a consumer's root."""
+
+    root_key_path: str = Field(
+        default="", description="EC P-256 PEM of the root role, kept offline; empty = <data_dir>/keys/tuf (local only)"
+    )
+    targets_key_path: str = Field(default="", description="EC P-256 PEM of the top-level targets role, kept offline")
+    snapshot_key_path: str = Field(default="", description="online key; empty = <data_dir>/keys/tuf/snapshot.pem")
+    timestamp_key_path: str = Field(default="", description="online key; empty = <data_dir>/keys/tuf/timestamp.pem")
+    root_expiry_days: int = Field(default=365, ge=1)
+    targets_expiry_days: int = Field(default=365, ge=1)
+    catalog_expiry_days: int = Field(default=60, ge=1)
+    snapshot_expiry_days: int = Field(default=30, ge=1)
+    timestamp_expiry_days: int = Field(
+        default=10, ge=1, description="must outlive the weekly cadence; the `refresh-catalog` deployment re-signs daily"
+    )
+    trusted_root: str = Field(default="", description="consumers: the root.json pinned out of band (curate verify)")
+
+
 class PublishSettings(_Section):
     export_dir: str = Field(default="", description="where entries are exported; empty = <data_dir>/catalog-export")
+    tuf: TufSettings = Field(default_factory=TufSettings)
 
 
 class RuntimePolicy(_Section):

@@ -21,7 +21,8 @@ from urllib.parse import unquote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from registry.blobs import SIGNATURE_NAME, RegionalBlobStore, model_prefix
+from registry.blob_errors import BlobIntegrityError
+from registry.blobs import RegionalBlobStore, model_prefix, signature_blob_name
 from registry.entries import PublicationError, entry_digest, verify_entry
 from registry.errors import RegistryError
 from registry.image_signatures import verify_image
@@ -30,7 +31,7 @@ from registry.oci import ImageName, OciError
 from registry.schema import CatalogEntry, EntryStatus, RegionCopy, VerificationCheck, VerificationReport
 from registry.settings import StorageSettings
 from validators.errors import ValidatorError
-from validators.weights_signing import verify_remote
+from validators.weights_signing import repair_advice, verify_remote
 
 
 def _plain(digest: str) -> str:
@@ -102,10 +103,20 @@ def check_weights_region(
                     f"the entry points at {copy.container_url}, but region {region} is configured as "
                     f"{store.blob_url(region, prefix)}; configure the account the entry names",
                 )
-            raw = store.get_bytes(region, prefix + SIGNATURE_NAME, max_bytes=16 * 1024 * 1024)
+            sig_name = signature_blob_name(signature)
+            try:
+                raw = store.get_bytes(region, prefix + sig_name, max_bytes=16 * 1024 * 1024)
+            except BlobIntegrityError:
+                return _bad(name, f"the signature blob the entry names is missing in {region}; {repair_advice(prefix)}")
             if _plain(hashlib.sha256(raw).hexdigest()) != _plain(signature.signature_digest):
-                return _bad(name, f"the signature blob in {region} is not the one the entry names (replaced)")
-            manifest = verify_remote(store, region, prefix, public_key, expected_signature=raw)
+                return _bad(
+                    name,
+                    f"the signature blob in {region} is not the one the entry names (replaced); "
+                    + repair_advice(prefix),
+                )
+            manifest = verify_remote(
+                store, region, prefix, public_key, signature_name=sig_name, expected_signature=raw
+            )
     except (RegistryError, ValidatorError) as exc:
         return _bad(name, str(exc))
     if manifest.statement_digest != signature.signed_digest:

@@ -24,7 +24,7 @@ from model_signing import signing, verifying
 from pydantic import BaseModel, ConfigDict
 
 from registry.blob_errors import BlobIntegrityError
-from registry.blobs import RESERVED_NAMES, SIGNATURE_NAME, RegionalBlobStore
+from registry.blobs import RegionalBlobStore, is_reserved
 from registry.keys import KEY_FILES_LOCK, KeyPair, SigningKeyError, key_id, load_public_key, verify_signature
 from registry.schema import Signature
 from validators.errors import ValidatorError
@@ -135,46 +135,61 @@ def _short(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def repair_advice(prefix: str) -> str:
+    """The command that repairs a model's regional copies: `curate stage` re-hashing every blob (`--verify`)."""
+    parts = prefix.strip("/").split("/")
+    if len(parts) == 3:
+        return f"run `curate stage {parts[0]}/{parts[1]} --revision {parts[2]} --verify` to repair it"
+    return "run `curate stage <repo> --revision <revision> --verify` to repair it"
+
+
 def verify_remote(
     store: RegionalBlobStore,
     region: str,
     prefix: str,
     public_key: ec.EllipticCurvePublicKey,
     *,
+    signature_name: str,
     expected_signature: bytes | None = None,
 ) -> SignedManifest:
     """Verify one region's copy: its signature blob (by the key), then every signed blob by streamed sha256.
 
-    The blobs under `prefix` (less the manifest and signature) must be exactly the signed file set, each with
-    the signed sha256 in content and in metadata. Raises WeightsSignatureError or BlobIntegrityError.
+    `signature_name` is the signature blob under `prefix` (registry.blobs.signature_blob_name). The blobs under
+    `prefix` (less the pipeline's own signatures and manifests) must be exactly the signed file set, each with
+    the signed sha256 in content. Raises WeightsSignatureError or BlobIntegrityError (with `blob_name` set when
+    one blob is at fault).
     """
-    signature = store.get_bytes(region, prefix + SIGNATURE_NAME, max_bytes=16 * 1024 * 1024)
+    try:
+        signature = store.get_bytes(region, prefix + signature_name, max_bytes=16 * 1024 * 1024)
+    except BlobIntegrityError as exc:
+        raise BlobIntegrityError(
+            f"the weights signature {signature_name} is missing in region {region}; {repair_advice(prefix)}",
+            region=region,
+            blob_name=prefix + signature_name,
+        ) from exc
     if expected_signature is not None and signature != expected_signature:
-        raise WeightsSignatureError(
-            f"the signature in region {region} differs from the one staged; re-run `curate stage` to restage"
+        raise BlobIntegrityError(
+            f"the signature in region {region} differs from the one staged; {repair_advice(prefix)}",
+            region=region,
+            blob_name=prefix + signature_name,
         )
     manifest = verify_envelope(signature, public_key)
-    names = {n[len(prefix) :] for n in store.list_names(region, prefix)} - RESERVED_NAMES
+    names = {n[len(prefix) :] for n in store.list_names(region, prefix)}
+    names = {n for n in names if not is_reserved(n)}
     if names != set(manifest.files):
         extra = sorted(names - set(manifest.files))[:5]
         missing = sorted(set(manifest.files) - names)[:5]
         raise BlobIntegrityError(
-            f"region {region} holds a different file set than was signed (extra {extra}, missing {missing})",
+            f"region {region} holds a different file set than was signed (extra {extra}, missing {missing}); "
+            + repair_advice(prefix),
             region=region,
         )
     for name, digest in sorted(manifest.files.items()):
-        info = store.properties(region, prefix + name)
-        if info is None or info.metadata.get("sha256") != digest:
-            raise BlobIntegrityError(
-                f"{name} in region {region} lacks the signed sha256 in its metadata",
-                region=region,
-                blob_name=prefix + name,
-            )
         actual, _ = store.sha256_of(region, prefix + name)
         if actual != digest:
             raise BlobIntegrityError(
                 f"{name} in region {region} does not match its signed sha256 (content was altered or "
-                "truncated); re-run `curate stage` to restage it",
+                f"truncated); {repair_advice(prefix)}",
                 region=region,
                 blob_name=prefix + name,
             )

@@ -1,6 +1,9 @@
-"""`curate catalog list|show|runs|candidates`: what the catalog store holds."""
+"""`curate catalog list|show|runs|candidates`: what the catalog store holds; `curate catalog rotate-root`: the
+TUF root key rotation of the export (registry/catalog_tuf.py)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -9,6 +12,7 @@ from flows.cli.context import settings
 from flows.cli.discover import candidates_table
 from flows.cli.output import JsonOption, console, emit, emit_rows, fail
 from registry.catalog import CatalogStore
+from registry.keys import SigningKeyError
 from registry.schema import Candidate, CatalogEntry, Decision, EntryStatus, StageName, StageOutcome
 
 catalog_app = typer.Typer(help="Inspect the catalog store: published entries, runs, candidates.", no_args_is_help=True)
@@ -107,9 +111,13 @@ def list_runs(limit: int = typer.Option(20, "--limit", "-n", min=1), as_json: bo
             table.add_column(column)
         for r in runs:
             table.add_row(
-                r.run_id, r.kind, r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                r.run_id,
+                r.kind,
+                r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
                 r.finished_at.strftime("%H:%M:%S") if r.finished_at else "-",
-                str(r.candidates), str(r.selected), r.status,
+                str(r.candidates),
+                str(r.selected),
+                r.status,
             )
         console.print(table)
 
@@ -131,6 +139,30 @@ def list_candidates(
         console.print(stages)
 
     emit(candidates, as_json, render)
+
+
+_NEW_ROOT_KEY = typer.Option(..., "--new-key", help="PEM EC P-256 private key of the new root role (offline).")
+
+
+@catalog_app.command("rotate-root")
+def rotate_root(new_key: Path = _NEW_ROOT_KEY, as_json: bool = JsonOption) -> None:
+    """Rotate the TUF root key: a new root version signed by the current root key and the new one."""
+    from registry.catalog_export import rotate_root_key
+    from registry.catalog_tuf import TufRepositoryError
+
+    config = settings()
+    try:
+        synced = rotate_root_key(config, new_key)
+    except (TufRepositoryError, SigningKeyError, OSError) as exc:
+        raise fail(f"root rotation failed: {exc}") from exc
+
+    def render() -> None:
+        console.print(
+            f"root v{synced.tuf_versions['root']} written to {synced.directory} and {len(synced.uploaded)} blob(s)"
+        )
+        console.print("[yellow]now set publish.tuf.root_key_path to the new key and keep it offline[/]")
+
+    emit(synced, as_json, render)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,7 @@ from registry.schema import StagedWeights
 from validators.errors import ValidatorError
 
 if TYPE_CHECKING:
-    from flows.stage import ProgressEvent
+    from flows.stage_progress import ProgressEvent
 
 
 def staged_table(weights: StagedWeights) -> Table:
@@ -56,6 +56,8 @@ class _Bars:
         self.bars: dict[tuple[str, str], TaskID] = {}
 
     def __call__(self, event: ProgressEvent) -> None:
+        if not event.total:  # step boundaries carry no bytes
+            return
         key = (event.phase, event.region)
         if key not in self.bars:
             self.bars[key] = self.progress.add_task(f"{event.phase:>8} {event.region}", total=event.total)
@@ -65,7 +67,15 @@ class _Bars:
 _REPO = typer.Argument(..., help="The model repository, org/name.")
 _REVISION = typer.Option(None, "--revision", help="Commit sha to stage (default: the main branch's head).")
 _REGION = typer.Option(None, "--region", help="Stage to this region only; repeatable (default: all).")
-_FORCE = typer.Option(False, "--force", help="Stage again even if the catalog says it is staged.")
+_FORCE = typer.Option(
+    False, "--force", help="Stage again from the Hub with a new signature, even if the catalog says it is staged."
+)
+_VERIFY = typer.Option(
+    False,
+    "--verify",
+    help="When already staged: re-hash every blob in every region (not only the signature, manifests and sizes) "
+    "and repair what fails from a verified copy.",
+)
 
 
 def stage(
@@ -73,10 +83,12 @@ def stage(
     revision: str | None = _REVISION,
     region: list[str] | None = _REGION,
     force: bool = _FORCE,
+    verify: bool = _VERIFY,
     as_json: bool = JsonOption,
 ) -> None:
     """Download, verify, sign and stage a model's safetensors weights to every configured region."""
-    from flows.stage import add_progress_listener, stage_weights
+    from flows.stage import stage_weights
+    from flows.stage_progress import add_progress_listener
 
     current = settings()
     overrides = {"hub": {"endpoint": current.hub.endpoint}, "data_dir": str(current.data_dir)}
@@ -92,7 +104,9 @@ def stage(
     remove = add_progress_listener(_Bars(progress))
     try:
         with progress:
-            weights = stage_weights(repo_id, revision=revision, overrides=overrides, regions=region, force=force)
+            weights = stage_weights(
+                repo_id, revision=revision, overrides=overrides, regions=region, force=force, verify=verify
+            )
     except (RegistryError, ValidatorError) as exc:
         raise fail(str(exc)) from exc
     finally:

@@ -1,63 +1,45 @@
-"""`curate verify ENTRY_ID`: a consumer checks one published entry end to end from the exported files alone.
+"""`curate verify ENTRY_ID`: a consumer checks one published entry end to end, fetched through TUF.
 
-Reads `<export dir>/entries/<ENTRY_ID>.json` and a public key, then checks the entry signature, the export
-index, the weights in every region the entry names (signature blob, key, file set, every blob's sha256), every
-image (signature over the pinned digest, the build tag still on that digest) and that each template was
-validated on those digests. Exit code 0 only when every check holds; 1 when one fails; 2 on usage errors.
+The catalog is read with `tuf.ngclient` from a pinned root (`--root`, or `publish.tuf.trusted_root`) from one
+region's `catalog` container (`--region`, default the primary region) or a local export (`--export-dir`); the
+client keeps what it verified under `<data_dir>/tuf-client/` so an older export served again is refused. Then
+the entry signature, the signed index, the weights in every region the entry names (signature blob, key, file
+set, every blob's sha256), every image (signature over the pinned digest, the build tag still on that digest)
+and that each template was validated on those digests are checked with the catalog key the root delegates to.
+Exit code 0 only when every check holds; 1 when one fails; 2 on usage errors.
 
-Trust comes from the public key: pass `--public-key` with a key you pinned out of band. Without it the key
-exported next to the entry (`keys/<key id>.pem`) is used, which only proves the files are consistent with
-each other, not who made them; the report says which key was used and whether it was pinned.
+Trust comes from the root: pin it out of band. Without `--root` (and no `publish.tuf.trusted_root`) the local
+export's first root is used, which only proves the files agree with each other; the report says it was not pinned.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import typer
-from cryptography.hazmat.primitives.asymmetric import ec
 from rich.table import Table
 
 from flows.cli.context import settings
 from flows.cli.output import JsonOption, console, emit, fail
-from registry.entries import PublicationError, entry_digest, load_exported_entry, verify_index
-from registry.keys import SigningKeyError, load_public_key
-from registry.schema import CatalogEntry, VerificationCheck, VerificationReport
+from registry.blob_sas import container_read_url
+from registry.blobs import RegionalBlobStore
+from registry.catalog_client import cache_dir_for
+from registry.errors import RegistryError
+from registry.keys import SigningKeyError
+from registry.schema import VerificationReport
+from registry.settings import Settings
+from validators.catalog_verification import CatalogSource, UnknownEntryError, verify_published
 
 _ENTRY = typer.Argument(..., help="The entry id, e.g. qwen--qwen3-0.6b (see index.json).")
 _EXPORT = typer.Option(
-    None, "--export-dir", help="The exported catalog (default: publish.export_dir, i.e. <data_dir>/catalog-export)."
+    None, "--export-dir", help="Fetch the catalog from this local export instead of a region's catalog container."
 )
-_KEY = typer.Option(
-    None, "--public-key", help="PEM public key you trust (pinned). Default: the key exported with the entry."
+_REGION = typer.Option(None, "--region", help="The region whose catalog container to fetch from (default: primary).")
+_ROOT = typer.Option(
+    None, "--root", help="The TUF root.json you pinned out of band (default: publish.tuf.trusted_root)."
 )
-
-
-def index_check(directory: Path, entry: CatalogEntry, public_key: ec.EllipticCurvePublicKey) -> VerificationCheck:
-    """The export's signed index lists this entry with its digest and its current status."""
-    try:
-        rows = verify_index(directory, public_key)
-    except PublicationError as exc:
-        return VerificationCheck(name="index", passed=False, detail=str(exc))
-    row = rows.get(entry.id)
-    if row is None:
-        return VerificationCheck(name="index", passed=False, detail=f"the signed index does not list {entry.id}")
-    problems = []
-    if row.get("digest") != entry_digest(entry):
-        problems.append("the signed index records another digest than the exported entry has")
-    if row.get("status") != entry.status.value:
-        problems.append(f"the signed index says {row.get('status')}, the exported entry says {entry.status.value}")
-    if problems:
-        return VerificationCheck(name="index", passed=False, detail="; ".join(problems))
-    return VerificationCheck(name="index", passed=True, detail="listed in the signed index with this digest and status")
-
-
-def _key_path(directory: Path, entry: CatalogEntry, explicit: Path | None) -> Path:
-    if explicit is not None:
-        return explicit
-    if entry.signature is None:
-        raise fail(f"entry {entry.id} is not signed and no --public-key was given; nothing can be trusted")
-    return directory / "keys" / f"{entry.signature.key_id}.pem"
+_KEY = typer.Option(None, "--public-key", help="A PEM catalog key you pinned too: it must be the one the root trusts.")
 
 
 def report_table(report: VerificationReport) -> Table:
@@ -69,43 +51,70 @@ def report_table(report: VerificationReport) -> Table:
     for check in report.checks:
         mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
         table.add_row(mark, check.name, check.detail)
-    pinned = "pinned (--public-key)" if report.key_pinned else "taken from the export: NOT pinned, pass --public-key"
-    table.caption = f"key {report.key_id[:16]} from {report.key_source}, {pinned}"
+    pinned = "pinned" if report.key_pinned else "NOT pinned: pass --root with the root.json you trust"
+    table.caption = f"key {report.key_id[:16]} from {report.key_source or '-'}, {pinned}"
     return table
+
+
+def _root(config: Settings, explicit: Path | None, export_dir: Path | None) -> tuple[Path, bool]:
+    if explicit is not None:
+        return explicit, True
+    if config.publish.tuf.trusted_root:
+        return Path(config.publish.tuf.trusted_root), True
+    return (export_dir or config.catalog_export_dir) / "metadata" / "1.root.json", False
+
+
+def source_for(config: Settings, export_dir: Path | None, region: str | None, root: Path | None) -> CatalogSource:
+    """The catalog location (a local export, or a region's catalog container with a read SAS) and the root."""
+    root_path, pinned = _root(config, root, export_dir)
+    try:
+        root_bytes = root_path.read_bytes()
+    except OSError as exc:
+        raise fail(
+            f"no TUF root at {root_path} ({exc.strerror}); pass --root with the catalog's root.json, or "
+            "--export-dir with an exported catalog",
+            code=2,
+        ) from exc
+    if export_dir is not None:
+        base, query = export_dir.resolve().as_uri(), ""
+    else:
+        name = region or config.storage.primary_region
+        storage = config.storage.model_copy(update={"container": config.storage.catalog_container})
+        try:
+            with RegionalBlobStore(storage, regions=(name,), retry_total=1) as blobs:
+                base, _, query = container_read_url(blobs, name, valid_for=timedelta(hours=1)).partition("?")
+        except RegistryError as exc:
+            raise fail(f"cannot read the catalog container of region {name}: {exc}", code=2) from exc
+    return CatalogSource(
+        base_url=base,
+        root=root_bytes,
+        root_source=str(root_path),
+        root_pinned=pinned,
+        cache_dir=cache_dir_for(config.data_dir, base),
+        query=query,
+    )
 
 
 def verify(
     entry_id: str = _ENTRY,
     export_dir: Path | None = _EXPORT,
+    region: str | None = _REGION,
+    root: Path | None = _ROOT,
     public_key: Path | None = _KEY,
     as_json: bool = JsonOption,
 ) -> None:
-    """Verify one published catalog entry end to end (signatures, weights in every region, images, bindings)."""
-    from validators.verification import verify_catalog_entry
-
+    """Verify one published catalog entry end to end (TUF metadata, signatures, weights, images, bindings)."""
     config = settings()
-    directory = export_dir or config.catalog_export_dir
+    source = source_for(config, export_dir, region, root)
     try:
-        entry = load_exported_entry(directory, entry_id)
-    except PublicationError as exc:
-        raise fail(str(exc), code=2) from exc
-    except ValueError as exc:
-        raise fail(f"{directory}/entries/{entry_id}.json is not a catalog entry: {exc}", code=1) from exc
-    key_path = _key_path(directory, entry, public_key)
-    try:
-        key = load_public_key(key_path.read_bytes())
+        pinned_key = public_key.read_bytes() if public_key is not None else None
+        report = verify_published(source, entry_id, config.storage, pinned_key=pinned_key)
     except OSError as exc:
-        raise fail(f"cannot read the public key {key_path}: {exc}; pass --public-key PEM", code=2) from exc
+        raise fail(f"cannot read the public key {public_key}: {exc.strerror}; pass --public-key PEM", code=2) from exc
     except SigningKeyError as exc:
-        raise fail(f"{key_path} is not a usable public key: {exc}", code=2) from exc
-    report = verify_catalog_entry(
-        entry,
-        config.storage,
-        key,
-        key_source=str(key_path),
-        key_pinned=public_key is not None,
-        extra=(index_check(directory, entry, key),),
-    )
+        raise fail(f"{public_key} is not a usable public key: {exc}", code=2) from exc
+    except UnknownEntryError as exc:
+        raise fail(str(exc), code=2) from exc
     emit(report, as_json, lambda: console.print(report_table(report)))
     if not report.ok:
         raise typer.Exit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from decisions.publication import latest_validations
 from flows.publish import publish_model
 from registry.blobs import model_prefix
+from registry.catalog_tuf import target_name
 from registry.entries import entry_digest, verify_entry
 from registry.schema import (
     EntryStatus,
@@ -60,7 +62,13 @@ def test_publishes_signed_entry_exports_uploads_and_republishing_writes_nothing(
     assert provenance.policy_digest == chain.settings.policy_digest()
     # The export and its upload to the catalog container in every region.
     export = chain.settings.catalog_export_dir
-    exported = {f"entries/{entry.id}.json", "index.json", "index.json.sig", f"keys/{chain.key.key_id}.pem"}
+    plain = {f"entries/{entry.id}.json", "index.json", "index.json.sig", f"keys/{chain.key.key_id}.pem"}
+    metadata = {f"metadata/{n}" for n in ("1.root.json", "root.json", "1.targets.json", "1.catalog.json")}
+    metadata |= {"metadata/1.snapshot.json", "metadata/timestamp.json"}
+    targets = {  # the same files under their TUF consistent-snapshot names
+        f"targets/{target_name(name, hashlib.sha256((export / name).read_bytes()).hexdigest())}" for name in plain
+    }
+    exported = plain | metadata | targets
     assert {p.relative_to(export).as_posix() for p in export.rglob("*") if p.is_file()} == exported
     index = json.loads((export / "index.json").read_text())
     assert index["entries"][0]["digest"] == entry_digest(entry)

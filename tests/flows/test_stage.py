@@ -2,7 +2,7 @@
 
 The integration test stages the real SmolLM2-135M-Instruct sample (269 MB of bf16 safetensors) and verifies
 every blob's sha256 and the model-signing signature from each region's own copy. The fault tests check that a
-tampered blob, a wrong LFS hash, a wrong signing key and an unreachable storage account each end in a clear
+forged blob is replaced, a wrong LFS hash, a wrong signing key and an unreachable storage account each end in a clear
 typed error with nothing recorded as staged. (The killed-upload resume test: tests/registry/test_blobs.py.)
 """
 
@@ -25,9 +25,18 @@ from devstack.net import free_port
 from devstack.repostore import RepoStore
 from devstack.samples import SampleSet
 from flows.cli.app import app
-from flows.stage import ProgressEvent, add_progress_listener, stage_weights, verify_staged
-from registry.blob_errors import BlobIntegrityError, StorageUnavailableError
-from registry.blobs import MANIFEST_NAME, SIGNATURE_NAME, RegionalBlobStore, WeightsManifest, model_prefix
+from flows.stage import stage_weights, verify_staged
+from flows.stage_progress import ProgressEvent, add_progress_listener
+from registry.blob_errors import StorageUnavailableError
+from registry.blobs import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    RegionalBlobStore,
+    WeightsManifest,
+    manifest_blob_name,
+    model_prefix,
+    signature_blob_name,
+)
 from registry.catalog import CatalogStore
 from registry.keys import SigningKeyError, signing_key
 from registry.schema import ModelRef, StageName, StageOutcome
@@ -110,13 +119,13 @@ def test_stage_real_sample_to_three_regions_and_verify_each_copy(
                     "sha256": staged.sha256,
                     "signature_digest": weights.signature.signature_digest,
                 }
-            store.download_to(region, prefix + SIGNATURE_NAME, local / SIGNATURE_NAME)
+            store.download_to(region, prefix + signature_blob_name(weights.signature), local / SIGNATURE_NAME)
             signed = verify_weights(local / "files", local / SIGNATURE_NAME, key.public_path)
             assert signed.files == {f.name: f.sha256 for f in weights.files}
             manifest = WeightsManifest.model_validate_json(store.get_bytes(region, prefix + MANIFEST_NAME))
             assert manifest.files == weights.files and manifest.region == region
             assert weights.regions[region].manifest_url.endswith(
-                f"/{region}/{settings.storage.container}/{prefix}{MANIFEST_NAME}"
+                f"/{region}/{settings.storage.container}/{prefix}{manifest_blob_name(weights.signature)}"
             )
             verify_staged(settings, weights, region)
     again = stage_weights(SMOL, revision=ref.revision, overrides=overrides)
@@ -129,7 +138,7 @@ def _tiny_blob(sample_set: SampleSet) -> tuple[ModelRef, str, int]:
     return ModelRef(repo_id=TINY, revision=sample.revision), entry.sha256, entry.size
 
 
-def test_tampered_blob_in_a_region_fails_and_is_healed_by_a_rerun(
+def test_forged_blob_with_the_right_metadata_is_replaced_not_skipped(
     sample_set: SampleSet,
     hub_factory: Callable[..., HubServer],
     stage_env: Callable[[HubServer], dict[str, Any]],
@@ -140,17 +149,15 @@ def test_tampered_blob_in_a_region_fails_and_is_healed_by_a_rerun(
     ref, sha, size = _tiny_blob(sample_set)
     name = model_prefix(ref) + "model.safetensors"
     with RegionalBlobStore(settings.storage) as store:
-        # A forged copy: right size, right sha256 in metadata, wrong bytes. The copy is skipped (metadata
-        # matches) and only the streamed verification can catch it.
-        store.ensure_container("westeurope")
-        store.blob("westeurope", name).upload_blob(b"\x00" * size, metadata={"sha256": sha})
-    with pytest.raises(BlobIntegrityError, match="westeurope") as caught:
-        stage_weights(TINY, overrides=overrides)
-    assert "re-run" in str(caught.value)
-    _nothing_staged(settings, ref, StageOutcome.FAILED)
-    with RegionalBlobStore(settings.storage) as store:
-        assert store.properties("westeurope", name) is None  # the bad copy was removed
+        # A forged copy: right size, right sha256 in metadata, wrong bytes. Metadata decides nothing: the copy
+        # re-hashes what is there and replaces it.
+        for region in ("eastus", "westeurope"):
+            store.ensure_container(region)
+            store.blob(region, name).upload_blob(b"\x00" * size, metadata={"sha256": sha})
     weights = stage_weights(TINY, overrides=overrides)
+    with RegionalBlobStore(settings.storage) as store:
+        for region in REGIONS:
+            assert store.sha256_of(region, name) == (sha, size), region
     for region in REGIONS:
         verify_staged(settings, weights, region)
     other = load_settings(**overrides, data_dir=tmp_path / "other-key")
@@ -246,7 +253,9 @@ def test_curate_stage_cli_prints_the_staged_record_and_progress(
     assert {"name": "model.safetensors", "size": size, "sha256": sha} in record["files"]
     uploaded = sum(e.advance for e in events if e.phase == "upload" and e.region == "eastus")
     assert uploaded == sum(f["size"] for f in record["files"])
-    assert {e.phase for e in events} == {"download", "upload", "copy"}
+    assert {e.phase for e in events} == {"download", "upload", "copy", "step"}
+    steps = [e.region for e in events if e.phase == "step"]
+    assert steps == ["signed", "uploaded", "replicated", "verified", "manifests", "recorded"]
 
     result = CliRunner().invoke(
         app,

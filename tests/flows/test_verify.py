@@ -1,15 +1,20 @@
-"""`curate verify`: a consumer checks one published entry from the exported files alone.
+"""`curate verify`: a consumer checks one published entry, fetched through TUF from a pinned root; a replayed older
+export (rollback) and an expired timestamp (freeze) are refused.
 
-Passes for a good entry; fails after tampering one blob in one region, re-pointing the image's tag, or
-changing one field of the exported entry JSON; fails with another pinned key.
+Passes for a good entry (from a local export, and from a region's catalog container over HTTP); fails after
+tampering one blob in one region, re-pointing the image's tag, or changing one field of the exported entry JSON
+(TUF refuses the file, and so do the entry signature and the signed index); fails with another pinned key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tuf.api.metadata import Metadata, Timestamp
 from typer.testing import CliRunner
 
 from decisions.publication import build_entry, passed_templates
@@ -17,10 +22,13 @@ from flows.cli.app import app
 from flows.publish import gather_inputs, provenance
 from registry.blobs import model_prefix
 from registry.catalog_export import export_catalog
-from registry.entries import sign_entry
-from registry.keys import generate_private_pem, load_private_key, public_pem
+from registry.catalog_tuf import signer_from_pem, update_repository
+from registry.entries import PublicationError, sign_entry, verify_entry
+from registry.keys import generate_private_pem, load_private_key, public_pem, signing_key
 from registry.schema import EntryStatus, VerificationReport
+from registry.settings import load_settings
 from tests.fixtures.publishing import PublishChain, push_tiny_image
+from validators.catalog_verification import index_check
 
 runner = CliRunner()
 
@@ -43,7 +51,9 @@ def publish_directly(chain: PublishChain) -> str:
 
 def verify(chain: PublishChain, entry_id: str, *extra: str) -> tuple[int, VerificationReport]:
     export = chain.settings.catalog_export_dir
-    args = ["--data-dir", str(chain.settings.data_dir), "verify", entry_id, "--export-dir", str(export), "--json"]
+    args = ["--data-dir", str(chain.settings.data_dir), "verify", entry_id, "--json"]
+    if "--region" not in extra:
+        args += ["--export-dir", str(export)]
     result = runner.invoke(app, [*args, *extra])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result.exit_code, VerificationReport.model_validate_json(result.stdout)
@@ -54,20 +64,26 @@ def failed(report: VerificationReport) -> set[str]:
 
 
 @pytest.mark.integration
-def test_good_entry_verifies_end_to_end(publish_chain: PublishChain) -> None:
+def test_good_entry_verifies_end_to_end(publish_chain: PublishChain, monkeypatch: pytest.MonkeyPatch) -> None:
     entry_id = publish_directly(publish_chain)
-    pinned = publish_chain.key.public_path
-    code, report = verify(publish_chain, entry_id, "--public-key", str(pinned))
+    monkeypatch.setenv("CURATE_STORAGE__CATALOG_CONTAINER", publish_chain.settings.storage.catalog_container)
+    root = publish_chain.settings.catalog_export_dir / "metadata" / "1.root.json"
+    pinned_root = publish_chain.settings.data_dir.parent / "pinned-root.json"
+    pinned_root.write_bytes(root.read_bytes())  # obtained out of band
+    code, report = verify(publish_chain, entry_id, "--root", str(pinned_root), "--region", "southeastasia")
     assert code == 0, report
-    assert report.ok and report.key_pinned
+    assert report.ok and report.key_pinned and report.key_id == publish_chain.key.key_id
     names = {c.name for c in report.checks}
-    assert {"entry-signature", "index", "image:hf-serve"} <= names
+    assert {"catalog", "entry-signature", "index", "image:hf-serve"} <= names
     assert {f"weights:{r}" for r in publish_chain.settings.storage.regions} <= names
     assert f"binding:{publish_chain.validation.template.id}" in names
-    # Without --public-key the exported key is used, and the report says it was not pinned.
+    assert "catalog role delegated by targets v1" in report.key_source
+    # A catalog key pinned as well must be the one the root delegates to.
+    code, report = verify(publish_chain, entry_id, "--public-key", str(publish_chain.key.public_path))
+    assert code == 0 and report.ok and "catalog-key" in names | {c.name for c in report.checks}
+    # Without --root the export's own first root is used, and the report says it was not pinned.
     code, report = verify(publish_chain, entry_id)
     assert code == 0 and report.ok and not report.key_pinned
-    assert report.key_source.endswith(f"keys/{publish_chain.key.key_id}.pem")
     # The rich view: one line per check with a mark.
     view = runner.invoke(app, ["verify", entry_id, "--export-dir", str(publish_chain.settings.catalog_export_dir)])
     assert view.exit_code == 0 and "✓" in view.stdout and "✗" not in view.stdout
@@ -106,14 +122,21 @@ def test_repointed_image_tag_fails(publish_chain: PublishChain) -> None:
 @pytest.mark.integration
 def test_changed_field_of_exported_entry_fails(publish_chain: PublishChain) -> None:
     entry_id = publish_directly(publish_chain)
-    path = publish_chain.settings.catalog_export_dir / "entries" / f"{entry_id}.json"
+    export = publish_chain.settings.catalog_export_dir
+    path = next((export / "targets" / "entries").glob(f"*.{entry_id}.json"))
     data = json.loads(path.read_text())
     data["templates"][0]["metrics"][0]["output_token_throughput"] = 999.0
     path.write_text(json.dumps(data, indent=2))
     code, report = verify(publish_chain, entry_id)
-    assert code == 1
-    assert failed(report) == {"entry-signature", "index"}
-    assert "changed after it was signed" in next(c.detail for c in report.checks if c.name == "entry-signature")
+    assert code == 1 and failed(report) == {"catalog"}
+    assert "target" in report.checks[0].detail
+    # The same change re-hashed into a forged catalog: TUF's signature fails, and so would the entry's own.
+    with publish_chain.store() as store:
+        entry = store.entry(entry_id)
+    assert entry is not None
+    forged = entry.model_copy(update={"task": "embeddings"})
+    with pytest.raises(PublicationError, match="changed after it was signed"):
+        verify_entry(forged, publish_chain.key.public_key())
 
 
 @pytest.mark.integration
@@ -123,8 +146,13 @@ def test_another_pinned_key_fails(publish_chain: PublishChain, tmp_path: Path) -
     stranger.write_bytes(public_pem(load_private_key(generate_private_pem())))
     code, report = verify(publish_chain, entry_id, "--public-key", str(stranger))
     assert code == 1
-    assert {"entry-signature", "image:hf-serve"} <= failed(report)
-    assert any(name.startswith("weights:") for name in failed(report))
+    assert failed(report) == {"catalog-key"}
+    # A root pinned from another catalog: nothing this one serves verifies.
+    other = tmp_path / "other-root.json"
+    other.write_bytes(_foreign_root(tmp_path))
+    code, report = verify(publish_chain, entry_id, "--root", str(other))
+    assert code == 1 and failed(report) == {"catalog"}
+    assert "signature" in report.checks[0].detail
 
 
 @pytest.mark.integration
@@ -146,21 +174,76 @@ def test_withdrawn_entry_relabelled_published_fails_on_the_signed_index(publish_
         store.set_entry_status(entry_id, EntryStatus.WITHDRAWN, "repository gone")
     export_catalog(publish_chain.settings)
     export = publish_chain.settings.catalog_export_dir
-    entry_path = export / "entries" / f"{entry_id}.json"
-    data = json.loads(entry_path.read_text())
-    data["status"], data["status_reason"] = "published", ""
-    entry_path.write_text(json.dumps(data))  # the entry signature leaves the status out: it still verifies
-    code, report = verify(publish_chain, entry_id)
-    assert code == 1 and failed(report) == {"index"}
-    index = json.loads((export / "index.json").read_text())
+    current = hashlib.sha256((export / "index.json").read_bytes()).hexdigest()
+    index_path = export / "targets" / f"{current}.index.json"
+    index = json.loads(index_path.read_text())
     index["entries"][0]["status"] = "published"
-    (export / "index.json").write_text(json.dumps(index))
+    index_path.write_text(json.dumps(index))
     code, report = verify(publish_chain, entry_id)
-    assert code == 1 and failed(report) == {"index"}
-    assert "changed after it was signed" in next(c.detail for c in report.checks if c.name == "index")
+    assert code == 1 and failed(report) == {"catalog"}  # TUF: the index does not match its signed sha256
+    with publish_chain.store() as store:
+        withdrawn = store.entry(entry_id)
+    assert withdrawn is not None
+    relabelled = withdrawn.model_copy(update={"status": EntryStatus.PUBLISHED, "status_reason": ""})
+    verify_entry(relabelled, publish_chain.key.public_key())  # the entry signature leaves the status out...
+    check = index_check(export, relabelled, publish_chain.key.public_key())
+    assert not check.passed and "says withdrawn" in check.detail  # ...the signed index binds it
 
 
 def test_unknown_entry_is_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["verify", "acme--nothing", "--export-dir", str(tmp_path)])
     assert result.exit_code == 2
-    assert "no exported entry" in result.output
+    assert "no TUF root" in result.output
+
+
+@pytest.mark.integration
+def test_unknown_entry_of_a_verified_catalog_is_a_usage_error(publish_chain: PublishChain) -> None:
+    publish_directly(publish_chain)
+    export = publish_chain.settings.catalog_export_dir
+    result = runner.invoke(
+        app,
+        ["--data-dir", str(publish_chain.settings.data_dir), "verify", "acme--nothing", "--export-dir", str(export)],
+    )
+    assert result.exit_code == 2 and "no exported entry" in result.output
+
+
+def _foreign_root(tmp_path: Path) -> bytes:
+    """The first root of another catalog (its own keys)."""
+    settings = load_settings(data_dir=tmp_path / "foreign", publish={"export_dir": str(tmp_path / "foreign-export")})
+    out = tmp_path / "foreign-out"
+    update_repository(settings, signing_key(settings), out, out, {"index.json": b"{}"})
+    return (out / "metadata" / "1.root.json").read_bytes()
+
+
+@pytest.mark.integration
+def test_replayed_export_and_expired_timestamp_are_refused(
+    publish_chain: PublishChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry_id = publish_directly(publish_chain)
+    settings = publish_chain.settings
+    monkeypatch.setenv("CURATE_STORAGE__CATALOG_CONTAINER", settings.storage.catalog_container)
+    metadata = settings.catalog_export_dir / "metadata"
+    published_timestamp = (metadata / "timestamp.json").read_bytes()
+    code, report = verify(publish_chain, entry_id, "--region", "westeurope")
+    assert code == 0 and report.ok  # the consumer's client now trusts this export
+    with publish_chain.store() as store:
+        store.set_entry_status(entry_id, EntryStatus.WITHDRAWN, "licence changed to CC-BY-NC-4.0")
+    export_catalog(settings)
+    code, report = verify(publish_chain, entry_id, "--region", "westeurope")
+    assert code == 1 and failed(report) == {"status"}
+    # Someone serves the earlier export again (validly signed, entry still "published"): a rollback.
+    with publish_chain.blobs(settings.storage.catalog_container) as blobs:
+        blobs.put_bytes("westeurope", "metadata/timestamp.json", published_timestamp)
+    code, report = verify(publish_chain, entry_id, "--region", "westeurope")
+    assert code == 1 and failed(report) == {"catalog"}
+    assert report.checks[0].detail.startswith("rollback:")
+    # A timestamp past its expiry, validly signed by the timestamp key: a frozen catalog.
+    md = Metadata[Timestamp].from_bytes((metadata / "timestamp.json").read_bytes())
+    md.signed.expires = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    md.signed.version += 1
+    md.sign(signer_from_pem((settings.data_dir / "keys" / "tuf" / "timestamp.pem").read_bytes()))
+    with publish_chain.blobs(settings.storage.catalog_container) as blobs:
+        blobs.put_bytes("southeastasia", "metadata/timestamp.json", md.to_bytes())
+    code, report = verify(publish_chain, entry_id, "--region", "southeastasia")
+    assert code == 1 and failed(report) == {"catalog"}
+    assert report.checks[0].detail.startswith("freeze:")

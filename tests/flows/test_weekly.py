@@ -62,6 +62,7 @@ from registry.schema import (
     VerificationReport,
 )
 from registry.settings import Settings, load_settings
+from tests.fixtures.azurite import fresh_catalog_container
 
 # The whole weekly pipeline runs four times here (~17-27 min on 2 shared cores): allow more than the default 900 s.
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.timeout(2400)]
@@ -162,7 +163,7 @@ def test_weekly_curation_end_to_end(
     store = samples.store()
     plant_text2text(store, samples)
     hub = hub_factory(store)
-    storage = azurite_env()
+    storage = {**azurite_env(), "catalog_container": fresh_catalog_container()}
     data_dir = tmp_path / "data"
     monkeypatch.setenv("CURATE_DATA_DIR", str(data_dir))
     monkeypatch.setenv("DOCKER_HOST", docker_stack.docker_host)

@@ -1,0 +1,114 @@
+"""The weekly audit of published entries' weights in every region: a sample each run, re-hashed and repaired.
+
+`audit_published_weights(overrides=None, byte_budget=None)` (Prefect flow `audit-published-weights`; the weekly run
+calls it after reconciling the catalog):
+
+1. the published entries in an order that changes every ISO week (a shuffle seeded by the week), so over the weeks
+   every entry is audited whatever the budget;
+2. per entry, every configured region it names: the signature and manifests the entry names, and every file
+   re-hashed by reading it (validators/weights_audit.py), while `storage.audit_bytes_per_run` lasts (policy: how
+   many bytes one run may read);
+3. what fails is repaired from a verified copy in another region or from the Hub at the pinned revision
+   (flows/stage_repair.py, the same repair the stage flow uses); an entry whose signature no region holds any more
+   cannot be repaired in place: it is reported (stage it again with `curate stage --force`, then re-validate);
+4. a table artifact `weights-audit`: one row per audited entry and region.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel, ConfigDict
+
+from flows.settings import settings_from
+from flows.stage_repair import audit_regions, repair_artifact, repair_staged
+from registry.catalog import CatalogStore
+from registry.schema import CatalogEntry, EntryStatus
+
+
+class WeightsAudit(BaseModel):
+    """What one audit run read, found and repaired."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entries: tuple[str, ...] = ()
+    bytes_read: int = 0
+    problems: int = 0
+    repaired: int = 0
+    unrepairable: tuple[str, ...] = ()
+    budget_exhausted: bool = False
+
+
+def weekly_order(entries: list[CatalogEntry], when: datetime) -> list[CatalogEntry]:
+    """The entries in an order fixed for one ISO week and different the next."""
+    year, week, _ = when.isocalendar()
+    ordered = sorted(entries, key=lambda e: e.id)
+    random.Random(f"{year}-W{week:02d}").shuffle(ordered)  # noqa: S311 - a sampling order, not a secret
+    return ordered
+
+
+@flow(name="audit-published-weights", log_prints=True)
+def audit_published_weights(overrides: dict[str, Any] | None = None, byte_budget: int | None = None) -> WeightsAudit:
+    """Re-hash a sample of published entries' regional copies (bounded in bytes) and repair what fails."""
+    logger = get_run_logger()
+    settings = settings_from(overrides)
+    remaining = settings.storage.audit_bytes_per_run if byte_budget is None else byte_budget
+    with CatalogStore.from_settings(settings) as store:
+        published = store.entries(EntryStatus.PUBLISHED)
+    rows: list[dict[str, Any]] = []
+    audited: list[str] = []
+    unrepairable: list[str] = []
+    read = problems = repaired = 0
+    exhausted = False
+    for entry in weekly_order(published, datetime.now(UTC)):
+        regions = [r for r in sorted(entry.weights.regions) if r in settings.storage.regions]
+        if not regions or entry.weights.signature is None:
+            continue
+        if remaining < entry.weights.total_bytes * len(regions):
+            exhausted = True
+            break
+        audits = audit_regions(overrides, entry.weights, regions, deep=True, byte_budget=remaining // len(regions))
+        spent = sum(a.bytes_read for a in audits.values())
+        remaining -= spent
+        read += spent
+        audited.append(entry.id)
+        found = [p for a in audits.values() for p in a.problems]
+        problems += len(found)
+        actions = []
+        if found and any(a.signature_ok for a in audits.values()):
+            actions = repair_staged(overrides, entry.weights, audits)
+            repair_artifact(entry.weights, actions)
+        elif found:
+            unrepairable.append(entry.id)
+            logger.error("%s: no region holds the signature the entry names; stage it again with --force", entry.id)
+        repaired += len(actions)
+        for region, audit in audits.items():
+            fixed = [a.blob for a in actions if a.region == region]
+            rows.append(
+                {
+                    "entry": entry.id,
+                    "region": region,
+                    "bytes re-hashed": audit.bytes_read,
+                    "problems": "; ".join(f"{p.name}: {p.problem.value}" for p in audit.problems) or "none",
+                    "repaired": ", ".join(fixed) or "-",
+                }
+            )
+    create_table_artifact(
+        key="weights-audit",
+        table=rows,
+        description=f"{len(audited)} of {len(published)} published entries audited, {read} bytes re-hashed, "
+        f"{problems} problem(s), {repaired} repaired" + (" (byte budget reached)" if exhausted else ""),
+    )
+    logger.info("audited %d entries (%d bytes): %d problem(s), %d repaired", len(audited), read, problems, repaired)
+    return WeightsAudit(
+        entries=tuple(audited),
+        bytes_read=read,
+        problems=problems,
+        repaired=repaired,
+        unrepairable=tuple(unrepairable),
+        budget_exhausted=exhausted,
+    )
