@@ -62,7 +62,7 @@ from registry.schema import (
 from registry.settings import Settings
 from scanners.safetensors_headers import scan_safetensors_file
 from validators.bench_report import flat_row, plot_sweep, publish_table_artifact
-from validators.cells import cell_verdict, suite_task
+from validators.cells import cell_verdict, slo_gate, suite_task
 from validators.conformance import publish_artifact, report_markdown, run_suite
 from validators.conformance_checks.base import Target
 from validators.containers import LABEL_CELL, ContainerSpec, run_container
@@ -154,7 +154,7 @@ def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
     if result.conformance is not None:
         lines += [report_markdown(result.conformance), ""]
     if result.benchmark:
-        keys = ["profile", "concurrency", "requests", "errors", "output_token_throughput", "ttft_s_p50", "e2e_s_p50"]
+        keys = ["profile", "concurrency", "requests", "errors", "output_token_throughput", "ttft_p50_s", "e2e_p50_s"]
         lines += ["## Benchmark", "", "| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
         for row in (flat_row(m) for m in result.benchmark):
             lines.append("| " + " | ".join(cell(row.get(k)) for k in keys) + " |")
@@ -164,7 +164,7 @@ def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
 
 
 def _benchmark(
-    settings: Settings, spec: ContainerSpec, model: str, tokenizer_dir: Path | None
+    settings: Settings, template: DeploymentTemplate, spec: ContainerSpec, model: str, tokenizer_dir: Path | None
 ) -> tuple[BenchmarkMetrics, ...]:
     v = settings.validation
     load = LoadSpec(
@@ -176,7 +176,9 @@ def _benchmark(
         input_tokens=v.bench_input_tokens,
         output_tokens=v.bench_output_tokens,
     )
-    return run_benchmark(spec.base_url + "/v1", model, load, tokenizer_dir=tokenizer_dir, slo=settings.slo)
+    # Goodput counts the requests that meet the per-request SLOs of the gate the cell verdict applies.
+    slo = slo_gate(settings.slo, template) or settings.slo
+    return run_benchmark(spec.base_url + "/v1", model, load, tokenizer_dir=tokenizer_dir, slo=slo)
 
 
 def _exercise(
@@ -221,7 +223,7 @@ def _exercise(
         report = run_suite(
             Target(spec.base_url + "/v1", ref.repo_id, task=task_name, tool_call_parser=template.tool_call_parser)
         )
-        metrics = _benchmark(settings, spec, ref.repo_id, tokenizer_dir) if task_name == "chat" else None
+        metrics = _benchmark(settings, template, spec, ref.repo_id, tokenizer_dir) if task_name == "chat" else None
     return report, metrics
 
 
@@ -268,7 +270,7 @@ def validate_cell(
             result = result.model_copy(update={"weights_signature_digest": weights.signature.signature_digest})
             logger.info("image %s and weights of %s verified in %s; starting the runtime", digest, ref, region)
             report, metrics = _exercise(settings, template, weights, image, region, docker_host, Path(tmp))
-            verdict = cell_verdict(template, report, metrics, settings.validation, image.version)
+            verdict = cell_verdict(template, report, metrics, settings.validation, image.version, settings.slo)
             result = result.model_copy(
                 update={
                     "conformance": report,

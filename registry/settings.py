@@ -150,9 +150,74 @@ class AcceleratorFamily(_Section):
 
 
 class SloSettings(_Section):
-    ttft_s: float = 2.0
-    tpot_s: float = 0.2
-    e2e_s: float = 30.0
+    """Per-request SLOs: a request counts toward goodput when it meets all three (validators/throughput.py)."""
+
+    ttft_s: float = Field(default=2.0, gt=0)
+    tpot_s: float = Field(default=0.2, gt=0)
+    e2e_s: float = Field(default=30.0, gt=0)
+
+
+LATENCY_BOUNDS = ("ttft", "itl")
+PERCENTILES = ("p50", "p90", "p99")
+
+
+class SloGate(SloSettings):
+    """What a cell's benchmark must meet to publish a template of one task on one accelerator family.
+
+    Its per-request SLOs (unset: `[slo]`'s) decide which requests count toward goodput (the benchmark runs
+    with them);
+    `min_goodput_share` is the fraction of all requests sent (failed ones included) that must meet them; the
+    `<ttft|itl>_<p50|p90|p99>_s` bounds cap those percentiles. An unset bound is not checked.
+    """
+
+    min_goodput_share: float = Field(default=0.0, ge=0, le=1)
+    ttft_p50_s: float | None = Field(default=None, gt=0)
+    ttft_p90_s: float | None = Field(default=None, gt=0)
+    ttft_p99_s: float | None = Field(default=None, gt=0)
+    itl_p50_s: float | None = Field(default=None, gt=0)
+    itl_p90_s: float | None = Field(default=None, gt=0)
+    itl_p99_s: float | None = Field(default=None, gt=0)
+
+    def latency_bounds(self) -> tuple[tuple[str, str, float], ...]:
+        """(metric, percentile, bound in seconds) of every set bound, e.g. ("ttft", "p90", 2.0)."""
+        found = ((m, p, getattr(self, f"{m}_{p}_s")) for m in LATENCY_BOUNDS for p in PERCENTILES)
+        return tuple((m, p, float(bound)) for m, p, bound in found if bound is not None)
+
+
+DEFAULT_SLO_FAMILY = "default"
+
+
+class SloPolicy(SloSettings):
+    """`[slo]`: the per-request SLOs of `curate bench`, and per task the gates a cell's benchmark must meet,
+    keyed by accelerator family (`[slo.chat.H100_80GB]`), `default` for every family without its own table."""
+
+    chat: dict[str, SloGate] = Field(
+        default_factory=dict,
+        description="accelerator family (or 'default') -> the SLO gate of chat cells on that family",
+    )
+
+    def gate_table(self, task: str, family: str) -> str | None:
+        """The table that gates `task` cells on `family` (e.g. `slo.chat.default`), or None."""
+        key = self._gate_key(task, family)
+        return f"slo.{task}.{key}" if key is not None else None
+
+    def gate(self, task: str, family: str) -> SloGate | None:
+        """The gate of `task` cells on `family`: the family's own table, else `default`, else None (the cell
+        verdict then fails a benchmarked cell rather than publish latency nobody bounded). Per-request SLOs the
+        table does not set are `[slo]`'s own."""
+        key = self._gate_key(task, family)
+        if key is None:
+            return None
+        found = self._gates(task)[key]
+        unset = (name for name in SloSettings.model_fields if name not in found.model_fields_set)
+        return found.model_copy(update={name: getattr(self, name) for name in unset})
+
+    def _gates(self, task: str) -> dict[str, SloGate]:
+        return {"chat": self.chat}.get(task, {})
+
+    def _gate_key(self, task: str, family: str) -> str | None:
+        gates = self._gates(task)
+        return family if family in gates else DEFAULT_SLO_FAMILY if DEFAULT_SLO_FAMILY in gates else None
 
 
 class AcceptedDeviation(_Section):
@@ -265,7 +330,7 @@ class Settings(BaseSettings):
     publish: PublishSettings = Field(default_factory=PublishSettings)
     runtimes: dict[str, RuntimePolicy] = Field(default_factory=dict)
     accelerators: dict[str, AcceleratorFamily] = Field(default_factory=dict)
-    slo: SloSettings = Field(default_factory=SloSettings)
+    slo: SloPolicy = Field(default_factory=SloPolicy)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
 
     _config_path: Path | None = None
