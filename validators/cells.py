@@ -5,7 +5,7 @@ known deviations accepted with a reason each (for the runtime versions they were
 allowed error rate, and per task and accelerator family the SLO gate of its benchmark. A cell passes when every
 required check passed or is an accepted deviation of its runtime at that version, its benchmark completed
 requests within the allowed error rate (cancelled and timed-out requests are errors), and every level of the
-benchmark met the gate: TTFT / ITL percentile bounds and the minimum goodput share (the fraction of requests
+benchmark met the gate: TTFT / ITL / e2e percentile bounds and the minimum goodput share (the fraction of requests
 sent that met every per-request SLO, as `validators/throughput.py` counts them). A required check that is
 missing from the report, skipped (feature declared unsupported) or failed, and not accepted, fails the cell.
 `chat.tool_calls` is required only when the template declares a tool-call parser. An accepted deviation whose
@@ -144,12 +144,16 @@ def _level(metrics: BenchmarkMetrics) -> str:
     return f"in the {metrics.profile} run"
 
 
-_UNMEASURED = {"ttft": "no request succeeded", "itl": "no request streamed two content chunks"}
+_UNMEASURED = {
+    "ttft": "no request succeeded",
+    "itl": "no request streamed two content chunks",
+    "e2e": "no request succeeded",
+}
 
 
 def _latency_problems(metrics: BenchmarkMetrics, gate: SloGate) -> list[str]:
     where = _level(metrics)
-    stats = {"ttft": metrics.ttft_s, "itl": metrics.itl_s}
+    stats = {"ttft": metrics.ttft_s, "itl": metrics.itl_s, "e2e": metrics.e2e_s}
     problems: dict[str, str] = {}  # keyed so that an unmeasured metric is reported once, not per percentile
     for metric, percentile, bound in gate.latency_bounds():
         measured = stats[metric]
