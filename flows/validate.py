@@ -62,7 +62,7 @@ from registry.schema import (
 from registry.settings import Settings
 from scanners.safetensors_headers import scan_safetensors_file
 from validators.bench_report import flat_row, plot_sweep, publish_table_artifact
-from validators.cells import cell_verdict, suite_task
+from validators.cells import cell_verdict, slo_gate, suite_task
 from validators.conformance import publish_artifact, report_markdown, run_suite
 from validators.conformance_checks.base import Target
 from validators.containers import LABEL_CELL, ContainerSpec, run_container
@@ -191,7 +191,12 @@ def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
 
 
 def _benchmark(
-    settings: Settings, task_name: str, spec: ContainerSpec, model: str, tokenizer_dir: Path | None
+    settings: Settings,
+    task_name: str,
+    template: DeploymentTemplate,
+    spec: ContainerSpec,
+    model: str,
+    tokenizer_dir: Path | None,
 ) -> tuple[BenchmarkMetrics, ...] | None:
     """The task's bounded benchmark: streamed chat (text prompts, also for vision-language chat), transcription
     uploads for speech recognition, none for embeddings."""
@@ -216,7 +221,9 @@ def _benchmark(
         input_tokens=v.bench_input_tokens,
         output_tokens=v.bench_output_tokens,
     )
-    return run_benchmark(spec.base_url + "/v1", model, load, tokenizer_dir=tokenizer_dir, slo=settings.slo)
+    # Goodput counts the requests that meet the per-request SLOs of the gate the cell verdict applies.
+    slo = slo_gate(settings.slo, template) or settings.slo
+    return run_benchmark(spec.base_url + "/v1", model, load, tokenizer_dir=tokenizer_dir, slo=slo)
 
 
 def _exercise(
@@ -261,7 +268,7 @@ def _exercise(
         report = run_suite(
             Target(spec.base_url + "/v1", ref.repo_id, task=task_name, tool_call_parser=template.tool_call_parser)
         )
-        metrics = _benchmark(settings, task_name, spec, ref.repo_id, tokenizer_dir)
+        metrics = _benchmark(settings, task_name, template, spec, ref.repo_id, tokenizer_dir)
     return report, metrics
 
 
@@ -308,7 +315,7 @@ def validate_cell(
             result = result.model_copy(update={"weights_signature_digest": weights.signature.signature_digest})
             logger.info("image %s and weights of %s verified in %s; starting the runtime", digest, ref, region)
             report, metrics = _exercise(settings, template, weights, image, region, docker_host, Path(tmp))
-            verdict = cell_verdict(template, report, metrics, settings.validation, image.version)
+            verdict = cell_verdict(template, report, metrics, settings.validation, image.version, settings.slo)
             result = result.model_copy(
                 update={
                     "conformance": report,

@@ -16,7 +16,7 @@ from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from registry.errors import RegistryError
@@ -184,9 +184,92 @@ class AcceleratorFamily(_Section):
 
 
 class SloSettings(_Section):
-    ttft_s: float = 2.0
-    tpot_s: float = 0.2
-    e2e_s: float = 30.0
+    """Per-request SLOs: a request counts toward goodput when it meets all three (validators/throughput.py)."""
+
+    ttft_s: float = Field(default=2.0, gt=0)
+    tpot_s: float = Field(default=0.2, gt=0)
+    e2e_s: float = Field(default=30.0, gt=0)
+
+
+LATENCY_BOUNDS = ("ttft", "itl", "e2e")
+PERCENTILES = ("p50", "p90", "p99")
+
+
+class SloGate(SloSettings):
+    """What a cell's benchmark must meet to publish a template of one task on one accelerator family.
+
+    Its per-request SLOs (unset: `[slo]`'s) decide which requests count toward goodput (the benchmark runs
+    with them); `min_goodput_share` is the fraction of all requests sent (failed ones included) that must meet
+    them; the `<ttft|itl|e2e>_<p50|p90|p99>_s` bounds cap those percentiles. An unset bound is not checked.
+    """
+
+    min_goodput_share: float = Field(default=0.0, ge=0, le=1)
+    ttft_p50_s: float | None = Field(default=None, gt=0)
+    ttft_p90_s: float | None = Field(default=None, gt=0)
+    ttft_p99_s: float | None = Field(default=None, gt=0)
+    itl_p50_s: float | None = Field(default=None, gt=0)
+    itl_p90_s: float | None = Field(default=None, gt=0)
+    itl_p99_s: float | None = Field(default=None, gt=0)
+    e2e_p50_s: float | None = Field(default=None, gt=0)
+    e2e_p90_s: float | None = Field(default=None, gt=0)
+    e2e_p99_s: float | None = Field(default=None, gt=0)
+
+    def latency_bounds(self) -> tuple[tuple[str, str, float], ...]:
+        """(metric, percentile, bound in seconds) of every set bound, e.g. ("ttft", "p90", 2.0)."""
+        found = ((m, p, getattr(self, f"{m}_{p}_s")) for m in LATENCY_BOUNDS for p in PERCENTILES)
+        return tuple((m, p, float(bound)) for m, p, bound in found if bound is not None)
+
+
+DEFAULT_SLO_FAMILY = "default"
+
+
+def _with_defaults(gate: Any, defaults: dict[str, Any]) -> Any:
+    """A gate's raw table (or model) with the keys it does not set taken from `defaults`."""
+    if isinstance(gate, SloGate):
+        gate = gate.model_dump(exclude_unset=True)
+    return {**defaults, **gate} if isinstance(gate, dict) else gate
+
+
+class SloPolicy(SloSettings):
+    """`[slo]`: the per-request SLOs of `curate bench`, and the SLO gates of validation cells: one table per task
+    (as the conformance suite names it: `chat`, ...) and accelerator family, `[slo.<task>.<family>]`, with
+    `[slo.<task>.default]` for every family without its own. Any other key of `[slo]` must be such a table."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    __pydantic_extra__: dict[str, dict[str, SloGate]] = Field(init=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gates_inherit_request_slos(cls, data: Any) -> Any:
+        """A gate table that does not set ttft_s / tpot_s / e2e_s takes `[slo]`'s (filled in here, once, so
+        that a gate always says which requests it counts as good)."""
+        if not isinstance(data, dict):
+            return data
+        own = {name: data.get(name, field.default) for name, field in SloSettings.model_fields.items()}
+        filled = dict(data)
+        for task, tables in data.items():
+            if task not in own and isinstance(tables, dict):
+                filled[task] = {family: _with_defaults(gate, own) for family, gate in tables.items()}
+        return filled
+
+    def gates(self, task: str) -> dict[str, SloGate]:
+        """family (or `default`) -> gate, for one task (empty when `[slo.<task>]` has no table)."""
+        return self.__pydantic_extra__.get(task, {})
+
+    def gate_table(self, task: str, family: str) -> str | None:
+        """The table that gates `task` cells on `family` (e.g. `slo.chat.default`), or None."""
+        key = self._gate_key(task, family)
+        return f"slo.{task}.{key}" if key is not None else None
+
+    def gate(self, task: str, family: str) -> SloGate | None:
+        """The gate of `task` cells on `family`: the family's own table, else `default`, else None (the cell
+        verdict then fails a benchmarked cell rather than publish latency nobody bounded)."""
+        key = self._gate_key(task, family)
+        return self.gates(task)[key] if key is not None else None
+
+    def _gate_key(self, task: str, family: str) -> str | None:
+        gates = self.gates(task)
+        return family if family in gates else DEFAULT_SLO_FAMILY if DEFAULT_SLO_FAMILY in gates else None
 
 
 class AcceptedDeviation(_Section):
@@ -300,7 +383,7 @@ class Settings(BaseSettings):
     publish: PublishSettings = Field(default_factory=PublishSettings)
     runtimes: dict[str, RuntimePolicy] = Field(default_factory=dict)
     accelerators: dict[str, AcceleratorFamily] = Field(default_factory=dict)
-    slo: SloSettings = Field(default_factory=SloSettings)
+    slo: SloPolicy = Field(default_factory=SloPolicy)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
 
     _config_path: Path | None = None

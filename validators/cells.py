@@ -1,17 +1,21 @@
 """The cell verdict: whether one template passed validation, as rules of the one shape (no I/O).
 
-Policy (`[validation]` in curation.toml): the conformance checks required per task, and per runtime the known
-deviations accepted with a reason each, for the runtime versions they were seen on. A cell passes when every
-required check passed or is an accepted deviation of its runtime at that version, and its benchmark completed
-requests within the allowed error rate. A required check that is missing from the report, skipped (feature
-declared unsupported) or failed, and not accepted, fails the cell. `chat.tool_calls` is required only when the
-template declares a tool-call parser. An accepted deviation whose check passes is stale: it waives nothing and
-is reported so the policy can drop it.
+Policy (`[validation]` and `[slo]` in curation.toml): the conformance checks required per task, per runtime the
+known deviations accepted with a reason each (for the runtime versions they were seen on), the benchmark's
+allowed error rate, and per task and accelerator family the SLO gate of its benchmark. A cell passes when every
+required check passed or is an accepted deviation of its runtime at that version, its benchmark completed
+requests within the allowed error rate (cancelled and timed-out requests are errors), and every level of the
+benchmark met the gate: TTFT / ITL / e2e percentile bounds and the minimum goodput share (the fraction of requests
+sent that met every per-request SLO, as `validators/throughput.py` counts them). A required check that is
+missing from the report, skipped (feature declared unsupported) or failed, and not accepted, fails the cell.
+`chat.tool_calls` is required only when the template declares a tool-call parser. An accepted deviation whose
+check passes is stale: it waives nothing and is reported so the policy can drop it.
 
-`cell_rule(policy)` is `AllOf(required checks met, benchmark within the error rate)` over a `CellEvidence`
-(registry/rules.py): accepted means PASSED, rejected means FAILED, with the reasons in the cell's result and
-its `cell-<template id>` artifact. `cell_verdict` adds what a passed cell still reports (accepted, optional
-and stale deviations).
+`cell_rule(policy, slo)` is `AllOf(required checks met, benchmark within the error rate, benchmark meets the
+SLO gate)` over a `CellEvidence` (registry/rules.py): accepted means PASSED, rejected means FAILED, with the
+reasons (which SLO, by how much, how many requests were cancelled or timed out) in the cell's result and its
+`cell-<template id>` artifact. `cell_verdict` adds what a passed cell still reports (accepted, optional and stale
+deviations, the SLO table it met).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from registry.schema import (
     DeploymentTemplate,
     ValidationVerdict,
 )
-from registry.settings import ValidationSettings
+from registry.settings import SloGate, SloPolicy, ValidationSettings
 from validators.conformance import TASKS, checks_for
 
 TOOL_CALLS_CHECK = "chat.tool_calls"
@@ -94,17 +98,107 @@ def stale_deviations(policy: ValidationSettings, runtime: str, version: str, rep
     ]
 
 
+def _failures(cancelled: int, timeouts: int, errors: int) -> str:
+    """`2 cancelled at the run's deadline, 1 timed out, 1 other` (the parts that are not zero)."""
+    others = errors - cancelled - timeouts
+    parts = [
+        f"{cancelled} cancelled at the run's deadline" if cancelled else "",
+        f"{timeouts} timed out" if timeouts else "",
+        f"{others} other" if others > 0 else "",
+    ]
+    return ", ".join(part for part in parts if part) or "none"
+
+
 def benchmark_problem(metrics: Sequence[BenchmarkMetrics], max_error_rate: float) -> str | None:
-    """Why the benchmark does not support a pass (None when it does)."""
+    """Why the benchmark does not support a pass (None when it does). `requests` counts the successful
+    requests, `errors` every failed one (cancelled and timed-out ones included): together, the requests sent."""
     if not metrics:
         return "the benchmark produced no results"
-    requests = sum(m.requests for m in metrics)
+    succeeded = sum(m.requests for m in metrics)
     errors = sum(m.errors for m in metrics)
-    if requests - errors <= 0:
-        return f"no benchmark request succeeded ({errors} error(s))"
-    if requests and errors / requests > max_error_rate:
-        return f"{errors} of {requests} benchmark requests failed (allowed fraction {max_error_rate:g})"
+    failures = _failures(sum(m.cancelled for m in metrics), sum(m.timeouts for m in metrics), errors)
+    if succeeded <= 0:
+        return f"no benchmark request succeeded ({errors} error(s): {failures})"
+    sent = succeeded + errors
+    if errors / sent > max_error_rate:
+        return (
+            f"{errors} of {sent} benchmark requests failed ({failures}); "
+            f"allowed fraction {max_error_rate:g} (validation.max_benchmark_error_rate)"
+        )
     return None
+
+
+def good_requests(metrics: BenchmarkMetrics) -> int | None:
+    """How many requests of one run met every per-request SLO (goodput is that count over the run's duration,
+    validators/throughput.py); None when the run measured no goodput."""
+    if metrics.goodput is None:
+        return None
+    return round(metrics.goodput * metrics.duration_s)
+
+
+def _level(metrics: BenchmarkMetrics) -> str:
+    if metrics.concurrency is not None:
+        return f"at concurrency {metrics.concurrency:g}"
+    if metrics.rate is not None:
+        return f"at {metrics.rate:g} requests/s"
+    return f"in the {metrics.profile} run"
+
+
+_UNMEASURED = {
+    "ttft": "no request succeeded",
+    "itl": "no request streamed two content chunks",
+    "e2e": "no request succeeded",
+}
+
+
+def _latency_problems(metrics: BenchmarkMetrics, gate: SloGate) -> list[str]:
+    where = _level(metrics)
+    stats = {"ttft": metrics.ttft_s, "itl": metrics.itl_s, "e2e": metrics.e2e_s}
+    problems: dict[str, str] = {}  # keyed so that an unmeasured metric is reported once, not per percentile
+    for metric, percentile, bound in gate.latency_bounds():
+        measured = stats[metric]
+        if measured is None:
+            problems.setdefault(metric, f"{metric} not measured {where} ({_UNMEASURED[metric]})")
+            continue
+        value = float(getattr(measured, percentile))
+        if value > bound:
+            excess = (value / bound - 1) * 100
+            by = f"+{excess:.0f}%" if excess >= 1 else f"+{excess:.2g}%"
+            problems[metric + percentile] = f"{metric} {percentile} {value:.3g} s > {bound:.3g} s ({by}) {where}"
+    return list(problems.values())
+
+
+def _goodput_problem(metrics: BenchmarkMetrics, gate: SloGate) -> str | None:
+    if gate.min_goodput_share <= 0:
+        return None
+    where = _level(metrics)
+    good = good_requests(metrics)
+    if good is None:
+        return f"goodput not measured {where}: the benchmark must run with the gate's per-request SLOs"
+    sent = metrics.requests + metrics.errors
+    share = good / sent if sent else 0.0
+    if share >= gate.min_goodput_share:
+        return None
+    shortfall = (gate.min_goodput_share - share) * 100
+    return (
+        f"goodput share {share:.0%} < {gate.min_goodput_share:.0%} (-{shortfall:.0f} points) {where}: "
+        f"{good} of {sent} requests met ttft <= {gate.ttft_s:g} s, tpot <= {gate.tpot_s:g} s, e2e <= {gate.e2e_s:g} s"
+    )
+
+
+def slo_problems(metrics: Sequence[BenchmarkMetrics], gate: SloGate) -> list[str]:
+    """Every SLO of the gate that a level of the benchmark missed, with the measured value and by how much."""
+    problems: list[str] = []
+    for level in metrics:
+        problems += _latency_problems(level, gate)
+        goodput = _goodput_problem(level, gate)
+        problems += [goodput] if goodput else []
+    return problems
+
+
+def slo_gate(slo: SloPolicy, template: DeploymentTemplate) -> SloGate | None:
+    """The SLO gate of this template's benchmark (`[slo.<task>.<family>]`, else `[slo.<task>.default]`)."""
+    return slo.gate(suite_task(template.task), template.accelerator_family)
 
 
 @dataclass(frozen=True)
@@ -142,9 +236,27 @@ def benchmark_within_error_rate(policy: ValidationSettings) -> Rule[CellEvidence
     return CheckAll(objections)
 
 
-def cell_rule(policy: ValidationSettings) -> Rule[CellEvidence]:
-    """`[validation]`: every required check passed or is an accepted deviation, and the benchmark held."""
-    return AllOf(required_checks_met(policy), benchmark_within_error_rate(policy))
+def benchmark_meets_slo(slo: SloPolicy) -> Rule[CellEvidence]:
+    def objections(evidence: CellEvidence) -> list[str]:
+        if not evidence.metrics:
+            return []  # no benchmark for this task, or none ran (the error-rate rule says so)
+        template = evidence.template
+        gate = slo_gate(slo, template)
+        if gate is None:
+            task = suite_task(template.task)
+            return [
+                f"no SLO gate for {task} on {template.accelerator_family}: "
+                f"set [slo.{task}.{template.accelerator_family}] or [slo.{task}.default] in curation.toml"
+            ]
+        return slo_problems(evidence.metrics, gate)
+
+    return CheckAll(objections)
+
+
+def cell_rule(policy: ValidationSettings, slo: SloPolicy) -> Rule[CellEvidence]:
+    """`[validation]` and `[slo]`: every required check passed or is an accepted deviation, the benchmark
+    held within the error rate, and it met its SLO gate."""
+    return AllOf(required_checks_met(policy), benchmark_within_error_rate(policy), benchmark_meets_slo(slo))
 
 
 def cell_verdict(
@@ -153,9 +265,10 @@ def cell_verdict(
     metrics: Sequence[BenchmarkMetrics] | None,
     policy: ValidationSettings,
     runtime_version: str,
+    slo: SloPolicy,
 ) -> CellVerdict:
     """PASSED or FAILED from the conformance report and the benchmark (None: no benchmark for this task)."""
-    outcome = cell_rule(policy).evaluate(CellEvidence(template, report, metrics, runtime_version))
+    outcome = cell_rule(policy, slo).evaluate(CellEvidence(template, report, metrics, runtime_version))
     statuses = {check.name: check.status for check in report.checks}
     allowed = accepted_deviations(policy, template.runtime, runtime_version)
     stale = tuple(stale_deviations(policy, template.runtime, runtime_version, report))
@@ -169,6 +282,8 @@ def cell_verdict(
     reason = "every required check passed"
     if accepted:
         reason += f" ({len(accepted)} accepted deviation(s) of {template.runtime} {runtime_version})"
+    if metrics:
+        reason += f"; the benchmark met [{slo.gate_table(suite_task(template.task), template.accelerator_family)}]"
     if unmet:
         reason += "; optional checks not met: " + ", ".join(unmet)
     if stale:
