@@ -36,8 +36,9 @@ class _Section(BaseModel):
 class HubSettings(_Section):
     endpoint: str = "https://huggingface.co"
     token: SecretStr | None = None
-    timeout_s: float = 30.0
+    timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)
+    deadline_s: float = Field(default=120.0, gt=0, description="total time one Hub call may take, retries included")
     backoff_s: float = Field(default=0.5, ge=0)
     max_backoff_s: float = Field(default=30.0, ge=0)
     concurrency: int = Field(default=4, ge=1)

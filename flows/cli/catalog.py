@@ -7,7 +7,9 @@ from rich.table import Table
 
 from flows.cli.context import settings
 from flows.cli.discover import candidates_table
+from flows.cli.exit_codes import ExitCode
 from flows.cli.output import JsonOption, console, emit, emit_rows, fail
+from flows.cli.params import entry_id_argument
 from registry.catalog import CatalogStore
 from registry.schema import Candidate, CatalogEntry, Decision, EntryStatus, StageName, StageOutcome
 
@@ -84,14 +86,14 @@ def list_entries(
 
 @catalog_app.command("show")
 def show_entry(
-    entry_id: str = typer.Argument(..., help="Entry id, e.g. huggingfacetb--smollm2-135m-instruct."),
+    entry_id: str = entry_id_argument(),
     as_json: bool = JsonOption,
 ) -> None:
     """Show one catalog entry in full."""
     with _store() as store:
         entry = store.entry(entry_id)
     if entry is None:
-        raise fail(f"no catalog entry {entry_id!r}; `curate catalog list` shows the ids")
+        raise fail(f"no catalog entry {entry_id!r}; `curate catalog list` shows the ids", ExitCode.NOT_FOUND)
     emit(entry, as_json, lambda: console.print_json(entry.model_dump_json()))
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from flows.cli.context import settings
+from flows.cli.exit_codes import ExitCode
 from flows.cli.output import JsonOption, console, emit, fail
+from flows.cli.params import TASKS, checked, one_of
+from registry.identifiers import InvalidIdentifierError, shown
 from registry.schema import BenchmarkMetrics, CheckStatus, ConformanceReport
 
 _STYLE = {CheckStatus.PASS: "green", CheckStatus.FAIL: "bold red", CheckStatus.SKIP: "yellow"}
@@ -28,35 +32,68 @@ def _conformance_view(report: ConformanceReport) -> None:
     )
 
 
+def _base_url(value: str) -> str:
+    from validators.endpoint import is_base_url
+
+    if not is_base_url(value):
+        raise InvalidIdentifierError(f"{shown(value)} is not a base URL: expected http(s)://host[:port]/v1")
+    return value
+
+
+_BASE_URL_HELP = "OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"
+
+
 def conformance(
-    base_url: str = typer.Argument(..., help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"),
-    model: str = typer.Option(..., "--model", "-m", help="The served model id."),
-    task: str = typer.Option("chat", "--task", help="chat or embeddings."),
+    base_url: str | None = typer.Argument(None, help=_BASE_URL_HELP, callback=checked(_base_url)),
+    model: str | None = typer.Option(None, "--model", "-m", help="The served model id."),
+    task: str = typer.Option("chat", "--task", help="chat or embeddings.", callback=one_of(*TASKS)),
     tool_parser: str | None = typer.Option(
         None, "--tool-parser", help="The template's tool parser (enables tool checks)."
     ),
     only: list[str] | None = typer.Option(None, "--check", help="Run only this check (repeatable)."),
     max_tokens: int = typer.Option(6, "--max-tokens", min=2, help="max_tokens of the short generations."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Per-request timeout in seconds."),
+    timeout: float = typer.Option(120.0, "--timeout", min=0.1, help="Per-request timeout in seconds."),
     markdown: Path | None = typer.Option(None, "--markdown", help="Also write the markdown report here."),
+    list_checks: bool = typer.Option(False, "--list", help="List every check: name, version, what it asserts."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Run the OpenAI-API conformance suite; exits 1 when a check fails."""
-    from validators.conformance import report_markdown, run_suite
+    """Run the OpenAI-API conformance suite; exits 1 when a check fails (docs/cli.md lists every exit code)."""
+    from validators.conformance import checks_for, report_markdown, run_suite
     from validators.conformance_checks.base import Target
-    from validators.errors import ValidatorError
+    from validators.endpoint import served_models
 
+    if list_checks:
+        rows = _check_rows()
+        emit(rows, as_json, lambda: console.print(_checks_table(rows)))
+        return
+    if base_url is None or model is None:
+        raise fail("give BASE_URL and --model (or --list to see the checks)", ExitCode.USAGE)
+    checks_for(task, only or None)  # an unknown check name is a usage error before any request
     target = Target(base_url, model, task=task, tool_call_parser=tool_parser, timeout_s=timeout, max_tokens=max_tokens)
-    try:
-        with console.status(f"running the {task} conformance checks against {base_url} ...", spinner="dots"):
-            report = run_suite(target, only=only or None)
-    except ValidatorError as exc:
-        raise fail(str(exc)) from exc
+    with console.status(f"running the {task} conformance checks against {base_url} ...", spinner="dots"):
+        served_models(base_url, timeout_s=min(timeout, 10.0))
+        report = run_suite(target, only=only or None)
     if markdown is not None:
         markdown.write_text(report_markdown(report))
     emit(report, as_json, lambda: _conformance_view(report))
     if report.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def _check_rows() -> list[dict[str, Any]]:
+    """Every check of the suite in order: `--list --json` (shape in docs/cli.md)."""
+    from validators.conformance import CHECKS
+
+    return [{"name": c.name, "version": c.version, "tasks": sorted(c.tasks), "asserts": c.description} for c in CHECKS]
+
+
+def _checks_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="OpenAI-API conformance checks, in suite order")
+    for column in ("check", "v", "tasks", "asserts"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], str(row["version"]), ", ".join(row["tasks"]), row["asserts"])
+    return table
 
 
 def _bench_view(results: tuple[BenchmarkMetrics, ...]) -> None:
@@ -93,7 +130,7 @@ def _bench_view(results: tuple[BenchmarkMetrics, ...]) -> None:
 
 
 def bench(
-    base_url: str = typer.Argument(..., help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"),
+    base_url: str = typer.Argument(..., help=_BASE_URL_HELP, callback=checked(_base_url)),
     model: str = typer.Option(..., "--model", "-m", help="The served model id."),
     profile: str = typer.Option("synchronous", "--profile", help="synchronous|concurrent|sweep|constant|poisson."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="Workers for --profile concurrent."),
@@ -110,13 +147,14 @@ def bench(
 ) -> None:
     """Run a bounded throughput benchmark; metrics per load level, goodput against the policy's SLOs."""
     from validators.bench_report import plot_sweep, write_csv, write_json
-    from validators.errors import ValidatorError
+    from validators.endpoint import served_models
     from validators.throughput import LoadSpec, run_benchmark
 
     try:
         ladder = tuple(int(part) for part in concurrencies.split(",") if part.strip())
     except ValueError as exc:
-        raise fail(f"--concurrencies must be comma-separated integers, got {concurrencies!r}") from exc
+        message = f"--concurrencies must be comma-separated integers, got {shown(concurrencies)}"
+        raise fail(message, ExitCode.USAGE) from exc
     spec = LoadSpec(
         profile=profile,
         concurrency=concurrency,
@@ -128,17 +166,23 @@ def bench(
         output_tokens=output_tokens,
         seed=seed,
     )
-    try:
-        with console.status(f"benchmarking {model} at {base_url} ({profile}) ...", spinner="dots"):
-            results = run_benchmark(base_url, model, spec, tokenizer_dir=tokenizer, slo=settings().slo)
-    except ValidatorError as exc:
-        raise fail(str(exc)) from exc
+    spec.validate()
+    with console.status(f"benchmarking {model} at {base_url} ({profile}) ...", spinner="dots"):
+        served_models(base_url)
+        results = run_benchmark(base_url, model, spec, tokenizer_dir=tokenizer, slo=settings().slo)
     if out is not None:
         write_json(results, out / "results.json")
         write_csv(results, out / "results.csv")
         if profile == "sweep":
             plot_sweep(results, out / "sweep.png", title=f"{model} ({base_url})")
     emit(list(results), as_json, lambda: _bench_view(results))
+    empty = [r for r in results if r.requests == 0]
+    if empty:
+        level = f"c={empty[0].concurrency:g}" if empty[0].concurrency is not None else f"rate={empty[0].rate:g}"
+        raise fail(
+            f"every request failed at {level} ({empty[0].errors} errors, {empty[0].timeouts} timeouts): the metrics "
+            f"mean nothing; check that {base_url} serves {shown(model)} (`curate conformance`)"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,8 @@
 Reads `<export dir>/entries/<ENTRY_ID>.json` and a public key, then checks the entry signature, the export
 index, the weights in every region the entry names (signature blob, key, file set, every blob's sha256), every
 image (signature over the pinned digest, the build tag still on that digest) and that each template was
-validated on those digests. Exit code 0 only when every check holds; 1 when one fails; 2 on usage errors.
+validated on those digests. Exit code 0 only when every check holds; 1 when one fails; 3 when the entry or the
+key is not there; the other codes of docs/cli.md otherwise.
 
 Trust comes from the public key: pass `--public-key` with a key you pinned out of band. Without it the key
 exported next to the entry (`keys/<key id>.pem`) is used, which only proves the files are consistent with
@@ -19,12 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rich.table import Table
 
 from flows.cli.context import settings
+from flows.cli.exit_codes import ExitCode
 from flows.cli.output import JsonOption, console, emit, fail
+from flows.cli.params import entry_id_argument
 from registry.entries import PublicationError, entry_digest, load_exported_entry, verify_index
+from registry.identifiers import check_sha256
 from registry.keys import SigningKeyError, load_public_key
 from registry.schema import CatalogEntry, VerificationCheck, VerificationReport
 
-_ENTRY = typer.Argument(..., help="The entry id, e.g. qwen--qwen3-0.6b (see index.json).")
+_ENTRY = entry_id_argument()
 _EXPORT = typer.Option(
     None, "--export-dir", help="The exported catalog (default: publish.export_dir, i.e. <data_dir>/catalog-export)."
 )
@@ -57,7 +61,7 @@ def _key_path(directory: Path, entry: CatalogEntry, explicit: Path | None) -> Pa
         return explicit
     if entry.signature is None:
         raise fail(f"entry {entry.id} is not signed and no --public-key was given; nothing can be trusted")
-    return directory / "keys" / f"{entry.signature.key_id}.pem"
+    return directory / "keys" / f"{check_sha256(entry.signature.key_id)}.pem"
 
 
 def report_table(report: VerificationReport) -> Table:
@@ -88,16 +92,16 @@ def verify(
     try:
         entry = load_exported_entry(directory, entry_id)
     except PublicationError as exc:
-        raise fail(str(exc), code=2) from exc
+        raise fail(str(exc), ExitCode.NOT_FOUND) from exc
     except ValueError as exc:
-        raise fail(f"{directory}/entries/{entry_id}.json is not a catalog entry: {exc}", code=1) from exc
+        raise fail(f"{directory}/entries/{entry_id}.json is not a catalog entry: {exc}") from exc
     key_path = _key_path(directory, entry, public_key)
     try:
         key = load_public_key(key_path.read_bytes())
     except OSError as exc:
-        raise fail(f"cannot read the public key {key_path}: {exc}; pass --public-key PEM", code=2) from exc
+        raise fail(f"cannot read the public key {key_path}: {exc}; pass --public-key PEM", ExitCode.NOT_FOUND) from exc
     except SigningKeyError as exc:
-        raise fail(f"{key_path} is not a usable public key: {exc}", code=2) from exc
+        raise fail(f"{key_path} is not a usable public key: {exc}", ExitCode.USAGE) from exc
     report = verify_catalog_entry(
         entry,
         config.storage,
@@ -108,7 +112,7 @@ def verify(
     )
     emit(report, as_json, lambda: console.print(report_table(report)))
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def register(app: typer.Typer) -> None:
