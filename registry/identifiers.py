@@ -39,7 +39,10 @@ def shown(value: object) -> str:
     """A value for a one-line message: escaped (no newline or control character survives) and bounded."""
     text = repr(value) if isinstance(value, str) else repr(str(value))
     text = text.encode("ascii", "backslashreplace").decode("ascii")
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 12] + f"...({len(str(value))} chars)"
+    if len(text) <= MAX_SHOWN:
+        return text
+    suffix = f"...({len(str(value))} chars)"
+    return text[: MAX_SHOWN - len(suffix)] + suffix
 
 
 def _invalid(what: str, value: object, rule: str) -> InvalidIdentifierError:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 
 from registry.hub import HubSource, RepoFile, RepoInfo
+from registry.identifiers import is_safe_repo_file
 from registry.schema import Finding, ModelRef, Severity, StagedFile
 from registry.settings import ScreeningSettings
 from validators.errors import ValidatorError
@@ -58,7 +59,6 @@ SERVING_FILES = frozenset(
     }
 )
 _LICENSE = re.compile(r"^(LICEN[CS]E|COPYING|NOTICE)(\.[A-Za-z0-9]+)?$", re.IGNORECASE)
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}){0,3}$")
 _KNOWN_DTYPES = frozenset(
     {
         "F64",
@@ -137,7 +137,7 @@ def select_files(info: RepoInfo) -> list[RepoFile]:
         wanted = name.endswith(".safetensors") or name in SERVING_FILES or _LICENSE.match(name) is not None
         if not wanted:
             continue
-        if not _SAFE_NAME.match(name) or ".." in name.split("/"):
+        if not is_safe_repo_file(name):
             bad.append(_finding("weights.unsafe-name", f"file name {_clip(name)} is not a safe relative path"))
             continue
         chosen.append(entry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -31,9 +32,9 @@ def main(
     debug: bool = typer.Option(False, "--debug", help="On failure, also print the traceback (and Prefect's logs)."),
 ) -> None:
     context.configure(config, endpoint, data_dir, debug=debug)
-    if not debug:
+    if not debug and "prefect" not in sys.modules:
         # Flow runs keep sending their logs to the Prefect API (the UI); only the console copy is quiet, so that a
-        # failure ends in the CLI's one line rather than in Prefect's tracebacks.
+        # failure ends in the CLI's one line rather than in Prefect's tracebacks. (Read when Prefect is imported.)
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     use_running_stack(context.settings().data_dir.resolve(), announce=ctx.invoked_subcommand != "dev")
 

@@ -11,6 +11,7 @@ from flows.cli.exit_codes import ExitCode
 from flows.cli.output import JsonOption, console, emit, emit_rows, fail
 from flows.cli.params import entry_id_argument
 from registry.catalog import CatalogStore
+from registry.identifiers import shown
 from registry.schema import Candidate, CatalogEntry, Decision, EntryStatus, StageName, StageOutcome
 
 catalog_app = typer.Typer(help="Inspect the catalog store: published entries, runs, candidates.", no_args_is_help=True)
@@ -93,7 +94,7 @@ def show_entry(
     with _store() as store:
         entry = store.entry(entry_id)
     if entry is None:
-        raise fail(f"no catalog entry {entry_id!r}; `curate catalog list` shows the ids", ExitCode.NOT_FOUND)
+        raise fail(f"no catalog entry {shown(entry_id)}; `curate catalog list` shows the ids", ExitCode.NOT_FOUND)
     emit(entry, as_json, lambda: console.print_json(entry.model_dump_json()))
 
 
@@ -125,6 +126,8 @@ def list_candidates(
 ) -> None:
     """List the candidates one run discovered, with each decision and its reason."""
     with _store() as store:
+        if run_id is not None and store.run(run_id) is None:
+            raise fail(f"no run {shown(run_id)} in the catalog; `curate catalog runs` lists them", ExitCode.NOT_FOUND)
         candidates = store.candidates(run_id)
         stages = stages_table(store, candidates)
 

@@ -57,7 +57,10 @@ def revision_option(help_text: str = "Commit sha or branch (default: the current
 
 def entry_id_argument() -> Any:
     return typer.Argument(
-        ..., help="Entry id, e.g. huggingfacetb--smollm2-135m-instruct.", metavar="ENTRY_ID", callback=checked(check_entry_id)
+        ...,
+        help="Entry id, e.g. huggingfacetb--smollm2-135m-instruct.",
+        metavar="ENTRY_ID",
+        callback=checked(check_entry_id),
     )
 
 

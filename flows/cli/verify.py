@@ -28,6 +28,7 @@ from registry.identifiers import check_sha256
 from registry.keys import SigningKeyError, load_public_key
 from registry.schema import CatalogEntry, VerificationCheck, VerificationReport
 
+_MAX_KEY_BYTES = 64 * 1024
 _ENTRY = entry_id_argument()
 _EXPORT = typer.Option(
     None, "--export-dir", help="The exported catalog (default: publish.export_dir, i.e. <data_dir>/catalog-export)."
@@ -97,7 +98,8 @@ def verify(
         raise fail(f"{directory}/entries/{entry_id}.json is not a catalog entry: {exc}") from exc
     key_path = _key_path(directory, entry, public_key)
     try:
-        key = load_public_key(key_path.read_bytes())
+        with key_path.open("rb") as handle:
+            key = load_public_key(handle.read(_MAX_KEY_BYTES))
     except OSError as exc:
         raise fail(f"cannot read the public key {key_path}: {exc}; pass --public-key PEM", ExitCode.NOT_FOUND) from exc
     except SigningKeyError as exc:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from decisions.publication import build_entry, passed_templates
 from flows.cli.app import app
+from flows.cli.exit_codes import ExitCode
 from flows.publish import gather_inputs, provenance
 from registry.blobs import model_prefix
 from registry.catalog_export import export_catalog
@@ -160,7 +161,12 @@ def test_withdrawn_entry_relabelled_published_fails_on_the_signed_index(publish_
     assert "changed after it was signed" in next(c.detail for c in report.checks if c.name == "index")
 
 
-def test_unknown_entry_is_a_usage_error(tmp_path: Path) -> None:
+def test_unknown_entry_is_not_found_and_a_hostile_id_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["verify", "acme--nothing", "--export-dir", str(tmp_path)])
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.NOT_FOUND
     assert "no exported entry" in result.output
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    (tmp_path / "export" / "entries").mkdir(parents=True)
+    result = runner.invoke(app, ["verify", "../../outside", "--export-dir", str(tmp_path / "export")])
+    assert result.exit_code == ExitCode.USAGE and "not a catalog entry id" in result.stderr
