@@ -33,6 +33,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
+from flows.retries import only_retryable
 from flows.settings import settings_from
 from registry.artifacts import artifact_key
 from registry.blob_errors import BlobIntegrityError
@@ -137,15 +138,6 @@ class _ArtifactProgress:
 # --------------------------------------------------------------------------------------------- retries
 
 
-def _retryable(_task: Any, _task_run: Any, state: Any) -> bool:
-    """Retry only what may get better by waiting: errors whose `retryable` is true (storage, Hub)."""
-    try:
-        state.result()
-    except Exception as exc:  # noqa: BLE001 - inspected only; the task's failure still propagates
-        return bool(getattr(exc, "retryable", False))
-    return False
-
-
 # --------------------------------------------------------------------------------------------- records
 
 
@@ -187,7 +179,7 @@ def work_dir(settings: Settings, ref: ModelRef) -> Path:
     name="resolve-revision",
     retries=2,
     retry_delay_seconds=[2, 10],
-    retry_condition_fn=_retryable,
+    retry_condition_fn=only_retryable,
     tags=["hub"],
 )
 def resolve_revision(overrides: dict[str, Any] | None, repo_id: str, revision: str | None) -> ModelRef:
@@ -199,7 +191,7 @@ def resolve_revision(overrides: dict[str, Any] | None, repo_id: str, revision: s
         source.close()
 
 
-@task(name="fetch-weights", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retryable, tags=["hub"])
+@task(name="fetch-weights", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=only_retryable, tags=["hub"])
 def fetch_weights(overrides: dict[str, Any] | None, ref: ModelRef, files_dir: str) -> FetchedWeights:
     """Download the revision's weights and serving files, verify hashes and tensors; reject on mismatch."""
     settings = settings_from(overrides)
@@ -246,7 +238,7 @@ def sign_staged(overrides: dict[str, Any] | None, fetched: FetchedWeights, files
     return signature
 
 
-@task(name="upload-primary", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=_retryable)
+@task(name="upload-primary", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=only_retryable)
 def upload_primary(
     overrides: dict[str, Any] | None,
     regions: list[str],
@@ -287,7 +279,7 @@ def upload_primary(
     return totals
 
 
-@task(name="replicate-region", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=_retryable)
+@task(name="replicate-region", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=only_retryable)
 def replicate_region(
     overrides: dict[str, Any] | None,
     regions: list[str],
@@ -322,7 +314,7 @@ def replicate_region(
     return copied
 
 
-@task(name="verify-region", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retryable)
+@task(name="verify-region", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=only_retryable)
 def verify_region(
     overrides: dict[str, Any] | None, regions: list[str], region: str, ref: ModelRef, sig_path: str
 ) -> str:
@@ -345,7 +337,7 @@ def verify_region(
     return datetime.now(UTC).isoformat()
 
 
-@task(name="write-manifest", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=_retryable)
+@task(name="write-manifest", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=only_retryable)
 def write_manifest(
     overrides: dict[str, Any] | None,
     regions: list[str],

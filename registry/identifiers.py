@@ -1,5 +1,5 @@
 """The one rule for each identifier that arrives from outside: repo ids, revisions, file names in repositories,
-template ids, entry ids and region names.
+template ids, entry ids, region names and service URLs.
 
 Every value a user types, a policy file names or a Hub answers is checked here before it can become part of a
 filesystem path, a blob name, an artifact key or a URL path. Each `check_*` returns the value unchanged or raises
@@ -10,6 +10,7 @@ message shows the value escaped and bounded: a hostile id never spreads over sev
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from registry.errors import RegistryError
 
@@ -126,6 +127,18 @@ def check_entry_id(value: str) -> str:
     _check_slug(value, "a catalog entry id", "qwen--qwen3-32b")
     if "--" not in value:
         raise _invalid("a catalog entry id", value, "expected org--name, lowercase (e.g. qwen--qwen3-32b)")
+    return value
+
+
+def check_http_url(value: str) -> str:
+    """An http(s) URL with a host and nothing unprintable: a Hub endpoint, an OpenAI-compatible base URL."""
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:
+        parts = None
+    printable = isinstance(value, str) and value.isascii() and value.isprintable() and " " not in value
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not printable:
+        raise _invalid("an http(s) URL", value, "expected e.g. http://127.0.0.1:8000/v1 or https://huggingface.co")
     return value
 
 

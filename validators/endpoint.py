@@ -7,19 +7,11 @@ nothing answers, `NotOpenAIEndpointError` when something answers that is not an 
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import httpx
 
 from validators.errors import EndpointUnreachableError, NotOpenAIEndpointError
 
 PROBE_TIMEOUT_S = 10.0
-
-
-def is_base_url(value: str) -> bool:
-    """An http(s) URL with a host (e.g. http://127.0.0.1:8000/v1)."""
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def served_models(base_url: str, *, timeout_s: float = PROBE_TIMEOUT_S, api_key: str | None = None) -> tuple[str, ...]:

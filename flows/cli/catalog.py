@@ -99,7 +99,7 @@ def show_entry(
 
 
 @catalog_app.command("runs")
-def list_runs(limit: int = typer.Option(20, "--limit", "-n", min=1), as_json: bool = JsonOption) -> None:
+def list_runs(limit: int = typer.Option(20, "--limit", "-n", min=1, max=10_000), as_json: bool = JsonOption) -> None:
     """List recent curation runs, newest first."""
     with _store() as store:
         runs = store.runs(limit)

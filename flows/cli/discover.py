@@ -44,7 +44,7 @@ def _check_request(text: str) -> str:
 
 
 def discover(
-    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="How many trending models to fetch."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, max=1000, help="How many trending models to fetch."),
     requested: list[str] | None = typer.Option(
         None,
         "--request",

@@ -103,6 +103,7 @@ def plan_command(
         None,
         "--parameters",
         min=1,
+        max=10**15,
         help="With --config-file: parameter count (else estimated from the config).",
     ),
     dtype: str = typer.Option("BF16", "--dtype", help="With --parameters: the safetensors dtype of those parameters."),

@@ -21,7 +21,9 @@ def _overrides() -> dict[str, object]:
 
 
 def run(
-    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="How many trending models to consider."),
+    limit: int | None = typer.Option(
+        None, "--limit", "-n", min=1, max=1000, help="How many trending models to consider."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Run the weekly curation pipeline once, now, on the configured policy."""

@@ -12,9 +12,10 @@ from flows.cli.context import settings
 from flows.cli.exit_codes import ExitCode
 from flows.cli.output import JsonOption, console, emit, fail
 from flows.cli.params import TASKS, checked, one_of
-from registry.identifiers import InvalidIdentifierError, shown
+from registry.identifiers import check_http_url, shown
 from registry.schema import BenchmarkMetrics, CheckStatus, ConformanceReport
 
+_MAX_CONCURRENCY = 100_000
 _STYLE = {CheckStatus.PASS: "green", CheckStatus.FAIL: "bold red", CheckStatus.SKIP: "yellow"}
 
 
@@ -32,27 +33,19 @@ def _conformance_view(report: ConformanceReport) -> None:
     )
 
 
-def _base_url(value: str) -> str:
-    from validators.endpoint import is_base_url
-
-    if not is_base_url(value):
-        raise InvalidIdentifierError(f"{shown(value)} is not a base URL: expected http(s)://host[:port]/v1")
-    return value
-
-
 _BASE_URL_HELP = "OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"
 
 
 def conformance(
-    base_url: str | None = typer.Argument(None, help=_BASE_URL_HELP, callback=checked(_base_url)),
+    base_url: str | None = typer.Argument(None, help=_BASE_URL_HELP, callback=checked(check_http_url)),
     model: str | None = typer.Option(None, "--model", "-m", help="The served model id."),
     task: str = typer.Option("chat", "--task", help="chat or embeddings.", callback=one_of(*TASKS)),
     tool_parser: str | None = typer.Option(
         None, "--tool-parser", help="The template's tool parser (enables tool checks)."
     ),
     only: list[str] | None = typer.Option(None, "--check", help="Run only this check (repeatable)."),
-    max_tokens: int = typer.Option(6, "--max-tokens", min=2, help="max_tokens of the short generations."),
-    timeout: float = typer.Option(120.0, "--timeout", min=0.1, help="Per-request timeout in seconds."),
+    max_tokens: int = typer.Option(6, "--max-tokens", min=2, max=100_000, help="max_tokens of the short generations."),
+    timeout: float = typer.Option(120.0, "--timeout", min=0.1, max=3600, help="Per-request timeout in seconds."),
     markdown: Path | None = typer.Option(None, "--markdown", help="Also write the markdown report here."),
     list_checks: bool = typer.Option(False, "--list", help="List every check: name, version, what it asserts."),
     as_json: bool = JsonOption,
@@ -130,19 +123,27 @@ def _bench_view(results: tuple[BenchmarkMetrics, ...]) -> None:
 
 
 def bench(
-    base_url: str = typer.Argument(..., help=_BASE_URL_HELP, callback=checked(_base_url)),
+    base_url: str = typer.Argument(..., help=_BASE_URL_HELP, callback=checked(check_http_url)),
     model: str = typer.Option(..., "--model", "-m", help="The served model id."),
     profile: str = typer.Option("synchronous", "--profile", help="synchronous|concurrent|sweep|constant|poisson."),
-    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Workers for --profile concurrent."),
+    concurrency: int = typer.Option(
+        1, "--concurrency", min=1, max=_MAX_CONCURRENCY, help="Workers for --profile concurrent."
+    ),
     concurrencies: str = typer.Option("1,2,4", "--concurrencies", help="Ladder for --profile sweep, e.g. 1,2,4,8."),
-    rate: float | None = typer.Option(None, "--rate", help="Requests per second for constant/poisson."),
-    max_requests: int = typer.Option(20, "--max-requests", min=1, help="Bound: requests per load level."),
-    max_duration: float = typer.Option(60.0, "--max-duration", help="Bound: seconds per load level."),
-    input_tokens: int = typer.Option(128, "--input-tokens", min=1),
-    output_tokens: int = typer.Option(32, "--output-tokens", min=1),
+    rate: float | None = typer.Option(
+        None, "--rate", min=0.001, max=1_000_000, help="Requests per second for constant/poisson."
+    ),
+    max_requests: int = typer.Option(
+        20, "--max-requests", min=1, max=10_000_000, help="Bound: requests per load level."
+    ),
+    max_duration: float = typer.Option(
+        60.0, "--max-duration", min=0.001, max=7 * 86400, help="Bound: seconds per load level."
+    ),
+    input_tokens: int = typer.Option(128, "--input-tokens", min=1, max=1_000_000),
+    output_tokens: int = typer.Option(32, "--output-tokens", min=1, max=1_000_000),
     tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Model directory with tokenizer.json."),
     out: Path | None = typer.Option(None, "--out", help="Write results.json, results.csv (and sweep.png) here."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
     as_json: bool = JsonOption,
 ) -> None:
     """Run a bounded throughput benchmark; metrics per load level, goodput against the policy's SLOs."""
@@ -150,15 +151,10 @@ def bench(
     from validators.endpoint import served_models
     from validators.throughput import LoadSpec, run_benchmark
 
-    try:
-        ladder = tuple(int(part) for part in concurrencies.split(",") if part.strip())
-    except ValueError as exc:
-        message = f"--concurrencies must be comma-separated integers, got {shown(concurrencies)}"
-        raise fail(message, ExitCode.USAGE) from exc
     spec = LoadSpec(
         profile=profile,
         concurrency=concurrency,
-        concurrencies=ladder,
+        concurrencies=_ladder(concurrencies),
         rate=rate,
         max_requests=max_requests,
         max_duration_s=max_duration,
@@ -176,13 +172,30 @@ def bench(
         if profile == "sweep":
             plot_sweep(results, out / "sweep.png", title=f"{model} ({base_url})")
     emit(list(results), as_json, lambda: _bench_view(results))
-    empty = [r for r in results if r.requests == 0]
-    if empty:
-        level = f"c={empty[0].concurrency:g}" if empty[0].concurrency is not None else f"rate={empty[0].rate:g}"
-        raise fail(
-            f"every request failed at {level} ({empty[0].errors} errors, {empty[0].timeouts} timeouts): the metrics "
-            f"mean nothing; check that {base_url} serves {shown(model)} (`curate conformance`)"
-        )
+    _fail_when_every_request_failed(results, base_url, model)
+
+
+def _ladder(concurrencies: str) -> tuple[int, ...]:
+    try:
+        ladder = tuple(int(part) for part in concurrencies.split(",") if part.strip())
+        if not all(1 <= level <= _MAX_CONCURRENCY for level in ladder):
+            raise ValueError(concurrencies)
+    except ValueError as exc:
+        message = f"--concurrencies must be comma-separated integers 1..{_MAX_CONCURRENCY}, got {shown(concurrencies)}"
+        raise fail(message, ExitCode.USAGE) from exc
+    return ladder
+
+
+def _fail_when_every_request_failed(results: tuple[BenchmarkMetrics, ...], base_url: str, model: str) -> None:
+    """A load level without one successful request has metrics that mean nothing: never exit 0 for it."""
+    empty = next((r for r in results if r.requests == 0), None)
+    if empty is None:
+        return
+    level = f"c={empty.concurrency:g}" if empty.concurrency is not None else f"rate={empty.rate:g}"
+    raise fail(
+        f"every request failed at {level} ({empty.errors} errors, {empty.timeouts} timeouts): the metrics mean "
+        f"nothing; check that {base_url} serves {shown(model)} (`curate conformance`)"
+    )
 
 
 def register(app: typer.Typer) -> None:

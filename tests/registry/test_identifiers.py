@@ -10,6 +10,7 @@ from registry.identifiers import (
     MAX_SHOWN,
     InvalidIdentifierError,
     check_entry_id,
+    check_http_url,
     check_region,
     check_repo_file,
     check_repo_id,
@@ -74,6 +75,13 @@ def test_repo_files_that_could_escape_a_directory(value: str) -> None:
     assert not is_safe_repo_file(value)
     with pytest.raises(InvalidIdentifierError):
         check_repo_file(value)
+
+
+def test_service_urls() -> None:
+    assert check_http_url("http://127.0.0.1:8000/v1") and check_http_url("https://huggingface.co")
+    for bad in ("127.0.0.1:8000/v1", "file:///etc/passwd", "http://", "ftp://x/v1", "", "http://[::1", "http://a\nb"):
+        with pytest.raises(InvalidIdentifierError, match="http"):
+            check_http_url(bad)
 
 
 def test_catalog_slugs_and_regions() -> None:
