@@ -2,8 +2,8 @@
 of `flows/cli/exit_codes.py`.
 
 `CurateGroup` is the root command's class, so the boundary holds for `curate` and for `typer.testing.CliRunner`
-alike. Expected failures (usage errors, the packages' typed errors, `CliError`) print `error: <what failed and
-what to do>`; `--debug` adds the traceback. Anything else is a bug: one line naming the file under
+alike. Expected failures (usage errors, the packages' typed errors, a command's `CliError`) print `error: <what
+failed and what to do>`; `--debug` adds the traceback. Anything else is a bug: one line naming the file under
 `<data dir>/logs/` the full trace was written to. SIGTERM and SIGHUP become an exception (`Terminated`) so that
 every `finally` runs (temporary servers stop, clients close); a second signal exits at once.
 """
@@ -25,7 +25,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from flows.cli.exit_codes import CliError, ExitCode, classify, signal_exit_code
+from flows.cli.exit_codes import ExitCode, classify, signal_exit_code
 from flows.cli.output import err_console
 
 MAX_LINE = 1000
@@ -63,9 +63,10 @@ def signals_stop_the_command() -> Iterator[None]:
 
 
 def one_line(text: str) -> str:
-    """The first line of a message, bounded; the rest is for --debug."""
+    """The first line of a message, bounded, control characters escaped; the rest is for --debug."""
     lines = text.strip().splitlines() or [""]
-    line = lines[0] + (" (more with --debug)" if len(lines) > 1 else "")
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in lines[0])
+    line += " (more with --debug)" if len(lines) > 1 else ""
     return line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..."
 
 
@@ -130,10 +131,7 @@ def run_guarded(call: Callable[[], Any], debug: Callable[[], bool]) -> int:
         report(str(exc))
         return signal_exit_code(exc.signum)
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else ExitCode.FAILED
-    except CliError as exc:
-        report(one_line(str(exc)))
-        return exc.code
+        return ExitCode.OK if exc.code is None else exc.code if isinstance(exc.code, int) else ExitCode.FAILED
     except Exception as exc:  # noqa: BLE001 - the boundary: classified, reported in one line, traced under --debug
         return _failure(exc, debug())
     if result == ExitCode.INTERRUPTED:

@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEAD = f"http://127.0.0.1:{free_port()}"  # nothing listens there (a port that was free a moment ago)
 DOCUMENTED = {int(code) for code in ExitCode if code not in (ExitCode.INTERNAL, ExitCode.INTERRUPTED)}
 MAX_STDERR_LINES = 3
-EXAMPLES_PER_COMMAND = 80
+EXAMPLES_PER_COMMAND = 40
 
 HOSTILE = [
     "../../etc/passwd", "/etc/passwd", "..", ".", "", " ", "a/b/c", "org/", "/name", "org/..", "org--x/y",
