@@ -168,15 +168,14 @@ class HfHubSource(HubSource):
         self._list_page(f"{self.endpoint}/api/models", {"limit": 1})
 
     def trending(self, limit: int, *, pipeline_tag: str | None = None) -> list[RepoInfo]:
-        params: dict[str, Any] | None = {"sort": "trendingScore", "limit": limit, "expand": LISTING_EXPAND}
-        if pipeline_tag and params is not None:
-            params["pipeline_tag"] = pipeline_tag
+        query = {"sort": "trendingScore", "limit": limit, "expand": LISTING_EXPAND}
+        params: dict[str, Any] | None = query | ({"pipeline_tag": pipeline_tag} if pipeline_tag else {})
         found: list[RepoInfo] = []
         url: str | None = f"{self.endpoint}/api/models"
         while url is not None and len(found) < limit:
             items, url = self._list_page(url, params)
             params = None  # the next-page link carries the query
-            found.extend(_to_repo_info(ModelInfo(**{"siblings": None, **item})) for item in items)  # type: ignore[no-untyped-call]
+            found.extend(_listed(item) for item in items)
         return found[:limit]
 
     def _list_page(self, url: str, params: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str | None]:
@@ -300,6 +299,14 @@ class HfHubSource(HubSource):
         base = float(self._settings.backoff_s * (2 ** (attempt - 1)))
         jitter = 1.0 + random.random() * 0.1  # noqa: S311 (jitter, not cryptography)
         return min(base * jitter, self._settings.max_backoff_s)
+
+
+def _listed(item: dict[str, Any]) -> RepoInfo:
+    """One entry of the model listing (what `HfApi.list_models` would make of it)."""
+    try:
+        return _to_repo_info(ModelInfo(**{"siblings": None, **item}))  # type: ignore[no-untyped-call]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise HubResponseError(f"the Hub listing has an entry this client cannot read ({exc}); is it a Hub?") from exc
 
 
 def _to_repo_info(model: Any) -> RepoInfo:

@@ -61,18 +61,20 @@ def check_repo_id(value: str) -> str:
     return value
 
 
+def _matching(pattern: re.Pattern[str], value: str, what: str, rule: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise _invalid(what, value, rule)
+    return value
+
+
 def check_sha(value: str) -> str:
     """A full commit sha: 40 lowercase hex digits."""
-    if not isinstance(value, str) or not _SHA.fullmatch(value):
-        raise _invalid("a 40-hex commit sha", value, "expected 40 lowercase hex digits")
-    return value
+    return _matching(_SHA, value, "a 40-hex commit sha", "expected 40 lowercase hex digits")
 
 
 def check_sha256(value: str) -> str:
     """A sha256 in hex (64 lowercase digits): file hashes and key ids."""
-    if not isinstance(value, str) or not _SHA256.fullmatch(value):
-        raise _invalid("a sha256", value, "expected 64 lowercase hex digits")
-    return value
+    return _matching(_SHA256, value, "a sha256", "expected 64 lowercase hex digits")
 
 
 def check_revision(value: str) -> str:
@@ -144,6 +146,4 @@ def check_http_url(value: str) -> str:
 
 def check_region(value: str) -> str:
     """A storage region name as the policy names them (`[storage.regions.<name>]`)."""
-    if not isinstance(value, str) or not _REGION.fullmatch(value):
-        raise _invalid("a region name", value, "expected lowercase letters, digits and '-' (e.g. eastus)")
-    return value
+    return _matching(_REGION, value, "a region name", "expected lowercase letters, digits and '-' (e.g. eastus)")

@@ -9,7 +9,7 @@ from flows.cli.context import settings
 from flows.cli.output import JsonOption, console, emit
 from flows.cli.params import checked
 from flows.cli.services import check_hub, prefect_api
-from registry.identifiers import InvalidIdentifierError
+from registry.errors import RegistryError
 from registry.schema import Candidate, Decision
 
 
@@ -33,14 +33,10 @@ def candidates_table(candidates: list[Candidate], title: str) -> Table:
     return table
 
 
-def _check_request(text: str) -> str:
-    from registry.discovery import DiscoveryError, RequestedModel
+def _parse_request(text: str) -> object:
+    from registry.discovery import RequestedModel  # the Hub client's import costs a second: only when asked
 
-    try:
-        RequestedModel.parse(text)
-    except DiscoveryError as exc:
-        raise InvalidIdentifierError(str(exc)) from exc
-    return text
+    return RequestedModel.parse(text)
 
 
 def discover(
@@ -50,7 +46,7 @@ def discover(
         "--request",
         "-r",
         help="Also consider this model (org/name[@sha]); repeatable.",
-        callback=checked(_check_request),
+        callback=checked(_parse_request, RegistryError),
     ),
     as_json: bool = JsonOption,
 ) -> None:

@@ -11,7 +11,6 @@ from flows.cli.output import JsonOption, console, emit, emit_rows, err_console, 
 from flows.cli.params import checked
 from flows.cli.services import check_docker, prefect_api
 from registry.catalog import CatalogStore
-from registry.identifiers import InvalidIdentifierError
 from registry.image_signatures import ImageVerificationError, verify_image
 from registry.keys import signing_key
 from registry.oci import ImageName, OciError
@@ -38,14 +37,6 @@ def _images_table(images: list[RuntimeImage]) -> Table:
             image.built_at.strftime("%Y-%m-%d %H:%M"),
         )
     return table
-
-
-def _image_reference(reference: str) -> str:
-    try:
-        ImageName.parse(reference)
-    except OciError as exc:
-        raise InvalidIdentifierError(str(exc)) from exc
-    return reference
 
 
 @images_app.command("build")
@@ -103,7 +94,7 @@ def list_images(
 @images_app.command("verify")
 def verify(
     reference: str = typer.Argument(
-        ..., help="Image reference: repo:tag, or repo@sha256:... (pinned).", callback=checked(_image_reference)
+        ..., help="Image reference: repo:tag, or repo@sha256:... (pinned).", callback=checked(ImageName.parse, OciError)
     ),
     as_json: bool = JsonOption,
 ) -> None:

@@ -33,16 +33,20 @@ def one_of(*allowed: str) -> Callable[[Any], Any]:
     return callback
 
 
-def checked(rule: Callable[[str], str]) -> Callable[[Any], Any]:
-    """A typer callback applying `rule` to a value (or to each value of a repeatable option)."""
+def checked(
+    rule: Callable[[str], object], errors: type[Exception] | tuple[type[Exception], ...] = InvalidIdentifierError
+) -> Callable[[Any], Any]:
+    """A typer callback: the value (or each value of a repeatable option) must pass `rule`; its `errors` become a
+    usage error."""
 
     def callback(value: Any) -> Any:
+        values = value if isinstance(value, list | tuple) else [] if value is None else [value]
         try:
-            if isinstance(value, list | tuple):
-                return [rule(v) for v in value]
-            return value if value is None else rule(value)
-        except InvalidIdentifierError as exc:
+            for item in values:
+                rule(item)
+        except errors as exc:
             raise typer.BadParameter(str(exc)) from exc
+        return value
 
     return callback
 
