@@ -9,7 +9,7 @@ from flows.cli.context import settings
 from flows.cli.exit_codes import ExitCode, classify
 from flows.cli.output import JsonOption, console, emit, emit_rows, err_console, fail
 from flows.cli.params import checked
-from flows.cli.services import check_docker, prefect_api
+from flows.cli.services import check_docker, check_registry, prefect_api
 from registry.catalog import CatalogStore
 from registry.image_signatures import ImageVerificationError, verify_image
 from registry.keys import signing_key
@@ -48,6 +48,7 @@ def build(
     """Build, push, scan, gate, sign, verify and record runtime images (flow `build-runtime-images`)."""
     current = settings()
     engine = check_docker()
+    check_registry(current)
     err_console.print(f"[dim]registry {current.images.registry}, engine {engine}[/]")
     from flows.build import ImageOutcome, build_runtime_images
 

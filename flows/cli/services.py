@@ -59,6 +59,14 @@ def check_docker() -> str:
     return host
 
 
+def check_registry(current: Settings) -> None:
+    """The image registry of `images.registry` answers and takes our credentials (else the OCI client's errors)."""
+    from registry.oci import OciClient
+
+    with OciClient.for_registry(current.images.registry, current.images, timeout=_CHECK_TIMEOUT_S) as oci:
+        oci.ping()
+
+
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str]:
     """The Prefect API URL this command's flow runs report to, for the duration of the block."""

@@ -21,11 +21,12 @@ from typer.testing import CliRunner
 from builders.images import BuiltImage, build_image
 from builders.recipes import get_recipe
 from builders.sbom import validate_spdx
-from builders.signing import attach_sbom, attach_scan_report, fetch_attached, sign_image, verify_image
+from builders.signing import attach_sbom, attach_scan_report, fetch_attached, sign_image
 from devstack.docker_engine import DockerStack
 from flows.cli.app import app
 from flows.cli.exit_codes import ExitCode
 from registry.credentials import registry_credentials
+from registry.image_signatures import verify_image
 from registry.keys import signing_key
 from registry.oci import ImageName, OciAuthError, OciClient
 from registry.settings import load_settings
