@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from decisions.selection import select_candidates
+from flows.retries import only_retryable
 from flows.settings import settings_from
 from registry.artifacts import cell, code
 from registry.catalog import CatalogStore
@@ -17,7 +18,7 @@ from registry.hub import hub_source
 from registry.schema import Candidate, Decision
 
 
-@task(name="fetch-candidates", retries=2, retry_delay_seconds=[2, 10], tags=["hub"])
+@task(name="fetch-candidates", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=only_retryable, tags=["hub"])
 def fetch_candidates(
     overrides: dict[str, Any] | None, limit: int | None, requested: list[str] | None
 ) -> list[Candidate]:

@@ -24,6 +24,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
 
+from flows.retries import only_retryable
 from flows.settings import settings_from
 from registry.artifacts import artifact_key, cell, code
 from registry.catalog import CatalogStore
@@ -94,6 +95,7 @@ def ensure_concurrency_limit(tag: str, limit: int) -> int:
     tags=[HUB_TAG],
     retries=2,
     retry_delay_seconds=[2, 10],
+    retry_condition_fn=only_retryable,
     cache_key_fn=_task_cache_key,
     cache_expiration=CACHE_EXPIRATION,
     persist_result=True,

@@ -35,6 +35,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
+from flows.retries import only_retryable
 from flows.settings import settings_from
 from flows.stage_progress import ArtifactProgress, step
 from registry.blob_errors import BlobIntegrityError
@@ -78,15 +79,6 @@ from validators.weights_signing import WeightsSignatureError, sign_weights, veri
 # --------------------------------------------------------------------------------------------- retries
 
 
-def retryable(_task: Any, _task_run: Any, state: Any) -> bool:
-    """Retry only what may get better by waiting: errors whose `retryable` is true (storage, Hub)."""
-    try:
-        state.result()
-    except Exception as exc:  # noqa: BLE001 - inspected only; the task's failure still propagates
-        return bool(getattr(exc, "retryable", False))
-    return False
-
-
 # --------------------------------------------------------------------------------------------- records
 
 
@@ -128,7 +120,7 @@ def work_dir(settings: Settings, ref: ModelRef) -> Path:
     name="resolve-revision",
     retries=2,
     retry_delay_seconds=[2, 10],
-    retry_condition_fn=retryable,
+    retry_condition_fn=only_retryable,
     tags=["hub"],
 )
 def resolve_revision(overrides: dict[str, Any] | None, repo_id: str, revision: str | None) -> ModelRef:
@@ -140,7 +132,7 @@ def resolve_revision(overrides: dict[str, Any] | None, repo_id: str, revision: s
         source.close()
 
 
-@task(name="fetch-weights", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retryable, tags=["hub"])
+@task(name="fetch-weights", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=only_retryable, tags=["hub"])
 def fetch_weights(overrides: dict[str, Any] | None, ref: ModelRef, files_dir: str) -> FetchedWeights:
     """Download the revision's weights and serving files, verify hashes and tensors; reject on mismatch."""
     settings = settings_from(overrides)
@@ -188,7 +180,7 @@ def sign_staged(overrides: dict[str, Any] | None, fetched: FetchedWeights, files
     return signature
 
 
-@task(name="upload-primary", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retryable)
+@task(name="upload-primary", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=only_retryable)
 def upload_primary(
     overrides: dict[str, Any] | None,
     regions: list[str],
@@ -228,7 +220,7 @@ def upload_primary(
     return totals
 
 
-@task(name="replicate-region", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retryable)
+@task(name="replicate-region", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=only_retryable)
 def replicate_region(
     overrides: dict[str, Any] | None,
     regions: list[str],
@@ -263,7 +255,7 @@ def replicate_region(
     return copied
 
 
-@task(name="verify-region", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retryable)
+@task(name="verify-region", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=only_retryable)
 def verify_region(
     overrides: dict[str, Any] | None,
     regions: list[str],
@@ -292,7 +284,7 @@ def verify_region(
     return datetime.now(UTC).isoformat()
 
 
-@task(name="write-manifest", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retryable)
+@task(name="write-manifest", retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=only_retryable)
 def write_manifest(
     overrides: dict[str, Any] | None,
     regions: list[str],

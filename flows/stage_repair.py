@@ -31,6 +31,7 @@ from typing import Any
 from prefect import get_run_logger, tags, task
 from prefect.artifacts import create_table_artifact
 
+from flows.retries import only_retryable
 from flows.settings import settings_from
 from flows.stage import (
     blob_metadata,
@@ -38,7 +39,6 @@ from flows.stage import (
     pipeline_key,
     put_manifests,
     record,
-    retryable,
     stage_result,
     store_for,
     work_dir,
@@ -74,7 +74,7 @@ class RepairAction:
 # --------------------------------------------------------------------------------------------- audit
 
 
-@task(name="audit-region", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retryable)
+@task(name="audit-region", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=only_retryable)
 def audit_region_task(
     overrides: dict[str, Any] | None,
     regions: list[str],
@@ -168,7 +168,7 @@ def _copy_signature(
     return f"copied from {source}"
 
 
-@task(name="repair-region", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retryable)
+@task(name="repair-region", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=only_retryable)
 def repair_region(
     overrides: dict[str, Any] | None,
     audits: dict[str, RegionAudit],

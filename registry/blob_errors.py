@@ -27,6 +27,10 @@ class StorageConfigError(StorageError):
     """A region is not configured well enough to reach its storage account."""
 
 
+class StorageAuthError(StorageConfigError):
+    """The storage account refused the credentials configured for a region."""
+
+
 class StorageUnavailableError(StorageError):
     """The storage account could not be reached or answered 5xx/timeouts; retrying may help."""
 
@@ -51,7 +55,7 @@ def translate(exc: AzureError, what: str, region: str | None) -> StorageError:
             region=region,
         )
     if isinstance(exc, ClientAuthenticationError):
-        return StorageConfigError(
+        return StorageAuthError(
             f"{what}: {where} refused the credentials; check storage.regions.{region} (key/SAS/login)",
             region=region,
         )

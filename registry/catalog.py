@@ -32,7 +32,7 @@ from registry.catalog_tables import (
     staged_table,
     validations_table,
 )
-from registry.errors import CatalogError
+from registry.errors import CatalogError, CatalogNotFoundError
 from registry.schema import (
     Candidate,
     CatalogEntry,
@@ -97,7 +97,7 @@ class CatalogStore(CatalogDatabase):
     def _get_run(self, conn: Connection, run_id: str) -> RunSummary:
         row = conn.execute(sa.select(runs_table.c.data).where(runs_table.c.run_id == run_id)).first()
         if row is None:
-            raise CatalogError(f"no run {run_id!r} in catalog {self._display}; list runs with `curate runs`")
+            raise CatalogNotFoundError(f"no run {run_id!r} in catalog {self._display}; list runs with `curate runs`")
         return self._load(RunSummary, row.data, f"run {run_id}")
 
     def finish_run(self, run_id: str, *, status: str, candidates: int, selected: int) -> RunSummary:

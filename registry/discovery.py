@@ -6,16 +6,14 @@ own (decisions/selection.py); the candidates returned here are not decided yet.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from registry.errors import HubError
 from registry.hub import HubSource, RepoInfo
+from registry.identifiers import InvalidIdentifierError, check_repo_id, check_sha, shown
 from registry.schema import Candidate, CandidateSource, ModelRef
 from registry.settings import DiscoverySettings
-
-_REQUEST = re.compile(r"^(?P<repo>[^@\s/]+/[^@\s/]+)(?:@(?P<rev>[0-9a-f]{40}))?$")
 
 
 class DiscoveryError(HubError):
@@ -29,12 +27,15 @@ class RequestedModel:
 
     @classmethod
     def parse(cls, text: str) -> RequestedModel:
-        match = _REQUEST.match(text.strip())
-        if not match:
+        """`org/name` or `org/name@<40-hex sha>` (a requested model, from the policy or `--request`)."""
+        repo_id, at, revision = text.strip().partition("@")
+        try:
+            return cls(repo_id=check_repo_id(repo_id), revision=check_sha(revision) if at else None)
+        except InvalidIdentifierError as exc:
             raise DiscoveryError(
-                f"discovery.requested entry {text!r} is not 'org/name' or 'org/name@<40-hex sha>'; fix curation.toml"
-            )
-        return cls(repo_id=match["repo"], revision=match["rev"])
+                f"requested model {shown(text)} is not 'org/name' or 'org/name@<40-hex sha>' ({exc}); fix "
+                "discovery.requested or --request"
+            ) from exc
 
 
 def candidate_from_info(

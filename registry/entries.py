@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.errors import RegistryError
+from registry.identifiers import check_entry_id
 from registry.keys import KeyPair, key_id, public_pem, verify_signature
 from registry.schema import CatalogEntry, Signature, model_slug
 
@@ -126,7 +127,7 @@ def export_entries(entries: Iterable[CatalogEntry], directory: Path, public_key:
 
 
 def load_exported_entry(directory: Path, entry_id_: str) -> CatalogEntry:
-    path = directory / "entries" / f"{entry_id_}.json"
+    path = directory / "entries" / f"{check_entry_id(entry_id_)}.json"
     if not path.is_file():
         raise PublicationError(f"no exported entry {entry_id_!r} under {directory}; run `curate run` or check the id")
     return CatalogEntry.model_validate_json(path.read_bytes())

@@ -8,7 +8,8 @@ class RegistryError(Exception):
 
 
 class HubError(RegistryError):
-    """A Hub call failed. `retryable` tells the caller whether trying again later can help."""
+    """A Hub call failed. `retryable` tells the caller whether trying again later can help; it is false as well
+    once the Hub source has spent its own retries and `hub.deadline_s` (one retry layer per call)."""
 
     retryable = False
 
@@ -49,9 +50,15 @@ class HubRateLimitedError(HubError):
 
 
 class HubUnavailableError(HubError):
-    """5xx, connection errors and timeouts: the Hub (or the network) failed; retrying may help."""
+    """5xx, dropped connections and timeouts: the Hub (or the network) failed; retrying may help."""
 
     retryable = True
+
+
+class HubUnreachableError(HubUnavailableError):
+    """The connection was refused, the host is unknown or there is no route: not retried (it fails in seconds)."""
+
+    retryable = False
 
 
 class HubResponseError(HubError):
@@ -60,3 +67,7 @@ class HubResponseError(HubError):
 
 class CatalogError(RegistryError):
     """The catalog store cannot do what was asked (unreachable database, unknown id, unreadable row)."""
+
+
+class CatalogNotFoundError(CatalogError):
+    """The catalog has no run, entry or image by that id."""

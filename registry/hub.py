@@ -2,8 +2,11 @@
 
 Everything downstream of discovery works on a `ModelRef` (repo id + commit sha): `model_info` resolves a
 branch to the sha once, and every later read passes that sha, so a push upstream mid-run changes nothing.
-Retries: 429 (honouring Retry-After), 5xx, connection errors and timeouts are retried with exponential backoff
-up to `hub.max_retries`; 401/403/404 are not (they will not get better by waiting).
+Retries: 429 (honouring Retry-After), 5xx, dropped connections and timeouts are retried with exponential backoff,
+up to `hub.max_retries` and within `hub.deadline_s` for the whole call; a refused connection, an unknown host and
+401/403/404 are not (they will not get better by waiting: registry/hub_errors.py decides). This is the only retry
+layer: huggingface_hub's own retrying paths (the paged listing) are not used, and an error the source gave up on
+is not retryable for its callers either.
 """
 
 from __future__ import annotations
@@ -21,21 +24,13 @@ from typing import Any, TypeVar
 
 import httpx
 import httpx2
-from huggingface_hub import HfApi, hf_hub_download, hf_hub_url
+from huggingface_hub import HfApi, ModelInfo, hf_hub_download, hf_hub_url
 from huggingface_hub import errors as hf_errors
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry.errors import (
-    EntryNotFoundError,
-    GatedRepoError,
-    HubAuthError,
-    HubError,
-    HubRateLimitedError,
-    HubResponseError,
-    HubUnavailableError,
-    RepoNotFoundError,
-    RevisionNotFoundError,
-)
+from registry.errors import HubError, HubRateLimitedError, HubResponseError
+from registry.hub_errors import raise_for_response, translate_error
+from registry.identifiers import InvalidIdentifierError, check_repo_file, check_repo_id, check_revision, shown
 from registry.schema import ModelRef
 from registry.settings import HubSettings
 
@@ -167,19 +162,45 @@ class HfHubSource(HubSource):
 
     # ------------------------------------------------------------------------------------------ calls
 
+    def check_reachable(self) -> None:
+        """One small listing call, under the retry policy: raises the typed error when the endpoint is not a
+        reachable Hub (a refused connection or an unknown host in well under a second)."""
+        self._list_page(f"{self.endpoint}/api/models", {"limit": 1})
+
     def trending(self, limit: int, *, pipeline_tag: str | None = None) -> list[RepoInfo]:
-        def call() -> list[RepoInfo]:
-            models = self._api.list_models(
-                sort="trending_score",
-                limit=limit,
-                pipeline_tag=pipeline_tag,
-                expand=LISTING_EXPAND,  # type: ignore[arg-type]
-            )
-            return [_to_repo_info(m) for m in models]
+        query = {"sort": "trendingScore", "limit": limit, "expand": LISTING_EXPAND}
+        params: dict[str, Any] | None = query | ({"pipeline_tag": pipeline_tag} if pipeline_tag else {})
+        found: list[RepoInfo] = []
+        url: str | None = f"{self.endpoint}/api/models"
+        while url is not None and len(found) < limit:
+            items, url = self._list_page(url, params)
+            params = None  # the next-page link carries the query
+            found.extend(_listed(item) for item in items)
+        return found[:limit]
+
+    def _list_page(self, url: str, params: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the listing and the next page's URL (the `Link: rel="next"` header)."""
+
+        def call() -> tuple[list[dict[str, Any]], str | None]:
+            response = self._http.get(url, params=params, headers=self._auth_headers())
+            raise_for_response(response, None, None)
+            try:
+                items = response.json()
+            except ValueError as exc:
+                not_json = f"{self.endpoint} did not answer the model listing with JSON; is it a Hub?"
+                raise HubResponseError(not_json) from exc
+            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+                raise HubResponseError(f"{self.endpoint} did not answer the model listing with a list; is it a Hub?")
+            following = response.links.get("next", {}).get("url")
+            return items, following
 
         return self._with_retries(call, repo_id=None)
 
     def model_info(self, repo_id: str, revision: str | None = None) -> RepoInfo:
+        check_repo_id(repo_id)
+        if revision is not None:
+            check_revision(revision)
+
         def call() -> RepoInfo:
             info = self._api.model_info(
                 repo_id, revision=revision, files_metadata=True, timeout=self._settings.timeout_s
@@ -206,6 +227,8 @@ class HfHubSource(HubSource):
         return data
 
     def download(self, ref: ModelRef, path: str, local_dir: Path) -> Path:
+        check_repo_file(path)
+
         def call() -> Path:
             result = hf_hub_download(
                 ref.repo_id,
@@ -224,12 +247,11 @@ class HfHubSource(HubSource):
 
     def _get(self, ref: ModelRef, path: str, *, headers: dict[str, str], limit: int) -> bytes:
         url = hf_hub_url(ref.repo_id, path, revision=ref.revision, endpoint=self._settings.endpoint)
-        if self._token:
-            headers = {**headers, "Authorization": f"Bearer {self._token}"}
+        headers = {**headers, **self._auth_headers()}
 
         def call() -> bytes:
             with self._http.stream("GET", url, headers=headers) as response:
-                _raise_for_response(response, ref.repo_id, path)
+                raise_for_response(response, ref.repo_id, path)
                 chunks: list[bytes] = []
                 received = 0
                 for chunk in response.iter_bytes():
@@ -245,19 +267,31 @@ class HfHubSource(HubSource):
 
         return self._with_retries(call, repo_id=ref.repo_id)
 
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
     def _with_retries(self, call: Callable[[], T], *, repo_id: str | None) -> T:
+        """`call()`, retried while its error is retryable, `hub.max_retries` allows and `hub.deadline_s` has room
+        for the next wait; the error given up on is marked not retryable (no second retry layer above)."""
+        started = time.monotonic()
         attempt = 0
         while True:
             try:
                 return call()
             except HubError as exc:
                 error = exc
+            except hf_errors.HFValidationError as exc:
+                raise InvalidIdentifierError(f"the Hub client refused {shown(repo_id)}: {exc}") from exc
             except (hf_errors.HfHubHTTPError, httpx.HTTPError, httpx2.HTTPError, OSError) as exc:
-                error = translate_error(exc, repo_id)
-            if not error.retryable or attempt >= self._settings.max_retries:
+                error = translate_error(exc, repo_id, self.endpoint)
+            delay = self._delay(attempt + 1, error)
+            spent = time.monotonic() - started
+            exhausted = attempt >= self._settings.max_retries or spent + delay > self._settings.deadline_s
+            if not error.retryable or exhausted:
+                error.retryable = False
                 raise error
             attempt += 1
-            self._sleep(self._delay(attempt, error))
+            self._sleep(delay)
 
     def _delay(self, attempt: int, error: HubError) -> float:
         if isinstance(error, HubRateLimitedError) and error.retry_after is not None:
@@ -267,98 +301,12 @@ class HfHubSource(HubSource):
         return min(base * jitter, self._settings.max_backoff_s)
 
 
-def _raise_for_response(response: httpx.Response, repo_id: str, path: str) -> None:
-    if response.status_code < 400:
-        return
-    response.read()
-    code = response.headers.get("X-Error-Code", "")
-    message = response.headers.get("X-Error-Message", "") or response.text[:200]
-    raise _error_for_status(response.status_code, code, message, repo_id, path, response.headers.get("Retry-After"))
-
-
-def _error_for_status(
-    status: int, code: str, message: str, repo_id: str | None, path: str | None, retry_after: str | None
-) -> HubError:
-    where = f"{repo_id}" + (f": {path}" if path else "")
-    if code == "GatedRepo":
-        return GatedRepoError(
-            f"{where} is gated; set HF_TOKEN to a token of an account that accepted its terms",
-            repo_id=repo_id, status=status,
-        )
-    if code == "RepoNotFound" or (status == 404 and not path and not code):
-        return RepoNotFoundError(
-            f"{where} was not found on the Hub (or it is private: set HF_TOKEN if you have access)",
-            repo_id=repo_id, status=status,
-        )
-    if code == "RevisionNotFound":
-        return RevisionNotFoundError(f"{where}: that revision does not exist", repo_id=repo_id, status=status)
-    if code == "EntryNotFound" or status == 404:
-        return EntryNotFoundError(f"{where} does not exist at that revision", repo_id=repo_id, status=status)
-    if status == 429:
-        return HubRateLimitedError(
-            f"the Hub rate-limited requests for {where}; retry later or lower hub.concurrency",
-            repo_id=repo_id, retry_after=_parse_retry_after(retry_after),
-        )
-    if status in (401, 403):
-        return HubAuthError(
-            f"the Hub refused access to {where} (HTTP {status}): check HF_TOKEN ({message})",
-            repo_id=repo_id, status=status,
-        )
-    if status == 416:
-        return HubResponseError(f"{where}: range outside the file", repo_id=repo_id, status=status)
-    if status >= 500:
-        return HubUnavailableError(
-            f"the Hub failed on {where} (HTTP {status}); it is retried, then try again later",
-            repo_id=repo_id, status=status,
-        )
-    return HubResponseError(
-        f"unexpected HTTP {status} from the Hub for {where}: {message}", repo_id=repo_id, status=status
-    )
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
+def _listed(item: dict[str, Any]) -> RepoInfo:
+    """One entry of the model listing (what `HfApi.list_models` would make of it)."""
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def translate_error(exc: BaseException, repo_id: str | None) -> HubError:
-    """Map a huggingface_hub / httpx exception to the registry's typed Hub errors."""
-    where = repo_id or "the Hub listing"
-    if isinstance(exc, hf_errors.GatedRepoError):
-        return GatedRepoError(
-            f"{where} is gated; set HF_TOKEN to a token of an account that accepted its terms",
-            repo_id=repo_id, status=_status(exc),
-        )
-    if isinstance(exc, hf_errors.RepositoryNotFoundError):
-        return RepoNotFoundError(
-            f"{where} was not found on the Hub (or it is private: set HF_TOKEN if you have access)",
-            repo_id=repo_id, status=_status(exc),
-        )
-    if isinstance(exc, hf_errors.RevisionNotFoundError):
-        return RevisionNotFoundError(f"{where}: that revision does not exist", repo_id=repo_id, status=404)
-    if isinstance(exc, hf_errors.RemoteEntryNotFoundError):
-        return EntryNotFoundError(f"{where}: file not found at that revision", repo_id=repo_id, status=404)
-    if isinstance(exc, hf_errors.HfHubHTTPError):
-        response = exc.response
-        status = response.status_code if response is not None else 0
-        headers = response.headers if response is not None else {}
-        return _error_for_status(
-            status, headers.get("X-Error-Code", ""), str(exc).splitlines()[0], repo_id, None,
-            headers.get("Retry-After"),
-        )
-    if isinstance(exc, httpx.TimeoutException | httpx2.TimeoutException | TimeoutError):
-        return HubUnavailableError(f"timed out talking to the Hub about {where}", repo_id=repo_id)
-    if isinstance(exc, httpx.HTTPError | httpx2.HTTPError | ConnectionError):
-        return HubUnavailableError(f"could not reach the Hub for {where}: {exc}", repo_id=repo_id)
-    return HubUnavailableError(f"I/O error talking to the Hub about {where}: {exc}", repo_id=repo_id)
-
-
-def _status(exc: hf_errors.HfHubHTTPError) -> int | None:
-    return exc.response.status_code if exc.response is not None else None
+        return _to_repo_info(ModelInfo(**{"siblings": None, **item}))  # type: ignore[no-untyped-call]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise HubResponseError(f"the Hub listing has an entry this client cannot read ({exc}); is it a Hub?") from exc
 
 
 def _to_repo_info(model: Any) -> RepoInfo:

@@ -149,6 +149,10 @@ class OciClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def ping(self) -> None:
+        """`GET /v2/`: the registry answers, and takes the credentials when it asks for some (else typed errors)."""
+        self._check(self._request("GET", "/v2/"), "the registry API check (GET /v2/)")
+
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             return self._http.request(method, url, **kwargs)

@@ -6,19 +6,17 @@ store. Add fields with defaults only, never rename: stored rows and exported ent
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from registry.identifiers import check_repo_id, check_sha
+
 SCHEMA_VERSION = 4
 """Version of these records; bumped with a step in registry/catalog_migrations.py whenever a record changes."""
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_SHA = re.compile(r"^[0-9a-f]{40}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
@@ -45,16 +43,12 @@ class ModelRef(Record):
     @field_validator("repo_id")
     @classmethod
     def _check_repo_id(cls, value: str) -> str:
-        if not _REPO_ID.fullmatch(value) or ".." in value:
-            raise ValueError(f"not a Hub model id of the form 'org/name': {value!r}")
-        return value
+        return check_repo_id(value)
 
     @field_validator("revision")
     @classmethod
     def _check_revision(cls, value: str) -> str:
-        if not _SHA.fullmatch(value):
-            raise ValueError(f"revision must be a 40-hex commit sha, got {value!r}")
-        return value
+        return check_sha(value)
 
     @property
     def org(self) -> str:

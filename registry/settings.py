@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from registry.errors import RegistryError
+from registry.identifiers import check_http_url
 
 DEFAULT_CONFIG_NAME = "curation.toml"
 _PACKAGED_DEFAULT = Path(__file__).resolve().parent.parent / DEFAULT_CONFIG_NAME
@@ -36,16 +37,28 @@ class _Section(BaseModel):
 class HubSettings(_Section):
     endpoint: str = "https://huggingface.co"
     token: SecretStr | None = None
-    timeout_s: float = 30.0
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_retries: int = Field(default=4, ge=0, le=20)
-    backoff_s: float = Field(default=0.5, ge=0)
-    max_backoff_s: float = Field(default=30.0, ge=0)
+    deadline_s: float = Field(
+        default=120.0, gt=0, le=86400, description="total time one Hub call may take, retries included"
+    )
+    backoff_s: float = Field(default=0.5, ge=0, le=3600)
+    max_backoff_s: float = Field(default=30.0, ge=0, le=3600)
     concurrency: int = Field(default=4, ge=1)
 
     @field_validator("endpoint")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+        return check_http_url(value).rstrip("/")
+
+    @field_validator("token")
+    @classmethod
+    def _token_is_a_token(cls, value: SecretStr | None) -> SecretStr | None:
+        secret = value.get_secret_value() if value is not None else ""
+        if secret and not (secret.isascii() and secret.isprintable() and " " not in secret):
+            # The message never shows the token.
+            raise ValueError("HF_TOKEN (hub.token) has characters no token has; check the variable")
+        return value
 
 
 class DiscoverySettings(_Section):
@@ -336,7 +349,7 @@ class _TomlSource(PydanticBaseSettingsSource):
         if path is not None:
             try:
                 self._data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except tomllib.TOMLDecodeError as exc:
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise SettingsError(f"{path}: not valid TOML ({exc}); fix the file or unset CURATE_CONFIG") from exc
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:

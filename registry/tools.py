@@ -10,6 +10,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from registry.errors import RegistryError
+
+
+class ToolNotFoundError(RegistryError):
+    """A command-line tool the project needs is neither beside this Python nor on PATH."""
+
 
 def find_tool(name: str) -> str | None:
     """The path of `name` next to the running interpreter, else on PATH; None when it is nowhere."""
@@ -17,3 +23,11 @@ def find_tool(name: str) -> str | None:
     if beside.is_file():
         return str(beside)
     return shutil.which(name)
+
+
+def require_tool(name: str, install: str) -> str:
+    """`find_tool(name)`, or ToolNotFoundError saying how to install it (`install`, e.g. "`pip install x`")."""
+    found = find_tool(name)
+    if found is None:
+        raise ToolNotFoundError(f"the {name} binary is neither beside {sys.executable} nor on PATH: {install}")
+    return found

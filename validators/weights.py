@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 
 from registry.hub import HubSource, RepoFile, RepoInfo
+from registry.identifiers import is_safe_repo_file
 from registry.processor_files import PROCESSOR_CONFIG_FILES, TOKENIZER_FILES, is_processor_file
 from registry.schema import Finding, ModelRef, Severity, StagedFile
 from registry.settings import ScreeningSettings
@@ -55,7 +56,6 @@ SERVING_FILES = (
     | TOKENIZER_FILES
 )
 _LICENSE = re.compile(r"^(LICEN[CS]E|COPYING|NOTICE)(\.[A-Za-z0-9]+)?$", re.IGNORECASE)
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}){0,3}$")
 _KNOWN_DTYPES = frozenset(
     {
         "F64",
@@ -135,7 +135,7 @@ def select_files(info: RepoInfo) -> list[RepoFile]:
         wanted = wanted or _LICENSE.match(name) is not None
         if not wanted:
             continue
-        if not _SAFE_NAME.match(name) or ".." in name.split("/"):
+        if not is_safe_repo_file(name):
             bad.append(_finding("weights.unsafe-name", f"file name {_clip(name)} is not a safe relative path"))
             continue
         chosen.append(entry)

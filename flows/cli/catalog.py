@@ -10,8 +10,11 @@ from rich.table import Table
 
 from flows.cli.context import settings
 from flows.cli.discover import candidates_table
+from flows.cli.exit_codes import ExitCode
 from flows.cli.output import JsonOption, console, emit, emit_rows, fail
+from flows.cli.params import entry_id_argument
 from registry.catalog import CatalogStore
+from registry.identifiers import shown
 from registry.keys import SigningKeyError
 from registry.schema import Candidate, CatalogEntry, Decision, EntryStatus, StageName, StageOutcome
 
@@ -88,19 +91,19 @@ def list_entries(
 
 @catalog_app.command("show")
 def show_entry(
-    entry_id: str = typer.Argument(..., help="Entry id, e.g. huggingfacetb--smollm2-135m-instruct."),
+    entry_id: str = entry_id_argument(),
     as_json: bool = JsonOption,
 ) -> None:
     """Show one catalog entry in full."""
     with _store() as store:
         entry = store.entry(entry_id)
     if entry is None:
-        raise fail(f"no catalog entry {entry_id!r}; `curate catalog list` shows the ids")
+        raise fail(f"no catalog entry {shown(entry_id)}; `curate catalog list` shows the ids", ExitCode.NOT_FOUND)
     emit(entry, as_json, lambda: console.print_json(entry.model_dump_json()))
 
 
 @catalog_app.command("runs")
-def list_runs(limit: int = typer.Option(20, "--limit", "-n", min=1), as_json: bool = JsonOption) -> None:
+def list_runs(limit: int = typer.Option(20, "--limit", "-n", min=1, max=10_000), as_json: bool = JsonOption) -> None:
     """List recent curation runs, newest first."""
     with _store() as store:
         runs = store.runs(limit)
@@ -131,6 +134,8 @@ def list_candidates(
 ) -> None:
     """List the candidates one run discovered, with each decision and its reason."""
     with _store() as store:
+        if run_id is not None and store.run(run_id) is None:
+            raise fail(f"no run {shown(run_id)} in the catalog; `curate catalog runs` lists them", ExitCode.NOT_FOUND)
         candidates = store.candidates(run_id)
         stages = stages_table(store, candidates)
 

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.cli.output import fail
-from registry.settings import Settings, SettingsError, load_settings
+from registry.settings import Settings, load_settings
 
 
 @dataclass
 class CliState:
     overrides: dict[str, Any] = field(default_factory=dict)
+    debug: bool = False
 
     def settings(self, **extra: Any) -> Settings:
         merged = dict(self.overrides)
@@ -22,18 +22,16 @@ class CliState:
                 merged[key] = {**merged[key], **value}
             else:
                 merged[key] = value
-        try:
-            return load_settings(**merged)
-        except SettingsError as exc:
-            raise fail(str(exc), code=2) from exc
+        return load_settings(**merged)  # a SettingsError is a usage error at the CLI's boundary
 
 
 STATE = CliState()
 
 
-def configure(config: Path | None, endpoint: str | None, data_dir: Path | None) -> None:
+def configure(config: Path | None, endpoint: str | None, data_dir: Path | None, *, debug: bool = False) -> None:
     if config is not None:
         os.environ["CURATE_CONFIG"] = str(config)
+    STATE.debug = debug
     STATE.overrides.clear()
     if endpoint:
         STATE.overrides["hub"] = {"endpoint": endpoint}

@@ -12,10 +12,11 @@ import typer
 from rich.table import Table
 
 from devstack.process import ProcessError
-from devstack.stack import StackContext, apply_stack_env, down, up
+from devstack.stack import SERVICES, StackContext, apply_stack_env, down, up
 from devstack.state import load_state
 from flows.cli.context import settings
 from flows.cli.output import JsonOption, console, emit, err_console, fail
+from registry.identifiers import shown
 
 dev_app = typer.Typer(help="Start and stop the local stack (Hub test server, Prefect, ...).", no_args_is_help=True)
 
@@ -62,9 +63,18 @@ def _status_table() -> Table:
     return table
 
 
+def _services(names: list[str] | None) -> list[str] | None:
+    unknown = [name for name in names or () if name not in SERVICES]
+    if unknown:
+        raise typer.BadParameter(f"{shown(unknown[0])} is not a service; choose from {', '.join(SERVICES)}")
+    return names
+
+
 @dev_app.command("up")
 def dev_up(
-    only: list[str] | None = typer.Option(None, "--only", help="Start only these services (repeatable)."),
+    only: list[str] | None = typer.Option(
+        None, "--only", help=f"Start only these services (repeatable): {', '.join(SERVICES)}.", callback=_services
+    ),
     registry_auth: bool = typer.Option(
         False, "--registry-auth", help="The image registry needs a login (htpasswd); `curate dev env` exports it."
     ),

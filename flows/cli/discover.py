@@ -6,7 +6,9 @@ import typer
 from rich.table import Table
 
 from flows.cli.context import settings
-from flows.cli.output import JsonOption, console, emit, fail
+from flows.cli.output import JsonOption, console, emit
+from flows.cli.params import checked
+from flows.cli.services import check_hub, prefect_api
 from registry.errors import RegistryError
 from registry.schema import Candidate, Decision
 
@@ -31,23 +33,32 @@ def candidates_table(candidates: list[Candidate], title: str) -> Table:
     return table
 
 
+def _parse_request(text: str) -> object:
+    from registry.discovery import RequestedModel  # the Hub client's import costs a second: only when asked
+
+    return RequestedModel.parse(text)
+
+
 def discover(
-    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="How many trending models to fetch."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, max=1000, help="How many trending models to fetch."),
     requested: list[str] | None = typer.Option(
-        None, "--request", "-r", help="Also consider this model (org/name[@sha]); repeatable."
+        None,
+        "--request",
+        "-r",
+        help="Also consider this model (org/name[@sha]); repeatable.",
+        callback=checked(_parse_request, RegistryError),
     ),
     as_json: bool = JsonOption,
 ) -> None:
     """Discover trending models, pinned to commit shas, with the policy's decision for each."""
-    from flows.discover import discover_models
-
     current = settings()
     overrides = {"hub": {"endpoint": current.hub.endpoint}, "data_dir": str(current.data_dir.resolve())}
-    try:
-        with console.status(f"discovering trending models on {current.hub.endpoint} ...", spinner="dots"):
+    with console.status(f"discovering trending models on {current.hub.endpoint} ...", spinner="dots"):
+        check_hub(current)
+        from flows.discover import discover_models
+
+        with prefect_api():
             candidates = discover_models(overrides=overrides, limit=limit, requested=requested or None)
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
     title = f"Trending on {current.hub.endpoint}"
     emit(candidates, as_json, lambda: console.print(candidates_table(candidates, title)))
 

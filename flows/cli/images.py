@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 from rich.table import Table
 
-from builders.errors import BuildersError
 from flows.cli.context import settings
+from flows.cli.exit_codes import ExitCode, classify
 from flows.cli.output import JsonOption, console, emit, emit_rows, err_console, fail
+from flows.cli.params import checked
+from flows.cli.services import check_docker, check_registry, prefect_api
 from registry.catalog import CatalogStore
-from registry.errors import RegistryError
 from registry.image_signatures import ImageVerificationError, verify_image
 from registry.keys import signing_key
+from registry.oci import ImageName, OciError
 from registry.schema import RuntimeImage
 
 images_app = typer.Typer(help="Build, scan, sign and verify runtime images.", no_args_is_help=True)
@@ -46,20 +46,19 @@ def build(
     as_json: bool = JsonOption,
 ) -> None:
     """Build, push, scan, gate, sign, verify and record runtime images (flow `build-runtime-images`)."""
+    current = settings()
+    engine = check_docker()
+    check_registry(current)
+    err_console.print(f"[dim]registry {current.images.registry}, engine {engine}[/]")
     from flows.build import ImageOutcome, build_runtime_images
 
-    current = settings()
-    err_console.print(f"[dim]registry {current.images.registry}, engine {os.environ.get('DOCKER_HOST', '-')}[/]")
-    try:
-        with err_console.status("building images (the first hf-serve build takes a few minutes)"):
-            outcomes: list[ImageOutcome] = build_runtime_images(
-                runtimes=list(runtime or []) or None,
-                force=force,
-                fail_on_gate=False,
-                settings_overrides=_overrides(),
-            )
-    except (BuildersError, RegistryError) as exc:
-        raise fail(str(exc)) from exc
+    with prefect_api(), err_console.status("building images (the first hf-serve build takes a few minutes)"):
+        outcomes: list[ImageOutcome] = build_runtime_images(
+            runtimes=list(runtime or []) or None,
+            force=force,
+            fail_on_gate=False,
+            settings_overrides=_overrides(),
+        )
 
     def render() -> None:
         table = Table(title="Image builds")
@@ -72,7 +71,7 @@ def build(
 
     emit(outcomes, as_json, render)
     if any(not o.passed and "disabled" not in o.reason for o in outcomes):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _overrides() -> dict[str, object]:
@@ -95,7 +94,9 @@ def list_images(
 
 @images_app.command("verify")
 def verify(
-    reference: str = typer.Argument(..., help="Image reference: repo:tag, or repo@sha256:... (pinned)."),
+    reference: str = typer.Argument(
+        ..., help="Image reference: repo:tag, or repo@sha256:... (pinned).", callback=checked(ImageName.parse, OciError)
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Verify an image's signature with the pipeline key (and, for a recorded tag, its recorded digest)."""
@@ -109,8 +110,7 @@ def verify(
     except ImageVerificationError as exc:
         if as_json:
             emit({"reference": reference, "verified": False, "error": str(exc), "image": recorded}, True, lambda: None)
-            raise typer.Exit(1) from exc
-        raise fail(str(exc)) from exc
+        raise fail(str(exc), classify(exc)) from exc
     result = {"reference": reference, "verified": True, "digest": digest, "key_id": key.key_id, "image": recorded}
     emit(result, as_json, lambda: console.print(f"[green]verified[/] {reference} -> {digest} (key {key.key_id[:16]})"))
 
@@ -120,7 +120,7 @@ def rescan(as_json: bool = JsonOption) -> None:
     """Re-scan every recorded image digest; flag catalog entries using a now failing image (`rescan-images`)."""
     from flows.build import rescan_images
 
-    with err_console.status("re-scanning images"):
+    with prefect_api(), err_console.status("re-scanning images"):
         outcomes = rescan_images(settings_overrides=_overrides())
 
     def render() -> None:

@@ -12,6 +12,8 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 
+from flows.cli.exit_codes import CliError, ExitCode
+
 # Not a terminal (CI logs, pipes): rich would wrap tables at 80 columns; use a width that keeps rows on one line.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 180
 console = Console(width=_WIDTH)
@@ -42,10 +44,10 @@ def emit(value: Any, as_json: bool, render: Callable[[], None]) -> None:
         render()
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print an error the user can act on and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
+def fail(message: str, code: ExitCode = ExitCode.FAILED) -> CliError:
+    """The error to raise for a failure the user can act on: the boundary prints `message` in one line and exits
+    with `code`."""
+    return CliError(message, code)
 
 
 def emit_rows(rows: Sequence[Any], as_json: bool, empty_note: str, table: Callable[[], Any]) -> None:

@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 
 from flows.cli.context import settings
+from flows.cli.exit_codes import ExitCode
 from flows.cli.output import JsonOption, console, emit, fail
-from registry.errors import RegistryError
+from flows.cli.params import TASKS, one_of, repo_id_argument, revision_option
 from registry.schema import DeploymentTemplate
 
 if TYPE_CHECKING:
@@ -35,11 +36,19 @@ def _from_hub(
         decision = detect_task(hub_evidence(source, info))
     finally:
         source.close()
+    return _config(raw, f"{repo_id}: config.json"), dict(info.safetensors_parameters), info.sha, decision
+
+
+def _config(raw: bytes, where: str) -> dict[str, Any]:
+    if len(raw) > _MAX_CONFIG_BYTES:
+        raise fail(f"{where} is larger than {_MAX_CONFIG_BYTES} bytes: not a config.json", ExitCode.USAGE)
     try:
         config = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise fail(f"{repo_id}: config.json is not valid JSON ({exc})") from exc
-    return config, dict(info.safetensors_parameters), info.sha, decision
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise fail(f"{where} is not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise fail(f"{where} is not a JSON object")
+    return config
 
 
 def templates_table(templates: tuple[DeploymentTemplate, ...], title: str) -> Table:
@@ -89,8 +98,8 @@ def _render(templates: tuple[DeploymentTemplate, ...], repo_id: str) -> None:
 
 
 def plan_command(
-    repo_id: str = typer.Argument(..., help="Model repository (org/name); with --config-file only names the ids."),
-    revision: str | None = typer.Option(None, "--revision", help="Commit sha or branch on the Hub (default main)."),
+    repo_id: str = repo_id_argument("Model repository (org/name); with --config-file only names the ids."),
+    revision: str | None = revision_option(),
     config_file: Path | None = typer.Option(
         None,
         "--config-file",
@@ -102,12 +111,14 @@ def plan_command(
         None,
         "--parameters",
         min=1,
+        max=10**15,
         help="With --config-file: parameter count (else estimated from the config).",
     ),
     dtype: str = typer.Option("BF16", "--dtype", help="With --parameters: the safetensors dtype of those parameters."),
     task: str | None = typer.Option(
         None,
         "--task",
+        callback=one_of(*TASKS),
         help="chat, embeddings, automatic-speech-recognition or image-text-to-text (default: detected from the "
         "repository's config, processor files and card).",
     ),
@@ -115,28 +126,19 @@ def plan_command(
 ) -> None:
     """Derive deployment templates (runtime x accelerator x count x context) from config.json and weights
     metadata."""
-    from validators.errors import ValidatorError
     from validators.planner import plan
 
     sha: str | None = None
     detected: TaskDecision | None = None
     if config_file is not None:
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise fail(f"{config_file} is not valid JSON ({exc})") from exc
+        with config_file.open("rb") as handle:
+            config = _config(handle.read(_MAX_CONFIG_BYTES + 1), str(config_file))
         params = {dtype.upper(): parameters} if parameters else {}
     else:
-        try:
-            with console.status(f"reading {repo_id} config.json and safetensors metadata ...", spinner="dots"):
-                config, params, sha, detected = _from_hub(repo_id, revision)
-        except RegistryError as exc:
-            raise fail(str(exc)) from exc
-    try:
-        task = task or (detected.require_supported() if detected is not None else None)
-        templates = plan(repo_id, config, params or None, settings(), revision=sha, task=task)
-    except ValidatorError as exc:
-        raise fail(str(exc)) from exc
+        with console.status(f"reading {repo_id} config.json and safetensors metadata ...", spinner="dots"):
+            config, params, sha, detected = _from_hub(repo_id, revision)
+    task = task or (detected.require_supported() if detected is not None else None)
+    templates = plan(repo_id, config, params or None, settings(), revision=sha, task=task)
     emit(list(templates), as_json, lambda: _render(templates, repo_id))
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import typer
 
 from flows.cli.context import settings
-from flows.cli.output import JsonOption, console, emit, fail
-from registry.errors import RegistryError
+from flows.cli.output import JsonOption, console, emit
+from flows.cli.params import one_of, repo_id_argument, revision_option
+from flows.cli.services import check_hub, prefect_api
+from registry.schema import StageName
+
+STAGES = tuple(s.value for s in StageName if s is not StageName.BUILD)
+"""The stages `rerun --from-stage` accepts: flows.curate.STAGE_ORDER, which costs seconds to import (a test checks
+the two agree)."""
 
 
 def _overrides() -> dict[str, object]:
@@ -15,17 +21,18 @@ def _overrides() -> dict[str, object]:
 
 
 def run(
-    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="How many trending models to consider."),
+    limit: int | None = typer.Option(
+        None, "--limit", "-n", min=1, max=1000, help="How many trending models to consider."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Run the weekly curation pipeline once, now, on the configured policy."""
-    from flows.curate import weekly_curation
+    with console.status("running the weekly curation pipeline ...", spinner="dots"):
+        check_hub(settings())
+        from flows.curate import weekly_curation
 
-    try:
-        with console.status("running the weekly curation pipeline ...", spinner="dots"):
+        with prefect_api():
             summary = weekly_curation(overrides=_overrides(), limit=limit)
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
 
     def render() -> None:
         from flows.cli.catalog import stages_table
@@ -43,24 +50,23 @@ def run(
 
 
 def rerun(
-    repo_id: str = typer.Argument(..., help="The model to curate again, e.g. HuggingFaceTB/SmolLM2-135M-Instruct."),
-    revision: str | None = typer.Option(None, "--revision", help="Commit sha or branch (default: current head)."),
+    repo_id: str = repo_id_argument("The model to curate again, e.g. HuggingFaceTB/SmolLM2-135M-Instruct."),
+    revision: str | None = revision_option(),
     from_stage: str = typer.Option(
-        "discover", "--from-stage", help="Redo this stage and the later ones: discover|screen|stage|validate|publish."
+        "discover",
+        "--from-stage",
+        help="Redo this stage and the later ones: discover|screen|stage|validate|publish.",
+        callback=one_of(*STAGES),
     ),
     as_json: bool = JsonOption,
 ) -> None:
     """Curate one model now, at its current head or a given revision, whatever its trending rank."""
-    from flows.curate import STAGE_ORDER, rerun_model
+    with console.status(f"re-curating {repo_id} ...", spinner="dots"):
+        check_hub(settings())
+        from flows.curate import rerun_model
 
-    if from_stage not in STAGE_ORDER:
-        raise fail(f"--from-stage must be one of {', '.join(STAGE_ORDER)}")
-
-    try:
-        with console.status(f"re-curating {repo_id} ...", spinner="dots"):
+        with prefect_api():
             candidate = rerun_model(repo_id=repo_id, revision=revision, from_stage=from_stage, overrides=_overrides())
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
     line = f"{candidate.repo_id} pinned to {candidate.revision}: {candidate.reason}"
     emit(candidate, as_json, lambda: console.print(line))
 

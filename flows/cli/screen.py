@@ -6,10 +6,9 @@ import typer
 from rich.markup import escape
 
 from flows.cli.context import settings
-from flows.cli.output import JsonOption, console, emit, fail
-from registry.errors import RegistryError
+from flows.cli.output import JsonOption, console, emit
+from flows.cli.params import repo_id_argument, revision_option
 from registry.schema import ScreeningReport, Verdict
-from scanners.errors import ScannerError
 from scanners.policy import disposition
 
 _VERDICT_STYLE = {Verdict.ACCEPTED: "green", Verdict.NEEDS_REVIEW: "yellow", Verdict.REJECTED: "red"}
@@ -46,8 +45,8 @@ def render(report: ScreeningReport) -> None:
 
 
 def screen(
-    repo_id: str = typer.Argument(..., help="The repository, org/name."),
-    revision: str | None = typer.Option(None, "--revision", help="Commit sha (default: the current head)."),
+    repo_id: str = repo_id_argument(),
+    revision: str | None = revision_option(),
     record: bool = typer.Option(False, "--record", help="Also store the report in the catalog database."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -60,8 +59,6 @@ def screen(
     try:
         with console.status(f"screening {escape(repo_id)} on {current.hub.endpoint} ...", spinner="dots"):
             report = screen_repo(source, repo_id, revision, current)
-    except (RegistryError, ScannerError) as exc:
-        raise fail(str(exc)) from exc
     finally:
         source.close()
     if record:

@@ -17,10 +17,11 @@ from rich.progress import (
 from rich.table import Table
 
 from flows.cli.context import settings
+from flows.cli.exit_codes import ExitCode
 from flows.cli.output import JsonOption, console, emit, err_console, fail
-from registry.errors import RegistryError
+from flows.cli.params import region_option, repo_id_argument, revision_option
+from flows.cli.services import check_hub, prefect_api
 from registry.schema import StagedWeights
-from validators.errors import ValidatorError
 
 if TYPE_CHECKING:
     from flows.stage_progress import ProgressEvent
@@ -64,9 +65,9 @@ class _Bars:
         self.progress.update(self.bars[key], advance=event.advance)
 
 
-_REPO = typer.Argument(..., help="The model repository, org/name.")
-_REVISION = typer.Option(None, "--revision", help="Commit sha to stage (default: the main branch's head).")
-_REGION = typer.Option(None, "--region", help="Stage to this region only; repeatable (default: all).")
+_REPO = repo_id_argument()
+_REVISION = revision_option("Commit sha to stage (default: the main branch's head).")
+_REGION = region_option()
 _FORCE = typer.Option(
     False, "--force", help="Stage again from the Hub with a new signature, even if the catalog says it is staged."
 )
@@ -87,10 +88,15 @@ def stage(
     as_json: bool = JsonOption,
 ) -> None:
     """Download, verify, sign and stage a model's safetensors weights to every configured region."""
-    from flows.stage import stage_weights
-    from flows.stage_progress import add_progress_listener
-
     current = settings()
+    unknown = sorted(set(region or ()) - set(current.storage.regions))
+    if unknown:
+        configured = ", ".join(sorted(current.storage.regions)) or "none"
+        raise fail(f"region {unknown[0]} is not in [storage.regions] (configured: {configured})", ExitCode.USAGE)
+    with console.status(f"checking the Hub at {current.hub.endpoint} ...", spinner="dots"):
+        check_hub(current)
+        from flows.stage import stage_weights
+        from flows.stage_progress import add_progress_listener
     overrides = {"hub": {"endpoint": current.hub.endpoint}, "data_dir": str(current.data_dir)}
     progress = Progress(
         TextColumn("{task.description}"),
@@ -103,12 +109,10 @@ def stage(
     )
     remove = add_progress_listener(_Bars(progress))
     try:
-        with progress:
+        with prefect_api(), progress:
             weights = stage_weights(
                 repo_id, revision=revision, overrides=overrides, regions=region, force=force, verify=verify
             )
-    except (RegistryError, ValidatorError) as exc:
-        raise fail(str(exc)) from exc
     finally:
         remove()
 

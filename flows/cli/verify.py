@@ -6,7 +6,8 @@ client keeps what it verified under `<data_dir>/tuf-client/` so an older export 
 the entry signature, the signed index, the weights in every region the entry names (signature blob, key, file
 set, every blob's sha256), every image (signature over the pinned digest, the build tag still on that digest)
 and that each template was validated on those digests are checked with the catalog key the root delegates to.
-Exit code 0 only when every check holds; 1 when one fails; 2 on usage errors.
+Exit code 0 only when every check holds; 1 when one fails; 3 when the root, the entry or the key is not there;
+4 when a region's catalog container cannot be read; 2 when the key is not a usable public key (docs/cli.md).
 
 Trust comes from the root: pin it out of band. Without `--root` (and no `publish.tuf.trusted_root`) the local
 export's first root is used, which only proves the files agree with each other; the report says it was not pinned.
@@ -21,7 +22,9 @@ import typer
 from rich.table import Table
 
 from flows.cli.context import settings
+from flows.cli.exit_codes import ExitCode
 from flows.cli.output import JsonOption, console, emit, fail
+from flows.cli.params import entry_id_argument
 from registry.blob_sas import container_read_url
 from registry.blobs import RegionalBlobStore
 from registry.catalog_client import cache_dir_for
@@ -31,7 +34,7 @@ from registry.schema import VerificationReport
 from registry.settings import Settings
 from validators.catalog_verification import CatalogSource, UnknownEntryError, verify_published
 
-_ENTRY = typer.Argument(..., help="The entry id, e.g. qwen--qwen3-0.6b (see index.json).")
+_ENTRY = entry_id_argument()
 _EXPORT = typer.Option(
     None, "--export-dir", help="Fetch the catalog from this local export instead of a region's catalog container."
 )
@@ -73,7 +76,7 @@ def source_for(config: Settings, export_dir: Path | None, region: str | None, ro
         raise fail(
             f"no TUF root at {root_path} ({exc.strerror}); pass --root with the catalog's root.json, or "
             "--export-dir with an exported catalog",
-            code=2,
+            ExitCode.NOT_FOUND,
         ) from exc
     if export_dir is not None:
         base, query = export_dir.resolve().as_uri(), ""
@@ -84,7 +87,7 @@ def source_for(config: Settings, export_dir: Path | None, region: str | None, ro
             with RegionalBlobStore(storage, regions=(name,), retry_total=1) as blobs:
                 base, _, query = container_read_url(blobs, name, valid_for=timedelta(hours=1)).partition("?")
         except RegistryError as exc:
-            raise fail(f"cannot read the catalog container of region {name}: {exc}", code=2) from exc
+            raise fail(f"cannot read the catalog container of region {name}: {exc}", ExitCode.UNREACHABLE) from exc
     return CatalogSource(
         base_url=base,
         root=root_bytes,
@@ -110,14 +113,15 @@ def verify(
         pinned_key = public_key.read_bytes() if public_key is not None else None
         report = verify_published(source, entry_id, config.storage, pinned_key=pinned_key)
     except OSError as exc:
-        raise fail(f"cannot read the public key {public_key}: {exc.strerror}; pass --public-key PEM", code=2) from exc
+        message = f"cannot read the public key {public_key}: {exc.strerror}; pass --public-key PEM"
+        raise fail(message, ExitCode.NOT_FOUND) from exc
     except SigningKeyError as exc:
-        raise fail(f"{public_key} is not a usable public key: {exc}", code=2) from exc
+        raise fail(f"{public_key} is not a usable public key: {exc}", ExitCode.USAGE) from exc
     except UnknownEntryError as exc:
-        raise fail(str(exc), code=2) from exc
+        raise fail(str(exc), ExitCode.NOT_FOUND) from exc
     emit(report, as_json, lambda: console.print(report_table(report)))
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,7 @@ from builders.sbom import validate_spdx
 from builders.signing import attach_sbom, attach_scan_report, fetch_attached, sign_image
 from devstack.docker_engine import DockerStack
 from flows.cli.app import app
+from flows.cli.exit_codes import ExitCode
 from registry.credentials import registry_credentials
 from registry.image_signatures import verify_image
 from registry.keys import signing_key
@@ -139,7 +140,7 @@ def test_wrong_credentials_give_one_clear_cli_error(
     monkeypatch.setenv("CURATE_IMAGES__REGISTRY_PASSWORD", wrong)
     reference = f"{registry_login_env.address}/hf-serve:missing"
     result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "images", "verify", reference])
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.REFUSED
     output = result.output.strip()
     assert "Traceback" not in output
     assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -4,14 +4,22 @@ loopback)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
 from typer.testing import CliRunner
 
 from flows.cli.app import app
+from flows.cli.exit_codes import ExitCode
+from registry.net import free_port
 from tests.fixtures.runtimes import SMOLLM2
+from tests.validators.faulty_proxy import ThreadServer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "validators" / "configs"
 runner = CliRunner()
@@ -129,3 +137,66 @@ def test_conformance_and_bench_commands(
     metrics = json.loads(result.stdout)
     assert [m["concurrency"] for m in metrics] == [1.0, 2.0] and all(m["requests"] == 2 for m in metrics)
     assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "sweep.png"}
+
+
+async def _models(_: Request) -> Response:
+    return JSONResponse({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+
+async def _broken_completions(_: Request) -> Response:
+    return JSONResponse({"error": {"message": "the engine is down"}}, status_code=500)
+
+
+@pytest.fixture(scope="module")
+def broken_openai() -> Iterator[ThreadServer]:
+    """Lists a model, fails every completion (500); and `/web/...` is a web site, not an API."""
+    app = Starlette(
+        routes=[
+            Route("/v1/models", _models),
+            Route("/v1/chat/completions", _broken_completions, methods=["POST"]),
+            Route("/web/v1/models", lambda _: HTMLResponse("<html></html>")),
+        ]
+    )
+    with ThreadServer(app, free_port()) as server:
+        yield server
+
+
+def test_conformance_list_names_every_check_with_its_version() -> None:
+    from validators.conformance import CHECKS
+
+    listed = runner.invoke(app, ["conformance", "--list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    expected = [(c.name, c.version, c.description) for c in CHECKS]
+    assert [(r["name"], r["version"], r["asserts"]) for r in rows] == expected
+    assert {"chat", "embeddings"} == {task for r in rows for task in r["tasks"]}
+    view = runner.invoke(app, ["conformance", "--list"])
+    assert view.exit_code == 0 and "stream.done" in view.stdout and "data: [DONE] is the last event" in view.stdout
+
+
+def test_an_endpoint_that_is_down_or_not_openai_is_one_line_not_thirty_failures(broken_openai: ThreadServer) -> None:
+    down = f"http://127.0.0.1:{free_port()}/v1"
+    for command in (["conformance", down, "--model", "m"], ["bench", down, "--model", "m"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == ExitCode.UNREACHABLE, result.output
+        assert result.stderr.startswith("error: cannot reach") and len(result.stderr.splitlines()) == 1
+        assert result.stdout == ""
+    web = broken_openai.url("/web/v1")
+    result = runner.invoke(app, ["conformance", web, "--model", "m"])
+    assert result.exit_code == ExitCode.INCOMPATIBLE
+    assert "not an OpenAI-compatible API" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_benchmark_whose_requests_all_failed_does_not_exit_0(broken_openai: ThreadServer) -> None:
+    bounds = ["--max-requests", "3", "--max-duration", "10"]
+    result = runner.invoke(app, ["bench", broken_openai.url("/v1"), "--model", "m", *bounds, "--json"])
+    assert result.exit_code == ExitCode.FAILED, result.output
+    assert json.loads(result.stdout)[0]["errors"] == 3  # the metrics are still printed, for the record
+    assert result.stderr.startswith("error: every request failed at c=1 (3 errors")
+
+
+def test_cli_task_choices_are_the_suites_tasks() -> None:
+    from flows.cli.params import TASKS as CLI_TASKS
+    from validators.conformance import TASKS
+
+    assert CLI_TASKS == TASKS

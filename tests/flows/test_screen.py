@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from devstack.hub_server import HubServer
 from devstack.repostore import RepoStore
 from flows.cli.app import app
+from flows.cli.exit_codes import ExitCode
 from flows.screen import HUB_TAG, screen_candidates
 from registry import finding_codes as codes
 from registry.catalog import CatalogStore
@@ -118,4 +119,5 @@ def test_curate_screen_cli_explains_every_finding(
     assert len(lines) >= 2  # one line per finding
 
     result = runner.invoke(app, [*base, "flow/nope"])
-    assert result.exit_code == 1 and "not found" in result.output.lower()
+    assert result.exit_code == ExitCode.NOT_FOUND and "not found" in result.stderr.lower()
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from decisions.publication import build_entry, passed_templates
 from flows.cli.app import app
+from flows.cli.exit_codes import ExitCode
 from flows.publish import gather_inputs, provenance
 from registry.blobs import model_prefix
 from registry.catalog_export import export_catalog
@@ -190,21 +191,24 @@ def test_withdrawn_entry_relabelled_published_fails_on_the_signed_index(publish_
     assert not check.passed and "says withdrawn" in check.detail  # ...the signed index binds it
 
 
-def test_unknown_entry_is_a_usage_error(tmp_path: Path) -> None:
+def test_unknown_entry_is_not_found_and_a_hostile_id_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["verify", "acme--nothing", "--export-dir", str(tmp_path)])
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.NOT_FOUND
     assert "no TUF root" in result.output
+    (tmp_path / "export" / "metadata").mkdir(parents=True)
+    result = runner.invoke(app, ["verify", "../../outside", "--export-dir", str(tmp_path / "export")])
+    assert result.exit_code == ExitCode.USAGE and "not a catalog entry id" in result.stderr
 
 
 @pytest.mark.integration
-def test_unknown_entry_of_a_verified_catalog_is_a_usage_error(publish_chain: PublishChain) -> None:
+def test_unknown_entry_of_a_verified_catalog_is_not_found(publish_chain: PublishChain) -> None:
     publish_directly(publish_chain)
     export = publish_chain.settings.catalog_export_dir
     result = runner.invoke(
         app,
         ["--data-dir", str(publish_chain.settings.data_dir), "verify", "acme--nothing", "--export-dir", str(export)],
     )
-    assert result.exit_code == 2 and "no exported entry" in result.output
+    assert result.exit_code == ExitCode.NOT_FOUND and "no exported entry" in result.output
 
 
 def _foreign_root(tmp_path: Path) -> bytes:

@@ -14,11 +14,15 @@ from registry.errors import (
     GatedRepoError,
     HubAuthError,
     HubRateLimitedError,
+    HubResponseError,
     HubUnavailableError,
+    HubUnreachableError,
     RepoNotFoundError,
     RevisionNotFoundError,
 )
 from registry.hub import HfHubSource
+from registry.identifiers import InvalidIdentifierError
+from registry.net import free_port
 from registry.schema import ModelRef
 from registry.settings import HubSettings
 from tests.fixtures.hub import build_repo, tiny_safetensors
@@ -178,3 +182,46 @@ def test_timeouts_become_unavailable_errors(hub: HubServer) -> None:
     hub.faults.add(r"^/api/models/org/cold", status=None, delay=1.5, times=None)
     with pytest.raises(HubUnavailableError, match="timed out"):
         source_for(hub, timeout_s=0.3, max_retries=1).model_info("org/cold")
+
+
+def test_a_refused_connection_fails_at_once_without_retries() -> None:
+    sleeps = SleepLog()
+    source = HfHubSource(
+        HubSettings(endpoint=f"http://127.0.0.1:{free_port()}", max_retries=5, backoff_s=1.0), sleep=sleeps
+    )
+    for call in (lambda: source.model_info("org/hot"), lambda: source.trending(3), source.check_reachable):
+        with pytest.raises(HubUnreachableError, match="Connection refused") as caught:
+            call()
+        assert caught.value.retryable is False
+    assert sleeps.calls == []
+
+
+def test_retries_stop_at_the_deadline_and_are_not_retried_above(hub: HubServer) -> None:
+    sleeps = SleepLog()
+    hub.faults.add(r"^/api/models/org/hot", status=503, times=None)
+    source = source_for(hub, sleeps, max_retries=10, backoff_s=1.0, max_backoff_s=60.0, deadline_s=2.5)
+    with pytest.raises(HubUnavailableError, match="HTTP 503") as caught:
+        source.model_info("org/hot")
+    assert [round(s) for s in sleeps.calls] == [1, 2]  # the next wait (4 s) would pass the 2.5 s deadline
+    assert caught.value.retryable is False  # the flows' task retries do not start a second round
+
+
+def test_an_endpoint_that_is_not_a_hub_is_an_incompatible_answer(hub: HubServer) -> None:
+    with pytest.raises(HubResponseError, match=r"is hub\.endpoint a Hub"):
+        source_for(hub, endpoint=hub.url + "/not-a-hub").check_reachable()
+    source_for(hub).check_reachable()
+
+
+def test_hostile_ids_and_file_names_never_reach_the_network_or_the_disk(hub: HubServer, tmp_path: Path) -> None:
+    source = source_for(hub)
+    before = len(hub.requests.entries())
+    for repo_id in ("a/b/c", "../../etc/passwd", "org/x\n"):
+        with pytest.raises(InvalidIdentifierError):
+            source.model_info(repo_id)
+    with pytest.raises(InvalidIdentifierError):
+        source.model_info("org/hot", "../../x")
+    ref = ModelRef(repo_id="org/hot", revision="0" * 40)
+    with pytest.raises(InvalidIdentifierError):
+        source.download(ref, "../outside.json", tmp_path / "in")
+    assert len(hub.requests.entries()) == before
+    assert not (tmp_path / "in").exists() and not (tmp_path / "outside.json").exists()
