@@ -162,14 +162,14 @@ def broken_openai() -> Iterator[ThreadServer]:
 
 
 def test_conformance_list_names_every_check_with_its_version() -> None:
-    from validators.conformance import CHECKS
+    from validators.conformance import CHECKS, TASKS
 
     listed = runner.invoke(app, ["conformance", "--list", "--json"])
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.stdout)
     expected = [(c.name, c.version, c.description) for c in CHECKS]
     assert [(r["name"], r["version"], r["asserts"]) for r in rows] == expected
-    assert {"chat", "embeddings"} == {task for r in rows for task in r["tasks"]}
+    assert set(TASKS) == {task for r in rows for task in r["tasks"]}
     view = runner.invoke(app, ["conformance", "--list"])
     assert view.exit_code == 0 and "stream.done" in view.stdout and "data: [DONE] is the last event" in view.stdout
 
