@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,17 @@ from typing import Any
 from docker.errors import DockerException
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun, WorkerStatus
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound, PrefectException, PrefectHTTPStatusError
+from prefect.exceptions import ObjectNotFound, PrefectException
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from builders.errors import BuildersError
 from builders.recipes import get_recipe
+from decisions.publication import latest_validations
+from flows.limits import slot
+from flows.placement import Placement, place, pools_online
 from flows.settings import settings_from
 from flows.stage import verify_staged
 from registry.artifacts import artifact_key, cell, code
@@ -45,6 +48,8 @@ from registry.errors import RegistryError
 from registry.image_signatures import verify_image
 from registry.keys import signing_key
 from registry.net import LOOPBACK, free_port
+from registry.quotas import Site, gpu_job_variables, sites
+from registry.rules import Outcome
 from registry.schema import (
     BenchmarkMetrics,
     ConformanceReport,
@@ -68,9 +73,9 @@ from validators.conformance_checks.base import Target
 from validators.containers import LABEL_CELL, ContainerSpec, run_container
 from validators.errors import ValidatorError
 from validators.planner import plan
+from validators.revalidation import REVALIDATION, CellHistory, cell_inputs
 from validators.throughput import LoadSpec, run_benchmark
 
-NO_CAPACITY = "no capacity"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _CELL_ERRORS = (ValidatorError, RegistryError, BuildersError, DockerException)
 
@@ -117,22 +122,27 @@ def plan_staged(
     return plan(weights.ref.repo_id, config, parameters or None, settings, revision=weights.ref.revision)
 
 
-def _pool_of(settings: Settings, template: DeploymentTemplate) -> tuple[str, str]:
-    family = settings.accelerators.get(template.accelerator_family)
-    if family is None:
+def _home_region(settings: Settings, template: DeploymentTemplate) -> str:
+    found = sites(settings, template.accelerator_family)
+    if not found:
         raise ValidationFlowError(f"accelerator family {template.accelerator_family} is not in curation.toml")
-    return family.pool, family.region or settings.storage.primary_region
+    return found[0].region
 
 
 # --------------------------------------------------------------------------------------------- one cell
 
 
+def current_image(catalog: CatalogStore, runtime: str) -> RuntimeImage | None:
+    """The image a cell of `runtime` runs on now: the newest signed one recorded (None: there is none)."""
+    return next((image for image in catalog.images(runtime) if image.signature is not None), None)
+
+
 def _signed_image(settings: Settings, runtime: str) -> RuntimeImage:
     with CatalogStore.from_settings(settings) as catalog:
-        images = [image for image in catalog.images(runtime) if image.signature is not None]
-    if not images:
+        image = current_image(catalog, runtime)
+    if image is None:
         raise ValidationFlowError(f"no signed {runtime} image is recorded; run `curate images build` first")
-    return images[0]
+    return image
 
 
 def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
@@ -237,6 +247,22 @@ def _finish(settings: Settings, ref: ModelRef, result: ValidationResult, plot: P
     return result
 
 
+def _cell_artifacts(
+    settings: Settings,
+    template: DeploymentTemplate,
+    report: ConformanceReport,
+    metrics: tuple[BenchmarkMetrics, ...] | None,
+) -> Path | None:
+    """The conformance and benchmark artifacts of a cell; the path of its sweep plot, if it has one."""
+    plot: Path | None = None
+    if metrics:
+        publish_table_artifact(metrics, key=artifact_key("bench", template.id), description=f"benchmark {template.id}")
+        if len(metrics) > 1:
+            plot = plot_sweep(metrics, settings.data_dir / "validation" / template.id / "sweep.png", template.id)
+    publish_artifact(report, key=artifact_key("conformance", template.id))
+    return plot
+
+
 @flow(name="validate-cell", log_prints=True)
 def validate_cell(
     repo_id: str,
@@ -244,23 +270,31 @@ def validate_cell(
     template: DeploymentTemplate,
     overrides: dict[str, Any] | None = None,
     docker_host: str | None = None,
+    region: str | None = None,
+    run_id: str | None = None,
 ) -> ValidationResult:
-    """Validate one template of one staged model; the result (any verdict) is recorded and returned."""
+    """Validate one template of one staged model (its weights read in `region`, default: the family's home
+    region); the result (any verdict) is recorded, with the inputs it was reached on, and returned."""
     logger = get_run_logger()
     settings = settings_from(overrides)
     ref = ModelRef(repo_id=repo_id, revision=revision)
     template = template if template.model is not None else template.model_copy(update={"model": ref})
-    run_id = str(flow_run.id or "") or None
-    result = ValidationResult(template=template, verdict=ValidationVerdict.FAILED, flow_run_id=run_id)
+    result = ValidationResult(
+        template=template,
+        verdict=ValidationVerdict.FAILED,
+        flow_run_id=str(flow_run.id or "") or None,
+        run_id=run_id,
+    )
     plot: Path | None = None
     with tempfile.TemporaryDirectory(prefix="cell-") as tmp:
         try:
-            _, region = _pool_of(settings, template)
+            region = region or _home_region(settings, template)
             with CatalogStore.from_settings(settings) as catalog:
                 weights = catalog.staged(ref)
             if weights is None or weights.signature is None:
                 raise ValidationFlowError(f"{ref} is not staged with a signature; run `curate stage {repo_id}` first")
             image = _signed_image(settings, template.runtime)
+            result = result.model_copy(update={"inputs": cell_inputs(settings, template, weights, image)})
             key = signing_key(settings)
             digest = verify_image(image.reference, key.public_key(), expected_digest=image.digest)
             result = result.model_copy(update={"image_digest": digest})
@@ -279,15 +313,7 @@ def validate_cell(
                     "stale_deviations": verdict.stale_deviations,
                 }
             )
-            if metrics:
-                publish_table_artifact(
-                    metrics, key=artifact_key("bench", template.id), description=f"benchmark {template.id}"
-                )
-                if len(metrics) > 1:
-                    plot = plot_sweep(
-                        metrics, settings.data_dir / "validation" / template.id / "sweep.png", template.id
-                    )
-            publish_artifact(report, key=artifact_key("conformance", template.id))
+            plot = _cell_artifacts(settings, template, report, metrics)
         except _CELL_ERRORS as exc:
             logger.warning("cell %s failed: %s", template.id, exc)
             result = result.model_copy(update={"verdict": ValidationVerdict.FAILED, "reason": str(exc)[:4000]})
@@ -299,89 +325,110 @@ def validate_cell(
 # --------------------------------------------------------------------------------------------- dispatch
 
 
-def pool_has_worker(pool: str, deadline_s: float, poll_s: float = 2.0) -> bool:
-    """True as soon as `pool` has an online worker; False when none appears within `deadline_s`."""
-    end = time.monotonic() + deadline_s
-    with get_client(sync_client=True) as client:
-        while True:
-            try:
-                workers = client.read_workers_for_work_pool(work_pool_name=pool)
-            except ObjectNotFound:
-                workers = []
-            except PrefectHTTPStatusError as exc:  # the sync client reports a missing pool as a plain 404
-                if exc.response.status_code != 404:
-                    raise
-                workers = []
-            if any(w.status == WorkerStatus.ONLINE for w in workers):
-                return True
-            if time.monotonic() + poll_s > end:
-                return False
-            time.sleep(poll_s)
-
-
-def _not_validated(template: DeploymentTemplate, reason: str) -> ValidationResult:
+def _not_validated(template: DeploymentTemplate, reason: str, run_id: str | None = None) -> ValidationResult:
     return ValidationResult(
-        template=template, verdict=ValidationVerdict.NOT_VALIDATED, reason=reason, finished_at=utcnow()
+        template=template, verdict=ValidationVerdict.NOT_VALIDATED, reason=reason, finished_at=utcnow(), run_id=run_id
     )
 
 
-def _recorded(settings: Settings, ref: ModelRef, template_id: str, run_id: str) -> ValidationResult | None:
+def _recorded(settings: Settings, ref: ModelRef, template_id: str, flow_run_id: str) -> ValidationResult | None:
     with CatalogStore.from_settings(settings) as catalog:
-        found = [r for r in catalog.validations(ref) if r.template.id == template_id and r.flow_run_id == run_id]
+        found = [r for r in catalog.validations(ref) if r.template.id == template_id and r.flow_run_id == flow_run_id]
     return found[-1] if found else None
 
 
-@task(name="dispatch-cell")
-def dispatch_cell(
-    ref: ModelRef, template: DeploymentTemplate, overrides: dict[str, Any] | None, docker_host: str | None
-) -> ValidationResult:
-    """Run one cell on its pool's deployment once the pool has a worker; NOT_VALIDATED when it has none."""
-    settings = settings_from(overrides)
-    pool, _ = _pool_of(settings, template)
+@dataclass(frozen=True)
+class CellCall:
+    """One cell to run: the model, the template, where, and the run's parameters."""
+
+    ref: ModelRef
+    template: DeploymentTemplate
+    site: Site
+    overrides: dict[str, Any] | None
+    docker_host: str | None
+    run_id: str | None
+    pool_type: str = ""
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "repo_id": self.ref.repo_id,
+            "revision": self.ref.revision,
+            "template": self.template.model_dump(mode="json"),
+            "overrides": self.overrides,
+            "docker_host": self.docker_host,
+            "region": self.site.region,
+            "run_id": self.run_id,
+        }
+
+
+def _deployment_run(settings: Settings, call: CellCall) -> FlowRun | ValidationResult:
     v = settings.validation
-    if not pool_has_worker(pool, v.capacity_deadline_s):
-        result = _not_validated(
-            template, f"{NO_CAPACITY}: pool {pool} had no online worker within {v.capacity_deadline_s:g}s"
-        )
-        with CatalogStore.from_settings(settings) as catalog:
-            catalog.record_validation(ref, result)
-        return result
-    parameters = {
-        "repo_id": ref.repo_id,
-        "revision": ref.revision,
-        "template": template.model_dump(mode="json"),
-        "overrides": overrides,
-        "docker_host": docker_host,
-    }
+    name = f"{v.deployment_flow}/{call.site.pool}"
+    template = call.template
+    job_variables = (
+        gpu_job_variables(settings, template.accelerator_family, template.count)
+        if call.pool_type == "kubernetes"
+        else None
+    )
     try:
-        run = run_deployment(f"{v.deployment_flow}/{pool}", parameters=parameters, timeout=v.cell_timeout_s)
-        if not isinstance(run, FlowRun):  # run_deployment is sync-compatible: a coroutine only in async code
-            raise ValidationFlowError("dispatch_cell must run synchronously")
+        with slot(settings, call.site.limit, template.count):
+            run = run_deployment(
+                name,
+                parameters=call.parameters(),
+                timeout=v.cell_timeout_s,
+                work_queue_name=call.site.queue or None,
+                job_variables=job_variables,
+            )
     except (ObjectNotFound, PrefectException) as exc:
-        return _not_validated(template, f"deployment {v.deployment_flow}/{pool} could not run: {exc}")
+        return _not_validated(template, f"deployment {name} could not run: {exc}", call.run_id)
+    if not isinstance(run, FlowRun):  # run_deployment is sync-compatible: a coroutine only in async code
+        raise ValidationFlowError("dispatch_cell must run synchronously")
+    return run
+
+
+@task(name="dispatch-cell")
+def dispatch_cell(call: CellCall) -> ValidationResult:
+    """Run one cell on its site's pool deployment, holding its quota; the result is read back from the store."""
+    settings = settings_from(call.overrides)
+    run = _deployment_run(settings, call)
+    if isinstance(run, ValidationResult):
+        return run
     state = run.state
-    recorded = _recorded(settings, ref, template.id, str(run.id))
+    recorded = _recorded(settings, call.ref, call.template.id, str(run.id))
     if recorded is not None:
         return recorded
     status = state.name if state is not None else "unknown"
     if state is not None and not state.is_final():
-        return _not_validated(template, f"cell run {run.id} still {status} after {v.cell_timeout_s:g}s")
+        return _not_validated(
+            call.template, f"cell run {run.id} still {status} after {settings.validation.cell_timeout_s:g}s"
+        )
     failed = ValidationResult(
-        template=template,
+        template=call.template,
         verdict=ValidationVerdict.FAILED,
         reason=f"cell run {run.id} ended {status} without recording a result",
         flow_run_id=str(run.id),
         finished_at=utcnow(),
+        run_id=call.run_id,
     )
     with CatalogStore.from_settings(settings) as catalog:
-        catalog.record_validation(ref, failed)
+        catalog.record_validation(call.ref, failed)
     return failed
 
 
-def _inline(
-    ref: ModelRef, template: DeploymentTemplate, overrides: dict[str, Any] | None, docker_host: str | None
-) -> ValidationResult:
-    state = validate_cell(ref.repo_id, ref.revision, template, overrides, docker_host, return_state=True)
+def _inline(call: CellCall) -> ValidationResult:
+    ref, template = call.ref, call.template
+    settings = settings_from(call.overrides)
+    with slot(settings, call.site.limit, template.count):
+        state = validate_cell(
+            ref.repo_id,
+            ref.revision,
+            template,
+            call.overrides,
+            call.docker_host,
+            call.site.region,
+            call.run_id,
+            return_state=True,
+        )
     if state.is_completed():
         result: ValidationResult = state.result()
         return result
@@ -390,10 +437,11 @@ def _inline(
         verdict=ValidationVerdict.FAILED,
         reason=f"cell ended {state.name}: {state.message or 'no message'}",
         finished_at=utcnow(),
+        run_id=call.run_id,
     )
 
 
-def _summary(ref: ModelRef, results: list[ValidationResult]) -> str:
+def _summary(ref: ModelRef, results: list[ValidationResult], run_id: str | None) -> str:
     lines = [
         f"# Validation of {code(ref)}",
         "",
@@ -402,10 +450,106 @@ def _summary(ref: ModelRef, results: list[ValidationResult]) -> str:
     ]
     for r in results:
         t = r.template
-        lines.append(
-            f"| {code(t.id)} | {t.runtime} | {t.accelerator_family} | {r.verdict.value} | {cell(r.reason[:300])} |"
-        )
+        reason = r.reason[:300] + (f" (unchanged since {r.run_id})" if reused(r, run_id) else "")
+        lines.append(f"| {code(t.id)} | {t.runtime} | {t.accelerator_family} | {r.verdict.value} | {cell(reason)} |")
     return "\n".join(lines)
+
+
+def reused(result: ValidationResult, run_id: str | None) -> bool:
+    """A result recorded by an earlier run and kept by the re-validation rule."""
+    return run_id is not None and result.run_id is not None and result.run_id != run_id
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The cells of one model: the results that stand, and the cells to run with where they run."""
+
+    kept: list[ValidationResult]
+    to_run: list[tuple[DeploymentTemplate, Placement, Outcome]]
+
+
+def _plan_cells(
+    settings: Settings,
+    weights: StagedWeights,
+    planned: Sequence[DeploymentTemplate],
+    online: Mapping[str, str],
+    force: bool,
+) -> _Plan:
+    ref = weights.ref
+    with CatalogStore.from_settings(settings) as catalog:
+        newest = {r.template.id: r for r in latest_validations(catalog.validations(ref))}
+        images = {runtime: current_image(catalog, runtime) for runtime in {t.runtime for t in planned}}
+    kept: list[ValidationResult] = []
+    to_run: list[tuple[DeploymentTemplate, Placement, Outcome]] = []
+    for planned_template in planned:
+        template = planned_template.model_copy(update={"model": ref})
+        previous = newest.get(template.id)
+        inputs = cell_inputs(settings, template, weights, images.get(template.runtime))
+        decision = REVALIDATION.evaluate(CellHistory(inputs, previous))
+        if decision.accepted and not force and previous is not None:
+            kept.append(previous)
+            continue
+        to_run.append((template, place(settings, template, online), decision))
+    return _Plan(kept, to_run)
+
+
+def _run_cells(
+    plan_: _Plan,
+    overrides: dict[str, Any] | None,
+    docker_host: str | None,
+    online: Mapping[str, str],
+    run_id: str | None,
+) -> list[ValidationResult]:
+    logger = get_run_logger()
+    results = list(plan_.kept)
+    remote: list[tuple[PrefectFuture[ValidationResult], DeploymentTemplate]] = []
+    for template, placement, decision in plan_.to_run:
+        logger.info("cell %s runs: %s", template.id, "; ".join(decision.reasons) or "forced")
+        if placement.site is None:
+            results.append(_not_validated(template, placement.reason, run_id))
+            continue
+        ref = template.model
+        assert ref is not None
+        pool_type = online.get(placement.site.pool, "")
+        call = CellCall(ref, template, placement.site, overrides, docker_host, run_id, pool_type)
+        if placement.inline:
+            results.append(_inline(call))
+        else:
+            remote.append((dispatch_cell.submit(call), template))
+    for future, template in remote:
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            results.append(future.result())
+        else:
+            results.append(_not_validated(template, f"dispatch ended {state.name}: {state.message or ''}", run_id))
+    return sorted(results, key=lambda r: r.template.id)
+
+
+def _record_validate_stage(
+    settings: Settings, ref: ModelRef, results: list[ValidationResult], run_id: str | None
+) -> None:
+    passed = [r.template.id for r in results if r.verdict is ValidationVerdict.PASSED]
+    others = [f"{r.template.id}: {r.verdict.value}" for r in results if r.verdict is not ValidationVerdict.PASSED]
+    kept = sorted({r.run_id for r in results if reused(r, run_id) and r.run_id})
+    reason = f"{len(passed)} of {len(results)} template(s) passed" + (f" ({'; '.join(others)})" if others else "")
+    if kept:
+        reason += f"; {sum(1 for r in results if reused(r, run_id))} unchanged since {', '.join(kept)}"
+    with CatalogStore.from_settings(settings) as catalog:
+        catalog.record_stage(
+            StageResult(
+                ref=ref,
+                stage=StageName.VALIDATE,
+                outcome=StageOutcome.OK if passed else StageOutcome.FAILED,
+                reason=reason,
+                policy_digest=settings.policy_digest("validate"),
+                run_id=run_id or str(flow_run.id or "") or None,
+                payload={"passed": passed, "unchanged_since": kept},
+            )
+        )
 
 
 @flow(name="validate-model", log_prints=True)
@@ -415,8 +559,16 @@ def validate_model(
     overrides: dict[str, Any] | None = None,
     docker_host: str | None = None,
     templates: list[DeploymentTemplate] | None = None,
+    online_pools: dict[str, str] | None = None,
+    run_id: str | None = None,
+    force: bool = False,
 ) -> list[ValidationResult]:
-    """Plan (unless `templates` are given) and validate every template of a staged model; one result each."""
+    """Plan (unless `templates` are given) and validate every template of a staged model; one result each.
+
+    A cell whose inputs did not change since its recorded result is not run again (validators/revalidation.py;
+    `force` runs every cell). `online_pools` is the run's census (pool -> worker type of the pools with an
+    online worker); None takes one now. `run_id` is the curation run the cells are recorded under.
+    """
     logger = get_run_logger()
     settings = settings_from(overrides)
     ref = ModelRef(repo_id=repo_id, revision=revision)
@@ -426,45 +578,13 @@ def validate_model(
         raise ValidationFlowError(f"{ref} is not staged; run `curate stage {repo_id} --revision {revision}` first")
     planned = tuple(templates) if templates is not None else plan_staged(settings, weights)
     logger.info("%s: %d template(s): %s", ref, len(planned), ", ".join(t.id for t in planned))
-    inline_pools = set(settings.validation.inline_pools) if settings.validation.dispatch == "inline" else set()
-    results: list[ValidationResult] = []
-    remote: list[tuple[PrefectFuture[ValidationResult], DeploymentTemplate]] = []
-    for planned_template in planned:
-        template = planned_template.model_copy(update={"model": ref})
-        try:
-            pool, _ = _pool_of(settings, template)
-        except ValidationFlowError as exc:
-            results.append(_not_validated(template, str(exc)))
-            continue
-        if pool in inline_pools:
-            results.append(_inline(ref, template, overrides, docker_host))
-        else:
-            remote.append((dispatch_cell.submit(ref, template, overrides, docker_host), template))
-    for future, template in remote:
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            results.append(future.result())
-        else:
-            results.append(_not_validated(template, f"dispatch ended {state.name}: {state.message or ''}"))
+    online = online_pools if online_pools is not None else pools_online(settings)
+    cells = _plan_cells(settings, weights, planned, online, force)
+    results = _run_cells(cells, overrides, docker_host, online, run_id)
     create_markdown_artifact(
         key=artifact_key("validation", ref.repo_id),
-        markdown=_summary(ref, results),
+        markdown=_summary(ref, results, run_id),
         description=f"Validation cells of {ref}",
     )
-    passed = [r.template.id for r in results if r.verdict is ValidationVerdict.PASSED]
-    others = [f"{r.template.id}: {r.verdict.value}" for r in results if r.verdict is not ValidationVerdict.PASSED]
-    with CatalogStore.from_settings(settings) as catalog:
-        catalog.record_stage(
-            StageResult(
-                ref=ref,
-                stage=StageName.VALIDATE,
-                outcome=StageOutcome.OK if passed else StageOutcome.FAILED,
-                reason=f"{len(passed)} of {len(results)} template(s) passed"
-                + (f" ({'; '.join(others)})" if others else ""),
-                policy_digest=settings.policy_digest(),
-                run_id=str(flow_run.id or "") or None,
-                payload={"passed": passed},
-            )
-        )
+    _record_validate_stage(settings, ref, results, run_id)
     return results

@@ -29,8 +29,9 @@ from builders.signing import sign_image
 from devstack.docker_engine import BASE_IMAGE, DockerStack
 from devstack.hub_server import HubServer
 from devstack.samples import SampleSet
+from flows.placement import NO_CAPACITY, pool_has_worker
 from flows.stage import stage_weights
-from flows.validate import NO_CAPACITY, plan_staged, pool_has_worker, validate_cell, validate_model
+from flows.validate import plan_staged, validate_cell, validate_model
 from registry.catalog import CatalogStore
 from registry.keys import signing_key
 from registry.schema import (
