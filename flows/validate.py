@@ -325,10 +325,16 @@ def validate_cell(
 # --------------------------------------------------------------------------------------------- dispatch
 
 
-def _not_validated(template: DeploymentTemplate, reason: str, run_id: str | None = None) -> ValidationResult:
-    return ValidationResult(
+def _not_validated(
+    settings: Settings, ref: ModelRef, template: DeploymentTemplate, reason: str, run_id: str | None
+) -> ValidationResult:
+    """A cell that could not run, recorded with why (every cell ends with a recorded result)."""
+    result = ValidationResult(
         template=template, verdict=ValidationVerdict.NOT_VALIDATED, reason=reason, finished_at=utcnow(), run_id=run_id
     )
+    with CatalogStore.from_settings(settings) as catalog:
+        catalog.record_validation(ref, result)
+    return result
 
 
 def _recorded(settings: Settings, ref: ModelRef, template_id: str, flow_run_id: str) -> ValidationResult | None:
@@ -380,7 +386,7 @@ def _deployment_run(settings: Settings, call: CellCall) -> FlowRun | ValidationR
                 job_variables=job_variables,
             )
     except (ObjectNotFound, PrefectException) as exc:
-        return _not_validated(template, f"deployment {name} could not run: {exc}", call.run_id)
+        return _not_validated(settings, call.ref, template, f"deployment {name} could not run: {exc}", call.run_id)
     if not isinstance(run, FlowRun):  # run_deployment is sync-compatible: a coroutine only in async code
         raise ValidationFlowError("dispatch_cell must run synchronously")
     return run
@@ -399,9 +405,8 @@ def dispatch_cell(call: CellCall) -> ValidationResult:
         return recorded
     status = state.name if state is not None else "unknown"
     if state is not None and not state.is_final():
-        return _not_validated(
-            call.template, f"cell run {run.id} still {status} after {settings.validation.cell_timeout_s:g}s"
-        )
+        reason = f"cell run {run.id} still {status} after {settings.validation.cell_timeout_s:g}s"
+        return _not_validated(settings, call.ref, call.template, reason, call.run_id)
     failed = ValidationResult(
         template=call.template,
         verdict=ValidationVerdict.FAILED,
@@ -504,15 +509,16 @@ def _run_cells(
     run_id: str | None,
 ) -> list[ValidationResult]:
     logger = get_run_logger()
+    settings = settings_from(overrides)
     results = list(plan_.kept)
     remote: list[tuple[PrefectFuture[ValidationResult], DeploymentTemplate]] = []
     for template, placement, decision in plan_.to_run:
         logger.info("cell %s runs: %s", template.id, "; ".join(decision.reasons) or "forced")
-        if placement.site is None:
-            results.append(_not_validated(template, placement.reason, run_id))
-            continue
         ref = template.model
         assert ref is not None
+        if placement.site is None:
+            results.append(_not_validated(settings, ref, template, placement.reason, run_id))
+            continue
         pool_type = online.get(placement.site.pool, "")
         call = CellCall(ref, template, placement.site, overrides, docker_host, run_id, pool_type)
         if placement.inline:
@@ -525,7 +531,9 @@ def _run_cells(
         if state.is_completed():
             results.append(future.result())
         else:
-            results.append(_not_validated(template, f"dispatch ended {state.name}: {state.message or ''}", run_id))
+            reason = f"dispatch ended {state.name}: {state.message or ''}"
+            assert template.model is not None
+            results.append(_not_validated(settings, template.model, template, reason, run_id))
     return sorted(results, key=lambda r: r.template.id)
 
 

@@ -85,11 +85,12 @@ def limits(settings: Settings) -> dict[str, int]:
 
 
 def gpu_job_variables(settings: Settings, family_name: str, count: int) -> dict[str, Any]:
-    """The job variables a Kubernetes pool's cell needs (the base job template in workpools/): its device
-    requests by vendor and count, and the node selector of its family."""
+    """The job variables a Kubernetes pool's cell needs (workpools/kubernetes-gpu-cell.json): its devices by
+    vendor and count (`gpu_limits`; Kubernetes takes an extended resource's request from its limit) and the
+    node selector of its family."""
     family = settings.accelerators.get(family_name)
     if family is None:
         return {}
     resource = GPU_RESOURCES.get(family.vendor)
-    requests = {resource: str(count)} if resource is not None and count > 0 else {}
-    return {"resources": {"requests": requests, "limits": requests}, "node_selector": dict(family.node_selector)}
+    limits = {resource: str(count)} if resource is not None and count > 0 else {}
+    return {"gpu_limits": limits, "node_selector": dict(family.node_selector)}
