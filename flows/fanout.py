@@ -24,7 +24,7 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound, PrefectException
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.limits import HEARTBEAT_S, WATCHED_TAG, census
+from flows.limits import HEARTBEAT_S, WATCHED_TAG, census, ensure_crash_detection
 from flows.model import curate_model
 from flows.settings import settings_from
 from registry.catalog import CatalogStore
@@ -158,6 +158,7 @@ def curate_models(
     get_run_logger().info("curating %d model(s): %s", len(jobs), mode)
     if mode == "inline" or not jobs:
         return [_inline(job, run_id, overrides, online) for job in jobs]
+    ensure_crash_detection(settings)
     width = min(settings.orchestration.max_parallel_models, len(jobs))
     pool: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=width)
     with pool as runner:

@@ -20,13 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from prefect.automations import Automation
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.objects import StateType, WorkerStatus
 from prefect.concurrency.sync import concurrency
 from prefect.events.actions import ChangeFlowRunState
-from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
@@ -118,9 +117,9 @@ def census(pools: Iterable[str], wait_s: float = 0.0, poll_s: float = 2.0) -> di
 # --------------------------------------------------------------------------------------------- crashes
 
 
-def crash_automation(settings: Settings) -> Automation:
+def crash_automation(settings: Settings) -> AutomationCore:
     """The zombie-run recipe of Prefect's docs, limited to the runs the weekly run watches."""
-    return Automation(
+    return AutomationCore(
         name=CRASH_AUTOMATION,
         description="A model flow run dispatched by weekly-curation that stopped sending heartbeats is crashed; "
         "the weekly run then dispatches it again (orchestration.crash_retries).",

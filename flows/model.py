@@ -23,7 +23,7 @@ from prefect.runtime import flow_run
 from flows.publish import publish_model
 from flows.settings import settings_from
 from flows.stage import stage_weights
-from flows.validate import reused, validate_model
+from flows.validate_model import reused, validate_model
 from registry.catalog import CatalogStore
 from registry.schema import (
     ModelOutcome,
@@ -59,10 +59,13 @@ def validate_text(results: list[ValidationResult], run_id: str | None = None) ->
 
 
 def unchanged_since(results: list[ValidationResult], run_id: str | None) -> str | None:
-    """The newest earlier run whose cells all still stand (None: a cell ran in this run, or there are none)."""
-    if not results or not all(reused(r, run_id) for r in results):
+    """The newest earlier run whose cells still stand, when no cell ran in this run (a cell that could not run,
+    e.g. no worker online, ran nothing); None when one did, or none was kept."""
+    kept = [r for r in results if reused(r, run_id)]
+    ran = [r for r in results if not reused(r, run_id) and r.verdict is not ValidationVerdict.NOT_VALIDATED]
+    if not kept or ran:
         return None
-    return max(r.run_id or "" for r in results) or None
+    return max(r.run_id or "" for r in kept) or None
 
 
 @dataclass

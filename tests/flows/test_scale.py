@@ -135,6 +135,7 @@ def _overrides(storage: dict[str, Any], docker_stack: DockerStack) -> dict[str, 
             "pool": POOL,
             "max_parallel_models": 3,
             "heartbeat_timeout_s": 45,
+            "model_timeout_s": 900,
         },
         "validation": {
             "dispatch": "inline",

@@ -27,7 +27,8 @@ from devstack.hub_server import HubServer
 from devstack.samples import SampleSet
 from flows.placement import NO_CAPACITY, pool_has_worker
 from flows.stage import stage_weights
-from flows.validate import plan_staged, validate_cell, validate_model
+from flows.validate import plan_staged, validate_cell
+from flows.validate_model import validate_model
 from registry.catalog import CatalogStore
 from registry.keys import signing_key
 from registry.schema import (
