@@ -28,7 +28,7 @@ from flows.build import build_runtime_images
 from flows.discover import discover_models
 from flows.fanout import ModelJob, curate_models
 from flows.limits import ensure_limits
-from flows.model import STAGE_ORDER, outcome_of
+from flows.model import outcome_of
 from flows.placement import pools_online
 from flows.run_table import outcome_counts, run_markdown
 from flows.screen import screen_candidates
@@ -56,7 +56,8 @@ from registry.schema import (
 from registry.settings import Settings
 from validators.revalidation import stale_bindings
 
-__all__ = ["STAGE_ORDER", "rerun_model", "weekly_curation"]
+STAGE_ORDER = ("discover", "screen", "stage", "validate", "publish")
+"""The stages `rerun-model` may start from (derive, between stage and validate, is redone with staging)."""
 
 
 def reconcile_catalog(
@@ -258,8 +259,8 @@ def rerun_model(
     the recorded results of the earlier ones at this (revision, policy); from `validate` on, every cell runs
     again even when its inputs did not change.
     """
-    if from_stage not in STAGE_ORDER or from_stage == "derive":
-        raise ValueError(f"from_stage must be one of discover, screen, stage, validate, publish, not {from_stage!r}")
+    if from_stage not in STAGE_ORDER:
+        raise ValueError(f"from_stage must be one of {', '.join(STAGE_ORDER)}, not {from_stage!r}")
     settings = settings_from(overrides)
     source = hub_source(settings.hub)
     try:

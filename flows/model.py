@@ -39,7 +39,7 @@ from registry.schema import (
 from registry.settings import Settings
 
 CHAIN = ("stage", "derive", "validate", "publish")
-STAGE_ORDER = ("discover", "screen", *CHAIN)
+_ORDER = ("discover", "screen", *CHAIN)
 
 
 def outcome_of(state: State[Any]) -> tuple[Any, str]:
@@ -126,9 +126,9 @@ class ChainOptions:
 def _chain(
     tracker: RowTracker, ref: ModelRef, run_id: str, overrides: dict[str, Any] | None, opts: ChainOptions
 ) -> ModelRow:
-    first = STAGE_ORDER.index(opts.first_stage)
+    first = _ORDER.index(opts.first_stage)
     weights: StagedWeights | None = None
-    if first <= STAGE_ORDER.index("stage"):
+    if first <= _ORDER.index("stage"):
         tracker.enter("stage")
         state = stage_weights(ref.repo_id, ref.revision, overrides=overrides, force=opts.force_stage, return_state=True)
         weights, why = outcome_of(state)
@@ -139,7 +139,7 @@ def _chain(
     if derived:
         tracker.note("derive", derived)
     results: list[ValidationResult] = []
-    if first <= STAGE_ORDER.index("validate"):
+    if first <= _ORDER.index("validate"):
         tracker.enter("validate")
         validated = validate_model(
             ref.repo_id,
