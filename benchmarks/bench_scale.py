@@ -2,7 +2,7 @@
 
 Setup, all on this machine: PostgreSQL (a private cluster) holds Prefect's database and the catalog store; a
 `prefect server` runs on it; the Hub test server serves N copies of the tiny sample model and answers every
-request after a stated latency (an injected delay); Azurite serves two regions; a private dockerd + registry run
+request after a stated latency (an injected delay); Azurite serves the three regions of curation.toml; a private dockerd + registry run
 the cells. The cells are I/O-bound: the runtime image is a light stand-in (benchmarks/scale_standin.py: the
 hf-serve entrypoint's verified fetch of the staged weights, then an OpenAI-compatible server whose answers take a
 fixed time), recorded as the hf-serve image; GPU cells end "no worker online" at once (no GPU pool has a worker).
@@ -14,7 +14,7 @@ peak concurrent Hub weight downloads (whole-file safetensors GETs at the Hub ser
 (`upload-primary` task runs, which run inside their `blob-uploads` slot) against their limits, peak concurrent
 model runs, and the speed-up against one worker. Writes docs/benchmarks/scale.md with --write-doc.
 
-    python -m benchmarks.bench_scale [--models 40] [--workers 1 2 4] [--latency 0.1] [--write-doc]
+    python -m benchmarks.bench_scale [--models 40] [--workers 1 2 4] [--latency 0.25] [--write-doc]
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def markdown(results: list[Result], args: argparse.Namespace, setup_s: float) ->
         "",
         f"- {args.models} copies of the tiny sample model (`curation-samples/tiny-llama-chat`, its own revision each) "
         f"on the Hub test server, which answers **every request after {args.latency * 1000:.0f} ms**;",
-        "- Prefect server and the catalog store on PostgreSQL 15 (a private cluster); Azurite with two regions;",
+        "- Prefect server and the catalog store on PostgreSQL 15 (a private cluster); Azurite with three regions;",
         "- cells on a light stand-in runtime (benchmarks/scale_standin.py: verified weight fetch from blob storage,"
         ' then answers after a fixed 50 ms + 10 ms/token): I/O-bound; GPU cells end "no worker online" at once;',
         f"- `orchestration.max_parallel_models = {MAX_PARALLEL}`, `hub_downloads = {LIMITS['hub_downloads']}`, "
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=40)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--latency", type=float, default=0.1, help="seconds the Hub test server adds to each request")
+    parser.add_argument("--latency", type=float, default=0.25, help="seconds the Hub test server adds to each request")
     parser.add_argument("--write-doc", action="store_true")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -32,7 +33,7 @@ from devstack.samples import build_samples
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "curation-samples/tiny-llama-chat"
-REGIONS = ("eastus", "westeurope")
+REGIONS = ("eastus", "westeurope", "southeastasia")  # the regions of curation.toml
 PAGE = 200  # the API's largest page
 STANDIN_FILES = (
     REPO_ROOT / "benchmarks" / "scale_standin.py",
@@ -224,7 +225,8 @@ def start_stack(work: Path, *, models: int, latency_s: float, cleanup: ExitStack
     """Start everything; `cleanup` stops it (by pid) when it closes."""
     os.environ["PREFECT_HOME"] = str(work / "prefect-client")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    postgres = start_postgres(work / "pg", max_connections=200)
+    # a directory of its own: the server runs as `nobody` when we are root, and `work` is private to us
+    postgres = start_postgres(Path(tempfile.mkdtemp(prefix="bench-scale-pg-")), max_connections=200)
     cleanup.callback(postgres.stop)
     os.environ["PREFECT_API_URL"] = _start_prefect(work, postgres, cleanup)
     azurite = start_azurite(work / "azurite", REGIONS)

@@ -106,7 +106,9 @@ def _wait_ready(port: int, proc: ManagedProcess, timeout: float) -> None:
 
 
 def start_postgres(base: Path, *, max_connections: int = 100, timeout: float = 60.0) -> PostgresCluster:
-    """initdb a cluster under `base` (created, must not hold one yet) and start it on a free port."""
+    """initdb a cluster under `base` (created, must not hold one yet) and start it on a free port. As root the
+    server runs as `nobody`, so `base` must be reachable by it: a fresh `tempfile.mkdtemp()` is (not a directory
+    inside another private one)."""
     try:
         import psycopg  # noqa: F401
     except ImportError as exc:
