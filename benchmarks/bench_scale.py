@@ -2,10 +2,11 @@
 
 Setup, all on this machine: PostgreSQL (a private cluster) holds Prefect's database and the catalog store; a
 `prefect server` runs on it; the Hub test server serves N copies of the tiny sample model and answers every
-request after a stated latency (an injected delay); Azurite serves the three regions of curation.toml; a private dockerd + registry run
-the cells. The cells are I/O-bound: the runtime image is a light stand-in (benchmarks/scale_standin.py: the
-hf-serve entrypoint's verified fetch of the staged weights, then an OpenAI-compatible server whose answers take a
-fixed time), recorded as the hf-serve image; GPU cells end "no worker online" at once (no GPU pool has a worker).
+request after a stated latency (an injected delay); Azurite serves the three regions of curation.toml; a private
+dockerd + registry run the cells. The cells are I/O-bound: the runtime image is a light stand-in
+(benchmarks/scale_standin.py: the hf-serve entrypoint's verified fetch of the staged weights, then an
+OpenAI-compatible server whose answers take a fixed time), recorded as the hf-serve image; GPU cells end "no worker
+online" at once (no GPU pool has a worker).
 
 For each worker count W: a fresh catalog database, blob container and work pool; W `prefect worker` processes
 (`--limit 1`: one model at a time each, like one machine each); `weekly_curation` in this process dispatching
