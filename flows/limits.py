@@ -76,7 +76,9 @@ def slot(settings: Settings, name: str | None, occupy: int = 1) -> Iterator[None
         _put_limit(name, declared)
         with _ensured_lock:
             _ensured[name] = declared
-    with concurrency(name, occupy=occupy, strict=True):
+    # strict: a limit that is missing is an error, never "no limit"; a lease renewal that fails once (an API hiccup)
+    # must not kill the work holding the slot: the lease then lapses after its duration at worst.
+    with concurrency(name, occupy=occupy, strict=True, raise_on_lease_renewal_failure=False):
         yield
 
 

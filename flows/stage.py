@@ -265,7 +265,7 @@ def upload_primary(
     settings = settings_from(overrides)
     prefix = model_prefix(fetched.ref)
     totals = {"blocks_sent": 0, "blocks_reused": 0, "bytes_sent": 0, "files_skipped": 0}
-    with slot(settings, BLOB_UPLOADS), _store(settings, regions) as store:
+    with _store(settings, regions) as store:
         region = store.primary
         total = sum(f.size for f in fetched.files)
         progress = _ArtifactProgress("upload", region, total, f"Uploading {fetched.ref} to {region}")
@@ -501,7 +501,7 @@ def _stage(
     signature = sign_staged(overrides, fetched, str(files_dir), str(sig_path))
     with _store(settings, names) as store:
         primary = store.primary
-    with tags(f"region:{primary}"):
+    with tags(f"region:{primary}"), slot(settings, BLOB_UPLOADS):  # the task (and its retries) inside the slot
         sent = upload_primary(
             overrides, names, fetched, files_dir=str(files_dir), sig_path=str(sig_path), signature=signature
         )
