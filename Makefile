@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` (a weekly curation run on the local stack) and `make test`.
-.PHONY: demo test lint setup down lock lock-upgrade lock-check bench-screen bench-stage bench-throughput
+.PHONY: demo test lint setup down lock lock-upgrade lock-check bench-screen bench-stage bench-throughput bench-scale
 
 demo:
 	bash scripts/demo.sh
@@ -37,6 +37,10 @@ bench-screen: setup
 
 bench-stage: setup
 	.venv/bin/python -m benchmarks.bench_stage
+
+# 40 sample models curated by 1, 2 and 4 workers (PostgreSQL, Prefect server, Hub latency); docs/benchmarks/scale.md.
+bench-scale: setup
+	.venv/bin/python -m benchmarks.bench_scale --write-doc
 
 # GuideLLM gets a venv of its own (benchmarks/guidellm_venv.sh); the comparison rewrites docs/benchmarks/throughput.md.
 bench-throughput: setup

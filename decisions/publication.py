@@ -150,6 +150,35 @@ REPUBLICATION: Rule[GateInputs] = Check(not_withdrawn_at_this_revision)
 """A model that passes the gate is still not re-published over an entry withdrawn at the same revision."""
 
 
+def image_move_complete(inputs: GateInputs) -> Iterator[str]:
+    """An entry at this revision moves to a runtime's new image only when each of its templates passed there."""
+    current = inputs.current
+    if current is None or current.model != inputs.ref or current.status is EntryStatus.WITHDRAWN:
+        return
+    latest = {v.template.id: v for v in inputs.validations}
+    for published in current.templates:
+        runtime = published.template.runtime
+        image = inputs.images.get(runtime)
+        if image is None or published.image.rsplit("@", 1)[-1] == image.digest:
+            continue
+        result = latest.get(published.template.id)
+        if result is None or result.image_digest != image.digest:
+            why = "not validated on it yet"
+        elif result.verdict is not ValidationVerdict.PASSED:
+            why = f"{result.verdict.value}: {result.reason[:300]}"
+        else:
+            continue
+        yield (
+            f"keeps {runtime} image {published.image}: {published.template.id} has not passed on the new image "
+            f"{image.digest} ({why})"
+        )
+
+
+IMAGE_MOVE: Rule[GateInputs] = CheckAll(image_move_complete)
+"""An entry bound to a runtime image moves to that runtime's new image only when all its templates passed there;
+until then it keeps its binding (rejected: the reasons say which binding is kept and why)."""
+
+
 def publication_gate(inputs: GateInputs) -> list[str]:
     """Every reason this model may not be published now (empty: it may)."""
     return list(PUBLICATION_GATE.evaluate(inputs).reasons)

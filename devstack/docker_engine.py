@@ -13,11 +13,13 @@ and cached as a tar) as `local/debian-python:bookworm`: no image can be pulled f
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import secrets
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -393,3 +395,32 @@ def start_dev_images(
     if stack.registry_login is not None:
         env.update(stack.registry_login.client_env())
     return stack, env
+
+
+def build_and_push(stack: DockerStack, reference: str, dockerfile: str, files: dict[str, bytes] | None = None) -> str:
+    """Build `dockerfile` (with `files` beside it, network none) as `reference`, push it; returns its digest.
+
+    For images the tests and benchmarks make themselves (a stand-in runtime, a rebuild of an image)."""
+    from registry.oci import ImageName, OciClient
+
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for path, data in {"Dockerfile": dockerfile.encode(), **(files or {})}.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    client = docker.DockerClient(base_url=stack.docker_host, timeout=600)
+    try:
+        client.images.build(fileobj=context, custom_context=True, tag=reference, rm=True, network_mode="none")
+        client.images.push(reference)
+    except DockerException as exc:
+        raise DockerStackError(f"could not build and push {reference}: {exc}") from exc
+    finally:
+        client.close()
+    name = ImageName.parse(reference)
+    with OciClient.for_registry(stack.registry) as oci:
+        digest = oci.manifest_digest(name.repository, name.ref)
+    if digest is None:
+        raise DockerStackError(f"{reference} is not in {stack.registry} after its push")
+    return digest

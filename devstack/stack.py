@@ -37,6 +37,8 @@ class StackContext:
     data_dir: Path
     regions: dict[str, str] = field(default_factory=dict)  # region -> storage account name
     pools: tuple[str, ...] = ()  # Prefect work pools of the accelerator families
+    curation_pool: str = "curation"  # the pool of the per-model flow runs (orchestration.pool)
+    workers: int = 1  # local workers of the curation pool (`curate dev up --workers N`)
     registry_auth: bool = False  # the image registry needs a login (htpasswd); clients get it from `dev env`
     progress: Callable[[str], None] = lambda message: None
 
@@ -149,8 +151,9 @@ def stop_docker(ctx: StackContext, service: ServiceState) -> None:
         stop(ctx.root / "docker")
 
 
-# How long a validation cell waits for a worker of its pool on the local stack, where GPU pools have none.
-LOCAL_CAPACITY_DEADLINE_S = "15"
+# How long the run's worker census waits for a pool with no worker on the local stack, where GPU pools have none:
+# not at all (their cells end "no worker online" at once).
+LOCAL_CAPACITY_DEADLINE_S = "0"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -172,12 +175,25 @@ def _prefect_cli(ctx: StackContext, args: list[str], env: dict[str, str]) -> Non
         raise ProcessError(f"`prefect {' '.join(args)}` failed (exit {done.returncode}); see {log}")
 
 
-def start_workers(ctx: StackContext) -> ServiceState:
-    """The local work pools (one per accelerator family), the prefect.yaml deployments, and a `cpu` worker.
+def _start_worker(ctx: StackContext, pool: str, name: str, env: dict[str, str]) -> int:
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    worker = start_process(
+        name,
+        [prefect, "worker", "start", "--pool", pool, "--type", "process", "--name", name],
+        log_path=ctx.root / "logs" / f"{name}.log",
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    return worker.pid
 
-    The worker inherits the stack's client variables (Hub, Prefect API, Azurite regions, Docker), so validation
-    cells dispatched to `validate-cell/cpu` run against the local stack. GPU pools get no worker here: their
-    cells end "no capacity" after LOCAL_CAPACITY_DEADLINE_S.
+
+def start_workers(ctx: StackContext) -> ServiceState:
+    """The local work pools (one per accelerator family, and the `curation` pool of the per-model runs), the
+    prefect.yaml deployments, a `cpu` worker for validation cells and `ctx.workers` workers of the curation pool.
+
+    The workers inherit the stack's client variables (Hub, Prefect API, Azurite regions, Docker), so the model
+    runs and validation cells they take run against the local stack. GPU pools get no worker here: the run's
+    census finds none and their cells end "no worker online" at once.
     """
     state = load_state(ctx.data_dir)
     env = {
@@ -189,24 +205,19 @@ def start_workers(ctx: StackContext) -> ServiceState:
     }
     if "PREFECT_API_URL" not in env:
         raise ProcessError("the Prefect server is not running; start it first (`curate dev up --only prefect`)")
-    pools = ctx.pools or ("cpu",)
+    pools = tuple(dict.fromkeys((*(ctx.pools or ("cpu",)), ctx.curation_pool)))
     ctx.progress(f"creating work pools {', '.join(pools)} and deploying prefect.yaml")
     for pool in pools:
         _prefect_cli(ctx, ["work-pool", "create", pool, "--type", "process", "--overwrite"], env)
     _prefect_cli(ctx, ["deploy", "--all"], env)
-    ctx.progress("starting a process worker for the cpu pool")
-    worker = start_process(
-        "worker",
-        [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", "cpu", "--type", "process"],
-        log_path=ctx.root / "logs" / "worker-cpu.log",
-        env=env,
-        cwd=REPO_ROOT,
-    )
+    ctx.progress(f"starting a worker for the cpu pool and {ctx.workers} for the {ctx.curation_pool} pool")
+    pids = [_start_worker(ctx, "cpu", "worker-cpu", env)]
+    pids += [_start_worker(ctx, ctx.curation_pool, f"worker-curation-{n}", env) for n in range(1, ctx.workers + 1)]
     return ServiceState(
         name="workers",
-        pids=(worker.pid,),
+        pids=tuple(pids),
         env={"CURATE_VALIDATION__CAPACITY_DEADLINE_S": LOCAL_CAPACITY_DEADLINE_S},
-        details={"pools": list(pools), "worker_pool": "cpu"},
+        details={"pools": list(pools), "worker_pools": ["cpu", ctx.curation_pool], "curation_workers": ctx.workers},
     )
 
 

@@ -25,7 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict
 
 from builders.errors import BuildersError
-from builders.images import build_image
+from builders.images import BuiltImage, build_image
 from builders.locks import proposed_updates
 from builders.recipes import get_recipe
 from builders.sbom import validate_spdx
@@ -74,7 +74,23 @@ def scan_task(pinned: str, settings: Settings) -> tuple[ScanSummary, bytes]:
     options = TrivyOptions.from_settings(settings)
     report = scan_image(pinned, options)
     summary = gate(report, settings.images, scanner_version=trivy_version(), db_updated=db_updated_at(options))
+    summary = summary.model_copy(update={"policy_digest": settings.policy_digest("images")})
     return summary, json.dumps(report, separators=(",", ":")).encode()
+
+
+def _already_recorded(settings: Settings, built: BuiltImage) -> RuntimeImage | None:
+    """The recorded image of a digest this run did not build, when it passed the gate under this image policy
+    and is signed: only its signature is verified again (the weekly rescan re-checks its CVEs)."""
+    if built.built:
+        return None
+    with CatalogStore.from_settings(settings) as store:
+        image = store.image(built.digest)
+    if image is None or image.signature is None or image.scan is None or not image.scan.passed:
+        return None
+    if image.scan.policy_digest != settings.policy_digest("images") or image.reference != built.reference:
+        return None
+    verify_image(built.reference, signing_key(settings).public_key(), expected_digest=built.digest)
+    return image
 
 
 def _publish_one(runtime: str, settings: Settings, docker_host: str, registry: str, force: bool) -> ImageOutcome:
@@ -82,6 +98,17 @@ def _publish_one(runtime: str, settings: Settings, docker_host: str, registry: s
     recipe = get_recipe(runtime)
     built = build_image(recipe, docker_host=docker_host, registry=registry, force=force, log=logger.debug)
     logger.info("%s: %s (%s)", runtime, built.reference, "built" if built.built else "reused")
+    recorded = _already_recorded(settings, built)
+    if recorded is not None:
+        logger.info("%s: %s is recorded, scanned and signed; its signature verified", runtime, built.digest)
+        return ImageOutcome(
+            runtime=runtime,
+            reference=built.reference,
+            digest=built.digest,
+            passed=True,
+            image=recorded,
+            scan=recorded.scan,
+        )
     pinned = built.pinned
     summary, report = scan_task(pinned, settings)
     allow_reasons = {entry.id: entry.reason for entry in settings.images.allowed_cves}

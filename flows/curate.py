@@ -1,22 +1,27 @@
 """The weekly pipeline and the per-model rerun: orchestration only, every rule lives in the packages below.
 
-weekly-curation: discover -> screen -> build/refresh images -> per accepted model (task check -> stage -> validate
--> publish; a task the pipeline does not serve ends "unsupported task: <task>" before staging)
--> reconcile the catalog (withdraw or flag entries whose repo disappeared, whose licence changed, or whose
-image now fails) -> export -> audit a sample of published entries' regional copies (flows/audit.py). Every
-stage is keyed by (repo, revision, policy digest) and skips work already done at that key, so a week with no
-upstream change redoes nothing. A model that fails a stage never stops the others: each stage's outcome is
-recorded per model and shown in the `curation-run` artifact.
+weekly-curation: discover -> screen -> build/refresh images -> one `curate-model` flow run per accepted model
+(stage -> derive -> validate -> publish: flows/model.py), fanned out over the `curation` work pool's workers and
+bounded by `orchestration.max_parallel_models` (flows/fanout.py) -> reconcile the catalog (withdraw or flag
+entries whose repo disappeared, whose licence changed, or whose image now fails) -> export -> audit a sample of
+published entries' regional copies (flows/audit.py). A model whose task the pipeline does not serve ends
+"unsupported task: <task>" before staging (flows/task_gate.py). Published entries
+bound to a runtime image that has since moved are curated again too: their cells are re-validated on the new
+digest, and the entry moves to it only when they pass (decisions/publication.py `IMAGE_MOVE`).
+
+Every stage is keyed by its own part of the policy and skips work already done at that key, so a week with no
+upstream change redoes nothing. One model's failure is that model's row (`curation-run`), never the run's; the
+run record is always finished with a summary, also when the run itself fails.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 
 from decisions.reconciliation import diff_catalog, diff_markdown, status_changes
@@ -24,13 +29,14 @@ from decisions.selection import select_candidates
 from flows.audit import audit_published_weights
 from flows.build import build_runtime_images
 from flows.discover import discover_models
-from flows.publish import publish_model
+from flows.fanout import ModelJob, curate_models
+from flows.limits import ensure_limits
+from flows.model import outcome_of
+from flows.placement import pools_online
+from flows.run_table import outcome_counts, run_markdown
 from flows.screen import screen_candidates
 from flows.settings import settings_from
-from flows.stage import stage_weights
-from flows.task_gate import unsupported_task
-from flows.validate import validate_model
-from registry.artifacts import cell, code
+from flows.validate import current_image
 from registry.catalog import CatalogStore
 from registry.catalog_diff import CatalogDiff, observe_upstream
 from registry.catalog_export import export_catalog
@@ -41,119 +47,20 @@ from registry.schema import (
     Candidate,
     CatalogEntry,
     Decision,
+    EntryStatus,
     ModelRef,
     RunSummary,
     ScreeningReport,
-    Severity,
     StageName,
     StageOutcome,
     StageResult,
-    ValidationResult,
-    ValidationVerdict,
     Verdict,
 )
 from registry.settings import Settings
+from validators.revalidation import stale_bindings
 
 STAGE_ORDER = ("discover", "screen", "stage", "validate", "publish")
-
-
-def _outcome(state: State[Any]) -> tuple[Any, str]:
-    """(result, "") for a completed subflow, (None, why) for one that failed."""
-    if state.is_completed():
-        return state.result(), ""
-    return None, str(state.message or state.name)
-
-
-def _screen_cell(report: ScreeningReport | None) -> str:
-    if report is None:
-        return "-"
-    blocking = [f.code for f in report.findings if f.severity.rank >= Severity.MEDIUM.rank]
-    return f"{report.verdict.value}: {'; '.join(blocking) or 'no blocking finding'}"
-
-
-def _validate_cell(results: list[ValidationResult] | None) -> str:
-    if results is None:
-        return "-"
-    passed = [r.template.id for r in results if r.verdict is ValidationVerdict.PASSED]
-    others = [f"{r.template.id} {r.verdict.value}" for r in results if r.verdict is not ValidationVerdict.PASSED]
-    return f"{len(passed)} passed" + (f" ({'; '.join(others)})" if others else "")
-
-
-class ModelProgress:
-    """What each stage said about each model in this run, for the `curation-run` artifact."""
-
-    def __init__(self) -> None:
-        self.cells: dict[ModelRef, dict[str, str]] = {}
-
-    def note(self, ref: ModelRef, stage: str, text: str) -> None:
-        self.cells.setdefault(ref, {})[stage] = text
-
-    def markdown(self, summary: RunSummary, candidates: list[Candidate], diff: CatalogDiff | None) -> str:
-        stages = ("screen", "stage", "validate", "publish")
-        lines = [
-            f"# Curation run `{summary.run_id}`",
-            "",
-            f"- candidates: {summary.candidates}, selected: {summary.selected}",
-        ]
-        if diff is not None:
-            lines.append("- catalog: " + ", ".join(f"{n} {k}" for k, n in diff.counts.items()))
-        lines += [
-            "",
-            "| repository | revision | discover | " + " | ".join(stages) + " |",
-            "|---|---|---|" + "---|" * len(stages),
-        ]
-        for c in candidates:
-            cells = self.cells.get(c.ref, {})
-            row = [code(c.repo_id), code(c.revision[:12]), cell(f"{c.decision.value}: {c.reason}")]
-            row += [cell(cells.get(stage, "-")) for stage in stages]
-            lines.append("| " + " | ".join(row) + " |")
-        return "\n".join(lines)
-
-
-def curate_accepted(
-    refs: list[ModelRef],
-    overrides: dict[str, Any] | None,
-    progress: ModelProgress,
-    *,
-    first_stage: str = "stage",
-    force_stage: bool = False,
-) -> None:
-    """stage -> validate -> publish for each model; a failure ends that model's chain, never the others'.
-
-    `first_stage` skips the stages before it (their recorded results are used); `force_stage` restages even
-    when the weights are already staged at this revision.
-    """
-    for ref in refs:
-        if STAGE_ORDER.index(first_stage) <= STAGE_ORDER.index("stage"):
-            unsupported, why = _outcome(unsupported_task(overrides, ref, return_state=True))
-            if unsupported or why:
-                progress.note(ref, "stage", unsupported or f"failed: could not tell the model's task: {why}")
-                continue
-            staged, why = _outcome(
-                stage_weights(
-                    ref.repo_id,
-                    revision=ref.revision,
-                    overrides=overrides,
-                    force=force_stage,
-                    return_state=True,
-                )
-            )
-            progress.note(ref, "stage", f"staged to {', '.join(sorted(staged.regions))}" if staged else why)
-            if staged is None:
-                continue
-        if STAGE_ORDER.index(first_stage) <= STAGE_ORDER.index("validate"):
-            results, why = _outcome(validate_model(ref.repo_id, ref.revision, overrides=overrides, return_state=True))
-            progress.note(ref, "validate", _validate_cell(results) if results is not None else f"failed: {why}")
-            if results is None:
-                continue
-        published, why = _outcome(
-            publish_model(ref.repo_id, ref.revision, overrides=overrides, export=False, return_state=True)
-        )
-        if published is None:
-            progress.note(ref, "publish", f"failed: {why}")
-        else:
-            result: StageResult = published
-            progress.note(ref, "publish", result.outcome.value + (f": {result.reason}" if result.reason else ""))
+"""The stages `rerun-model` may start from (derive, between stage and validate, is redone with staging)."""
 
 
 def reconcile_catalog(
@@ -202,7 +109,9 @@ def reconcile_catalog(
 
 def refresh_images(overrides: dict[str, Any] | None, note: Callable[[str], None]) -> None:
     """Build (or reuse, when the recipe is unchanged) every runtime image the policy lists."""
-    outcomes, why = _outcome(build_runtime_images(settings_overrides=overrides, fail_on_gate=False, return_state=True))
+    outcomes, why = outcome_of(
+        build_runtime_images(settings_overrides=overrides, fail_on_gate=False, return_state=True)
+    )
     if outcomes is None:
         note(f"image build failed: {why}; templates on those runtimes cannot be validated this run")
     else:
@@ -210,9 +119,9 @@ def refresh_images(overrides: dict[str, Any] | None, note: Callable[[str], None]
 
 
 def audit_regional_copies(overrides: dict[str, Any] | None, note: Callable[[str], None]) -> None:
-    """Issue 16: re-hash a sample of published entries' regional copies (storage.audit_bytes_per_run) and repair
-    what fails; a failed audit is reported, never a failed weekly run."""
-    audit, why = _outcome(audit_published_weights(overrides=overrides, return_state=True))
+    """Re-hash a sample of published entries' regional copies (storage.audit_bytes_per_run) and repair what
+    fails; a failed audit is reported, never a failed weekly run."""
+    audit, why = outcome_of(audit_published_weights(overrides=overrides, return_state=True))
     if audit is None:
         note(f"regional copies audit failed: {why}")
     else:
@@ -220,34 +129,136 @@ def audit_regional_copies(overrides: dict[str, Any] | None, note: Callable[[str]
         note(f"regional copies audit: {len(audit.entries)} entries, {found}")
 
 
+@dataclass
+class RunRecord:
+    """What a run has gathered so far: enough to finish its record and artifact whenever it ends."""
+
+    settings: Settings
+    run_id: str
+    kind: str
+    candidates: list[Candidate] = field(default_factory=list)
+    reports: list[ScreeningReport] = field(default_factory=list)
+    diff: CatalogDiff | None = None
+
+    def finish(self, failed: str = "") -> RunSummary:
+        """Finish the run record with its summary and publish the run's artifacts."""
+        with CatalogStore.from_settings(self.settings) as store:
+            rows = store.model_rows(self.run_id)
+            summary = store.finish_run(
+                self.run_id,
+                status="failed" if failed else "completed",
+                candidates=len(self.candidates),
+                selected=sum(1 for c in self.candidates if c.decision is Decision.SELECTED),
+                outcomes=outcome_counts(self.candidates, self.reports, rows),
+                reason=failed,
+            )
+        key = "curation-run" if self.kind == "weekly" else "rerun-model"
+        create_markdown_artifact(
+            key=key, markdown=run_markdown(summary, self.candidates, self.reports, rows, self.diff)
+        )
+        if self.diff is not None and self.kind == "weekly":
+            title = f"Catalog diff, run {self.run_id}"
+            create_markdown_artifact(key="catalog-diff", markdown=diff_markdown(self.diff, title=title))
+        return summary
+
+
+def _finished(record: RunRecord, work: Callable[[], None]) -> RunSummary:
+    """Run `work`; finish the run record whatever happens (failed, with the reason, when `work` raises)."""
+    try:
+        work()
+    except BaseException as exc:
+        record.finish(failed=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    return record.finish()
+
+
+def image_move_jobs(settings: Settings, queued: set[str]) -> list[ModelJob]:
+    """Entries bound to a runtime image that is no longer the runtime's current one: curated again, so their
+    cells are re-validated on the new digest (the entry moves to it only when they pass)."""
+    with CatalogStore.from_settings(settings) as store:
+        entries = [e for e in store.entries() if e.status is not EntryStatus.WITHDRAWN]
+        runtimes = {runtime for entry in entries for runtime in entry.images}
+        current = {runtime: image for runtime in runtimes if (image := current_image(store, runtime)) is not None}
+    jobs: list[ModelJob] = []
+    for entry in entries:
+        stale = stale_bindings(entry, current)
+        if stale and entry.model.repo_id not in queued:
+            note = "; ".join(binding.reason for binding in stale) + ": re-validated on the new image"
+            jobs.append(ModelJob(entry.model, note=note))
+    return jobs
+
+
+def _weekly(
+    record: RunRecord, overrides: dict[str, Any] | None, limit: int | None, previous: list[CatalogEntry]
+) -> None:
+    logger = get_run_logger()
+    settings = record.settings
+    record.candidates = discover_models(overrides=overrides, limit=limit, run_id=record.run_id)
+    selected = [c for c in record.candidates if c.decision is Decision.SELECTED]
+    record.reports = screen_candidates(selected, overrides=overrides, run_id=record.run_id)
+    accepted = [r.ref for r in record.reports if r.verdict is Verdict.ACCEPTED]
+    ensure_limits(settings)
+    online = pools_online(settings)
+    refresh_images(overrides, logger.info)
+    jobs = [ModelJob(ref) for ref in accepted]
+    jobs += image_move_jobs(settings, {ref.repo_id for ref in accepted})
+    curate_models(jobs, record.run_id, overrides, online)
+    record.diff = reconcile_catalog(settings, previous, record.candidates, record.reports)
+    audit_regional_copies(overrides, logger.info)
+    logger.info(
+        "run %s: %d candidates, %d selected, catalog %s",
+        record.run_id,
+        len(record.candidates),
+        len(selected),
+        record.diff.counts,
+    )
+
+
 @flow(name="weekly-curation", log_prints=True)
 def weekly_curation(overrides: dict[str, Any] | None = None, limit: int | None = None) -> RunSummary:
-    """The weekly run: discover -> screen -> images -> stage -> validate -> publish -> reconcile the catalog."""
-    logger = get_run_logger()
+    """The weekly run: discover -> screen -> images -> one `curate-model` run per model -> reconcile the catalog."""
     settings = settings_from(overrides)
     with CatalogStore.from_settings(settings) as store:
         run = store.start_run(kind="weekly", flow_run_id=str(flow_run.id or ""))
         previous = store.entries()
-    candidates = discover_models(overrides=overrides, limit=limit, run_id=run.run_id)
-    selected = [c for c in candidates if c.decision is Decision.SELECTED]
-    reports = screen_candidates(selected, overrides=overrides, run_id=run.run_id)
-    progress = ModelProgress()
-    for report in reports:
-        progress.note(report.ref, "screen", _screen_cell(report))
-    accepted = [r.ref for r in reports if r.verdict is Verdict.ACCEPTED]
-    if accepted:
-        refresh_images(overrides, logger.info)
-    curate_accepted(accepted, overrides, progress)
-    diff = reconcile_catalog(settings, previous, candidates, reports)
-    audit_regional_copies(overrides, logger.info)
+    record = RunRecord(settings, run.run_id, "weekly")
+    return _finished(record, lambda: _weekly(record, overrides, limit, previous))
+
+
+def _screened(
+    record: RunRecord, candidate: Candidate, overrides: dict[str, Any] | None, rescreen: bool
+) -> ScreeningReport | None:
+    with CatalogStore.from_settings(record.settings) as store:
+        recorded = store.screening(candidate.ref, record.settings.policy_digest("screen"))
+    if rescreen or recorded is None:
+        reports = screen_candidates([candidate], overrides=overrides, run_id=record.run_id)
+    else:
+        reports = [recorded]
+    record.reports = reports
+    return reports[0] if reports else None
+
+
+def _rerun(record: RunRecord, candidate: Candidate, from_stage: str, overrides: dict[str, Any] | None) -> None:
+    settings = record.settings
     with CatalogStore.from_settings(settings) as store:
-        summary = store.finish_run(run.run_id, status="completed", candidates=len(candidates), selected=len(selected))
-    create_markdown_artifact(key="curation-run", markdown=progress.markdown(summary, candidates, diff))
-    create_markdown_artifact(key="catalog-diff", markdown=diff_markdown(diff, title=f"Catalog diff, run {run.run_id}"))
-    logger.info(
-        "run %s: %d candidates, %d selected, catalog %s", run.run_id, len(candidates), len(selected), diff.counts
-    )
-    return summary
+        store.record_candidates(record.run_id, [candidate])
+        previous = store.entries()
+    report = _screened(record, candidate, overrides, STAGE_ORDER.index(from_stage) <= STAGE_ORDER.index("screen"))
+    if report is not None and report.verdict is Verdict.ACCEPTED:
+        first = "stage" if STAGE_ORDER.index(from_stage) <= STAGE_ORDER.index("stage") else from_stage
+        ensure_limits(settings)
+        if first in ("stage", "validate"):
+            refresh_images(overrides, get_run_logger().info)
+        job = ModelJob(
+            candidate.ref,
+            first_stage=first,
+            force_stage=from_stage == "stage",
+            force_validation=from_stage in ("stage", "validate"),
+        )
+        curate_models([job], record.run_id, overrides, pools_online(settings))
+    elif report is not None:
+        _record_not_curated(settings, candidate.ref, report, record.run_id)
+    record.diff = reconcile_catalog(settings, previous, [candidate], record.reports, only_repos={candidate.repo_id})
 
 
 @flow(name="rerun-model", log_prints=True)
@@ -260,7 +271,8 @@ def rerun_model(
     """Curate one model by hand at `revision` (default: the current head), whatever its trending rank.
 
     `from_stage` (discover, screen, stage, validate, publish) redoes that stage and the ones after it, reusing
-    the recorded results of the earlier ones at this (revision, policy).
+    the recorded results of the earlier ones at this (revision, policy); from `validate` on, every cell runs
+    again even when its inputs did not change.
     """
     if from_stage not in STAGE_ORDER:
         raise ValueError(f"from_stage must be one of {', '.join(STAGE_ORDER)}, not {from_stage!r}")
@@ -272,27 +284,8 @@ def rerun_model(
         source.close()
     with CatalogStore.from_settings(settings) as store:
         run = store.start_run(kind="rerun", flow_run_id=str(flow_run.id or ""))
-        store.record_candidates(run.run_id, [candidate])
-        previous = store.entries()
-        recorded = store.screening(candidate.ref, settings.policy_digest())
-    progress = ModelProgress()
-    if STAGE_ORDER.index(from_stage) <= STAGE_ORDER.index("screen") or recorded is None:
-        reports = screen_candidates([candidate], overrides=overrides, run_id=run.run_id)
-    else:
-        reports = [recorded]
-    report = reports[0] if reports else None
-    progress.note(candidate.ref, "screen", _screen_cell(report))
-    if report is not None and report.verdict is Verdict.ACCEPTED:
-        first = "stage" if STAGE_ORDER.index(from_stage) <= STAGE_ORDER.index("stage") else from_stage
-        if first in ("stage", "validate"):
-            refresh_images(overrides, get_run_logger().info)
-        curate_accepted([candidate.ref], overrides, progress, first_stage=first, force_stage=from_stage == "stage")
-    elif report is not None:
-        _record_not_curated(settings, candidate.ref, report, run.run_id)
-    diff = reconcile_catalog(settings, previous, [candidate], reports, only_repos={candidate.repo_id})
-    with CatalogStore.from_settings(settings) as store:
-        summary = store.finish_run(run.run_id, status="completed", candidates=1, selected=1)
-    create_markdown_artifact(key="rerun-model", markdown=progress.markdown(summary, [candidate], diff))
+    record = RunRecord(settings, run.run_id, "rerun", candidates=[candidate])
+    _finished(record, lambda: _rerun(record, candidate, from_stage, overrides))
     return candidate
 
 

@@ -13,24 +13,40 @@ from flows.retries import only_retryable
 from flows.settings import settings_from
 from registry.artifacts import cell, code
 from registry.catalog import CatalogStore
-from registry.discovery import pinned_candidates
+from registry.discovery import Unresolved, pinned_candidates
 from registry.hub import hub_source
-from registry.schema import Candidate, Decision
+from registry.schema import Candidate, Decision, ModelOutcome, ModelRow
 
 
 @task(name="fetch-candidates", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=only_retryable, tags=["hub"])
 def fetch_candidates(
     overrides: dict[str, Any] | None, limit: int | None, requested: list[str] | None
-) -> list[Candidate]:
+) -> tuple[list[Candidate], list[Unresolved]]:
+    """The decided candidates, and the requested models that did not resolve (each one's row says why)."""
     settings = settings_from(overrides)
     digest = settings.policy_digest()
     source = hub_source(settings.hub)
+    unresolved: list[Unresolved] = []
     try:
         with CatalogStore.from_settings(settings) as store:
-            pinned = pinned_candidates(source, settings.discovery, limit=limit, requested=requested)
-            return select_candidates(pinned, settings.discovery, lambda ref: store.is_curated(ref, digest))
+            pinned = pinned_candidates(
+                source, settings.discovery, limit=limit, requested=requested, unresolved=unresolved
+            )
+            return select_candidates(pinned, settings.discovery, lambda ref: store.is_curated(ref, digest)), unresolved
     finally:
         source.close()
+
+
+def _unresolved_row(run_id: str, request: Unresolved) -> ModelRow:
+    return ModelRow(
+        run_id=run_id,
+        repo_id=request.repo_id,
+        revision=request.revision,
+        stage="discover",
+        outcome=ModelOutcome.FAILED,
+        reason=f"discover: {request.reason}",
+        stages={"discover": f"failed: {request.reason}"},
+    )
 
 
 def candidate_rows(candidates: list[Candidate]) -> list[dict[str, Any]]:
@@ -79,13 +95,16 @@ def discover_models(
     """Fetch trending candidates (+ requested ones), apply the policy, persist them and publish artifacts."""
     logger = get_run_logger()
     settings = settings_from(overrides)
-    candidates = fetch_candidates(overrides, limit, requested)
+    candidates, unresolved = fetch_candidates(overrides, limit, requested)
     with CatalogStore.from_settings(settings) as store:
         own_run = run_id is None
         if own_run:
             run_id = store.start_run(kind="discover", flow_run_id=str(flow_run.id or "")).run_id
         assert run_id is not None
         store.record_candidates(run_id, candidates)
+        for request in unresolved:
+            logger.warning("%s: %s", request.repo_id, request.reason)
+            store.record_model_row(_unresolved_row(run_id, request))
         selected = sum(1 for c in candidates if c.decision is Decision.SELECTED)
         if own_run:
             store.finish_run(run_id, status="completed", candidates=len(candidates), selected=selected)

@@ -30,6 +30,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from decisions.publication import (
+    IMAGE_MOVE,
     PUBLICATION_GATE,
     REPUBLICATION,
     GateInputs,
@@ -69,7 +70,7 @@ def gather_inputs(store: CatalogStore, settings: Settings, ref: ModelRef) -> Gat
     recorded = {runtime: store.images(runtime) for runtime in {v.template.runtime for v in validations}}
     return GateInputs(
         ref=ref,
-        screening=store.screening(ref, settings.policy_digest()),
+        screening=store.screening(ref, settings.policy_digest("screen")),
         weights=store.staged(ref),
         images=choose_images(recorded, validations),
         validations=validations,
@@ -218,10 +219,24 @@ class _Publication:
         return result
 
 
+def _keep_binding(run: _Publication, current: CatalogEntry, reasons: tuple[str, ...]) -> StageResult:
+    """The entry keeps its image binding: say so on the entry (its status reason) and in the stage result."""
+    note = "; ".join(reasons)
+    with CatalogStore.from_settings(run.settings) as store:
+        kept = [part for part in current.status_reason.split("; ") if part and not part.startswith("keeps ")]
+        reason = "; ".join([*kept, note])
+        if reason != current.status_reason:
+            store.set_entry_status(current.id, current.status, reason)
+    return run.refuse(StageOutcome.SKIPPED, list(reasons))
+
+
 def _decide(run: _Publication) -> CatalogEntry | StageResult:
     """The entry the publish decision allows, or the recorded refusal."""
     with CatalogStore.from_settings(run.settings) as store:
         inputs = gather_inputs(store, run.settings, run.ref)
+        move = IMAGE_MOVE.evaluate(inputs)
+        if not move.accepted and inputs.current is not None:
+            return _keep_binding(run, inputs.current, move.reasons)
         gate = PUBLICATION_GATE.evaluate(inputs)
         if not gate.accepted:
             return run.refuse(StageOutcome.REJECTED, list(gate.reasons))

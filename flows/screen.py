@@ -66,7 +66,7 @@ def _task_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     candidate: Candidate = parameters["candidate"]
     settings = settings_from(parameters.get("overrides"))
     return cache_key(
-        candidate.repo_id, candidate.revision, settings.policy_digest(), settings.hub.token is not None
+        candidate.repo_id, candidate.revision, settings.policy_digest("screen"), settings.hub.token is not None
     )
 
 
@@ -196,7 +196,7 @@ def _record(
                     stage=StageName.SCREEN,
                     outcome=StageOutcome.FAILED,
                     reason=f"screening could not run: {message}"[:2000],
-                    policy_digest=settings.policy_digest(),
+                    policy_digest=settings.policy_digest("screen"),
                     run_id=run_id,
                 )
             )

@@ -4,10 +4,12 @@ Steps (each a Prefect task; storage tasks carry a `region:<name>` tag so a tag c
 work per region):
 
 1. resolve the revision (a branch becomes a commit sha once);
-2. download the safetensors and serving files of that revision, verify each against the Hub's LFS sha256 /
+2. download the safetensors and serving files of that revision (holding a `hub-downloads` slot, a global
+   concurrency limit shared by every worker: registry/quotas.py), verify each against the Hub's LFS sha256 /
    git oid and size, and check the tensors against config.json (validators/weights.py);
 3. sign the verified file set with model-signing (validators/weights_signing.py);
-4. block-upload the files and the signature to the primary region (resumable, idempotent: registry/blobs.py);
+4. block-upload the files and the signature to the primary region, holding a `blob-uploads` slot (resumable,
+   idempotent: registry/blobs.py);
 5. fill the other regions by server-side copy from the primary (the worker reads the source once);
 6. verify every region: the signature by the key, every blob's sha256 re-computed by streaming;
 7. write each region's manifests (last), then record `StagedWeights` in the catalog store.
@@ -35,6 +37,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
+from flows.limits import slot
 from flows.retries import only_retryable
 from flows.settings import settings_from
 from flows.stage_progress import ArtifactProgress, step
@@ -53,6 +56,7 @@ from registry.catalog import CatalogStore
 from registry.errors import RegistryError
 from registry.hub import hub_source
 from registry.keys import KeyPair, signing_key
+from registry.quotas import BLOB_UPLOADS, HUB_DOWNLOADS
 from registry.schema import (
     Finding,
     ModelRef,
@@ -147,9 +151,10 @@ def fetch_weights(overrides: dict[str, Any] | None, ref: ModelRef, files_dir: st
         wanted = select_files(info)
         total = sum(f.size or 0 for f in wanted)
         progress = ArtifactProgress("download", "hub", total, f"Downloading {ref}")
-        files = download_weights(
-            source, info, wanted, Path(files_dir), on_file=lambda entry: progress.advance(entry.size or 0)
-        )
+        with slot(settings, HUB_DOWNLOADS):  # one download stream per slot, across every worker
+            files = download_weights(
+                source, info, wanted, Path(files_dir), on_file=lambda entry: progress.advance(entry.size or 0)
+            )
     finally:
         source.close()
     report = check_tensors(Path(files_dir), info, settings.screening)
@@ -436,7 +441,7 @@ def _stage(
     step("signed")
     with store_for(settings, names) as store:
         primary = store.primary
-    with tags(f"region:{primary}"):
+    with tags(f"region:{primary}"), slot(settings, BLOB_UPLOADS):  # the task (and its retries) inside the slot
         sent = upload_primary(
             overrides, names, fetched, files_dir=str(files_dir), sig_path=str(sig_path), signature=signature
         )
@@ -480,7 +485,7 @@ def stage_weights(
             if checked is not None:
                 return checked
     work = work_dir(settings, ref)
-    digest = settings.policy_digest()
+    digest = settings.policy_digest("stage")
     try:
         weights = _stage(overrides, settings, ref, names, work)
         ok = stage_result(ref, StageOutcome.OK, digest, run_id, payload=weights.model_dump(mode="json"))

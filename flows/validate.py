@@ -1,11 +1,8 @@
-"""Stage 5 flows: validate a staged model on every deployment template the planner offers.
+"""Stage 5: one validation cell (`validate-cell`), and the planning of a staged model's templates.
 
-`validate_model` plans the templates (validators/planner.py) from the staged config.json and safetensors headers,
-then runs one `validate_cell` per template on the work pool of the template's accelerator family: through the
-`validate-cell/<pool>` deployment (production), after checking the pool has an online worker within
-`validation.capacity_deadline_s` (else the cell ends not-validated: "no capacity"), or in-process as a subflow
-for the pools in `validation.inline_pools` when `validation.dispatch = "inline"` (tests, the local demo).
-One failing cell never stops the others.
+`plan_staged` plans the templates (validators/planner.py) from the staged config.json and safetensors headers;
+`flows/validate_model.py` (`validate-model`) decides which cells run and where, and runs each through
+`validate_cell`.
 
 `validate_cell` (one template): verify the image signature and digest, verify the staged weights' signature and
 every blob in the region of the template's accelerator pool, start the runtime image with those weights
@@ -18,19 +15,13 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from docker.errors import DockerException
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun, WorkerStatus
-from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound, PrefectException, PrefectHTTPStatusError
-from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from builders.errors import BuildersError
@@ -45,6 +36,7 @@ from registry.errors import RegistryError
 from registry.image_signatures import verify_image
 from registry.keys import signing_key
 from registry.net import LOOPBACK, free_port
+from registry.quotas import sites
 from registry.schema import (
     BenchmarkMetrics,
     ConformanceReport,
@@ -52,9 +44,6 @@ from registry.schema import (
     ModelRef,
     RuntimeImage,
     StagedWeights,
-    StageName,
-    StageOutcome,
-    StageResult,
     ValidationResult,
     ValidationVerdict,
     utcnow,
@@ -68,18 +57,17 @@ from validators.conformance_checks.base import Target
 from validators.containers import LABEL_CELL, ContainerSpec, run_container
 from validators.errors import ValidatorError
 from validators.planner import plan
+from validators.revalidation import cell_inputs
 from validators.tasks import (
     CHAT,
     SPEECH_RECOGNITION,
     VISION_CHAT,
-    UnsupportedTaskError,
     detect_task,
     read_evidence,
 )
 from validators.throughput import LoadSpec, run_benchmark
 from validators.transcription_bench import TranscriptionLoad, run_transcription_benchmark
 
-NO_CAPACITY = "no capacity"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _CELL_ERRORS = (ValidatorError, RegistryError, BuildersError, DockerException)
 
@@ -142,22 +130,27 @@ def plan_staged(
     )
 
 
-def _pool_of(settings: Settings, template: DeploymentTemplate) -> tuple[str, str]:
-    family = settings.accelerators.get(template.accelerator_family)
-    if family is None:
+def _home_region(settings: Settings, template: DeploymentTemplate) -> str:
+    found = sites(settings, template.accelerator_family)
+    if not found:
         raise ValidationFlowError(f"accelerator family {template.accelerator_family} is not in curation.toml")
-    return family.pool, family.region or settings.storage.primary_region
+    return found[0].region
 
 
 # --------------------------------------------------------------------------------------------- one cell
 
 
+def current_image(catalog: CatalogStore, runtime: str) -> RuntimeImage | None:
+    """The image a cell of `runtime` runs on now: the newest signed one recorded (None: there is none)."""
+    return next((image for image in catalog.images(runtime) if image.signature is not None), None)
+
+
 def _signed_image(settings: Settings, runtime: str) -> RuntimeImage:
     with CatalogStore.from_settings(settings) as catalog:
-        images = [image for image in catalog.images(runtime) if image.signature is not None]
-    if not images:
+        image = current_image(catalog, runtime)
+    if image is None:
         raise ValidationFlowError(f"no signed {runtime} image is recorded; run `curate images build` first")
-    return images[0]
+    return image
 
 
 def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
@@ -284,6 +277,22 @@ def _finish(settings: Settings, ref: ModelRef, result: ValidationResult, plot: P
     return result
 
 
+def _cell_artifacts(
+    settings: Settings,
+    template: DeploymentTemplate,
+    report: ConformanceReport,
+    metrics: tuple[BenchmarkMetrics, ...] | None,
+) -> Path | None:
+    """The conformance and benchmark artifacts of a cell; the path of its sweep plot, if it has one."""
+    plot: Path | None = None
+    if metrics:
+        publish_table_artifact(metrics, key=artifact_key("bench", template.id), description=f"benchmark {template.id}")
+        if len(metrics) > 1:
+            plot = plot_sweep(metrics, settings.data_dir / "validation" / template.id / "sweep.png", template.id)
+    publish_artifact(report, key=artifact_key("conformance", template.id))
+    return plot
+
+
 @flow(name="validate-cell", log_prints=True)
 def validate_cell(
     repo_id: str,
@@ -291,23 +300,31 @@ def validate_cell(
     template: DeploymentTemplate,
     overrides: dict[str, Any] | None = None,
     docker_host: str | None = None,
+    region: str | None = None,
+    run_id: str | None = None,
 ) -> ValidationResult:
-    """Validate one template of one staged model; the result (any verdict) is recorded and returned."""
+    """Validate one template of one staged model (its weights read in `region`, default: the family's home
+    region); the result (any verdict) is recorded, with the inputs it was reached on, and returned."""
     logger = get_run_logger()
     settings = settings_from(overrides)
     ref = ModelRef(repo_id=repo_id, revision=revision)
     template = template if template.model is not None else template.model_copy(update={"model": ref})
-    run_id = str(flow_run.id or "") or None
-    result = ValidationResult(template=template, verdict=ValidationVerdict.FAILED, flow_run_id=run_id)
+    result = ValidationResult(
+        template=template,
+        verdict=ValidationVerdict.FAILED,
+        flow_run_id=str(flow_run.id or "") or None,
+        run_id=run_id,
+    )
     plot: Path | None = None
     with tempfile.TemporaryDirectory(prefix="cell-") as tmp:
         try:
-            _, region = _pool_of(settings, template)
+            region = region or _home_region(settings, template)
             with CatalogStore.from_settings(settings) as catalog:
                 weights = catalog.staged(ref)
             if weights is None or weights.signature is None:
                 raise ValidationFlowError(f"{ref} is not staged with a signature; run `curate stage {repo_id}` first")
             image = _signed_image(settings, template.runtime)
+            result = result.model_copy(update={"inputs": cell_inputs(settings, template, weights, image)})
             key = signing_key(settings)
             digest = verify_image(image.reference, key.public_key(), expected_digest=image.digest)
             result = result.model_copy(update={"image_digest": digest})
@@ -326,202 +343,10 @@ def validate_cell(
                     "stale_deviations": verdict.stale_deviations,
                 }
             )
-            if metrics:
-                publish_table_artifact(
-                    metrics, key=artifact_key("bench", template.id), description=f"benchmark {template.id}"
-                )
-                if len(metrics) > 1:
-                    plot = plot_sweep(
-                        metrics, settings.data_dir / "validation" / template.id / "sweep.png", template.id
-                    )
-            publish_artifact(report, key=artifact_key("conformance", template.id))
+            plot = _cell_artifacts(settings, template, report, metrics)
         except _CELL_ERRORS as exc:
             logger.warning("cell %s failed: %s", template.id, exc)
             result = result.model_copy(update={"verdict": ValidationVerdict.FAILED, "reason": str(exc)[:4000]})
     result = _finish(settings, ref, result, plot)
     logger.info("cell %s: %s (%s)", template.id, result.verdict.value, result.reason)
     return result
-
-
-# --------------------------------------------------------------------------------------------- dispatch
-
-
-def pool_has_worker(pool: str, deadline_s: float, poll_s: float = 2.0) -> bool:
-    """True as soon as `pool` has an online worker; False when none appears within `deadline_s`."""
-    end = time.monotonic() + deadline_s
-    with get_client(sync_client=True) as client:
-        while True:
-            try:
-                workers = client.read_workers_for_work_pool(work_pool_name=pool)
-            except ObjectNotFound:
-                workers = []
-            except PrefectHTTPStatusError as exc:  # the sync client reports a missing pool as a plain 404
-                if exc.response.status_code != 404:
-                    raise
-                workers = []
-            if any(w.status == WorkerStatus.ONLINE for w in workers):
-                return True
-            if time.monotonic() + poll_s > end:
-                return False
-            time.sleep(poll_s)
-
-
-def _not_validated(template: DeploymentTemplate, reason: str) -> ValidationResult:
-    return ValidationResult(
-        template=template, verdict=ValidationVerdict.NOT_VALIDATED, reason=reason, finished_at=utcnow()
-    )
-
-
-def _recorded(settings: Settings, ref: ModelRef, template_id: str, run_id: str) -> ValidationResult | None:
-    with CatalogStore.from_settings(settings) as catalog:
-        found = [r for r in catalog.validations(ref) if r.template.id == template_id and r.flow_run_id == run_id]
-    return found[-1] if found else None
-
-
-@task(name="dispatch-cell")
-def dispatch_cell(
-    ref: ModelRef, template: DeploymentTemplate, overrides: dict[str, Any] | None, docker_host: str | None
-) -> ValidationResult:
-    """Run one cell on its pool's deployment once the pool has a worker; NOT_VALIDATED when it has none."""
-    settings = settings_from(overrides)
-    pool, _ = _pool_of(settings, template)
-    v = settings.validation
-    if not pool_has_worker(pool, v.capacity_deadline_s):
-        result = _not_validated(
-            template, f"{NO_CAPACITY}: pool {pool} had no online worker within {v.capacity_deadline_s:g}s"
-        )
-        with CatalogStore.from_settings(settings) as catalog:
-            catalog.record_validation(ref, result)
-        return result
-    parameters = {
-        "repo_id": ref.repo_id,
-        "revision": ref.revision,
-        "template": template.model_dump(mode="json"),
-        "overrides": overrides,
-        "docker_host": docker_host,
-    }
-    try:
-        run = run_deployment(f"{v.deployment_flow}/{pool}", parameters=parameters, timeout=v.cell_timeout_s)
-        if not isinstance(run, FlowRun):  # run_deployment is sync-compatible: a coroutine only in async code
-            raise ValidationFlowError("dispatch_cell must run synchronously")
-    except (ObjectNotFound, PrefectException) as exc:
-        return _not_validated(template, f"deployment {v.deployment_flow}/{pool} could not run: {exc}")
-    state = run.state
-    recorded = _recorded(settings, ref, template.id, str(run.id))
-    if recorded is not None:
-        return recorded
-    status = state.name if state is not None else "unknown"
-    if state is not None and not state.is_final():
-        return _not_validated(template, f"cell run {run.id} still {status} after {v.cell_timeout_s:g}s")
-    failed = ValidationResult(
-        template=template,
-        verdict=ValidationVerdict.FAILED,
-        reason=f"cell run {run.id} ended {status} without recording a result",
-        flow_run_id=str(run.id),
-        finished_at=utcnow(),
-    )
-    with CatalogStore.from_settings(settings) as catalog:
-        catalog.record_validation(ref, failed)
-    return failed
-
-
-def _inline(
-    ref: ModelRef, template: DeploymentTemplate, overrides: dict[str, Any] | None, docker_host: str | None
-) -> ValidationResult:
-    state = validate_cell(ref.repo_id, ref.revision, template, overrides, docker_host, return_state=True)
-    if state.is_completed():
-        result: ValidationResult = state.result()
-        return result
-    return ValidationResult(
-        template=template,
-        verdict=ValidationVerdict.FAILED,
-        reason=f"cell ended {state.name}: {state.message or 'no message'}",
-        finished_at=utcnow(),
-    )
-
-
-def _summary(ref: ModelRef, results: list[ValidationResult]) -> str:
-    lines = [
-        f"# Validation of {code(ref)}",
-        "",
-        "| template | runtime | pool family | verdict | reason |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for r in results:
-        t = r.template
-        lines.append(
-            f"| {code(t.id)} | {t.runtime} | {t.accelerator_family} | {r.verdict.value} | {cell(r.reason[:300])} |"
-        )
-    return "\n".join(lines)
-
-
-@flow(name="validate-model", log_prints=True)
-def validate_model(
-    repo_id: str,
-    revision: str,
-    overrides: dict[str, Any] | None = None,
-    docker_host: str | None = None,
-    templates: list[DeploymentTemplate] | None = None,
-) -> list[ValidationResult]:
-    """Plan (unless `templates` are given) and validate every template of a staged model; one result each."""
-    logger = get_run_logger()
-    settings = settings_from(overrides)
-    ref = ModelRef(repo_id=repo_id, revision=revision)
-    with CatalogStore.from_settings(settings) as catalog:
-        weights = catalog.staged(ref)
-    if weights is None:
-        raise ValidationFlowError(f"{ref} is not staged; run `curate stage {repo_id} --revision {revision}` first")
-    try:
-        planned = tuple(templates) if templates is not None else plan_staged(settings, weights)
-    except UnsupportedTaskError as exc:
-        _record_validate(settings, ref, StageOutcome.SKIPPED, str(exc), {})
-        raise
-    logger.info("%s: %d template(s): %s", ref, len(planned), ", ".join(t.id for t in planned))
-    inline_pools = set(settings.validation.inline_pools) if settings.validation.dispatch == "inline" else set()
-    results: list[ValidationResult] = []
-    remote: list[tuple[PrefectFuture[ValidationResult], DeploymentTemplate]] = []
-    for planned_template in planned:
-        template = planned_template.model_copy(update={"model": ref})
-        try:
-            pool, _ = _pool_of(settings, template)
-        except ValidationFlowError as exc:
-            results.append(_not_validated(template, str(exc)))
-            continue
-        if pool in inline_pools:
-            results.append(_inline(ref, template, overrides, docker_host))
-        else:
-            remote.append((dispatch_cell.submit(ref, template, overrides, docker_host), template))
-    for future, template in remote:
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            results.append(future.result())
-        else:
-            results.append(_not_validated(template, f"dispatch ended {state.name}: {state.message or ''}"))
-    create_markdown_artifact(
-        key=artifact_key("validation", ref.repo_id),
-        markdown=_summary(ref, results),
-        description=f"Validation cells of {ref}",
-    )
-    passed = [r.template.id for r in results if r.verdict is ValidationVerdict.PASSED]
-    others = [f"{r.template.id}: {r.verdict.value}" for r in results if r.verdict is not ValidationVerdict.PASSED]
-    reason = f"{len(passed)} of {len(results)} template(s) passed" + (f" ({'; '.join(others)})" if others else "")
-    _record_validate(settings, ref, StageOutcome.OK if passed else StageOutcome.FAILED, reason, {"passed": passed})
-    return results
-
-
-def _record_validate(
-    settings: Settings, ref: ModelRef, outcome: StageOutcome, reason: str, payload: dict[str, Any]
-) -> None:
-    with CatalogStore.from_settings(settings) as catalog:
-        catalog.record_stage(
-            StageResult(
-                ref=ref,
-                stage=StageName.VALIDATE,
-                outcome=outcome,
-                reason=reason,
-                policy_digest=settings.policy_digest(),
-                run_id=str(flow_run.id or "") or None,
-                payload=payload,
-            )
-        )

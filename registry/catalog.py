@@ -26,6 +26,7 @@ from registry.catalog_tables import (
     entries_table,
     entry_history_table,
     images_table,
+    model_runs_table,
     runs_table,
     screenings_table,
     stage_results_table,
@@ -38,6 +39,7 @@ from registry.schema import (
     CatalogEntry,
     EntryStatus,
     ModelRef,
+    ModelRow,
     RunSummary,
     RuntimeImage,
     ScreeningReport,
@@ -100,7 +102,16 @@ class CatalogStore(CatalogDatabase):
             raise CatalogNotFoundError(f"no run {run_id!r} in catalog {self._display}; list runs with `curate runs`")
         return self._load(RunSummary, row.data, f"run {run_id}")
 
-    def finish_run(self, run_id: str, *, status: str, candidates: int, selected: int) -> RunSummary:
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        candidates: int,
+        selected: int,
+        outcomes: dict[str, int] | None = None,
+        reason: str = "",
+    ) -> RunSummary:
         def write(conn: Connection) -> RunSummary:
             run = self._get_run(conn, run_id).model_copy(
                 update={
@@ -108,6 +119,8 @@ class CatalogStore(CatalogDatabase):
                     "candidates": candidates,
                     "selected": selected,
                     "finished_at": utcnow(),
+                    "outcomes": dict(outcomes or {}),
+                    "reason": reason,
                 }
             )
             conn.execute(
@@ -190,6 +203,47 @@ class CatalogStore(CatalogDatabase):
             return self._load_all(Candidate, rows, f"candidate of run {chosen}")
 
         return self._read("listing candidates", read)
+
+    # ------------------------------------------------------------------------------------------ model rows
+
+    def record_model_row(self, row: ModelRow) -> None:
+        """Keyed by (run_id, repo_id): a model's chain updates its row of the run as it goes."""
+
+        def write(conn: Connection) -> None:
+            self._get_run(conn, row.run_id)
+            self._upsert(
+                conn,
+                model_runs_table,
+                ("run_id", "repo_id"),
+                {
+                    "run_id": row.run_id,
+                    "repo_id": row.repo_id,
+                    "revision": row.revision,
+                    "outcome": row.outcome.value,
+                    "updated_at": row.updated_at,
+                    "data": row.model_dump_json(),
+                },
+            )
+
+        self._write(f"recording the row of {row.repo_id} in run {row.run_id}", write)
+
+    def model_rows(self, run_id: str) -> list[ModelRow]:
+        """Every model's row of one run, in the order they were first recorded."""
+        t = model_runs_table
+        query = sa.select(t.c.data).where(t.c.run_id == run_id).order_by(t.c.id)
+        return self._read(
+            "listing model rows", lambda conn: self._load_all(ModelRow, conn.execute(query).all(), "model row")
+        )
+
+    def model_row(self, run_id: str, repo_id: str) -> ModelRow | None:
+        t = model_runs_table
+        query = sa.select(t.c.data).where(t.c.run_id == run_id, t.c.repo_id == repo_id)
+
+        def read(conn: Connection) -> ModelRow | None:
+            row = conn.execute(query).first()
+            return None if row is None else self._load(ModelRow, row.data, f"row of {repo_id} in run {run_id}")
+
+        return self._read("reading a model row", read)
 
     # ------------------------------------------------------------------------------------------ stage results
 

@@ -29,10 +29,17 @@ RECORD_STEPS: dict[int, tuple[str, Step]] = {
         "MemoryEstimate.encoder_bytes (default 0) and BenchmarkMetrics.audio_seconds_per_s (default none) added",
         _no_data_change,
     ),
+    5: (
+        "ValidationResult.inputs and .run_id, ScanSummary.policy_digest, RunSummary.outcomes and .reason (defaults); "
+        "ModelRow added",
+        _no_data_change,
+    ),
 }
 """record schema version reached -> (what changed, the step from the version before)."""
 
-TABLE_STEPS: dict[int, tuple[str, Step]] = {}
+TABLE_STEPS: dict[int, tuple[str, Step]] = {
+    2: ("table model_runs added (one row per model per run; created by create_all)", _no_data_change),
+}
 """table layout version reached -> (what changed, the step from the version before)."""
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-STORE_VERSION = 1
+STORE_VERSION = 2
 """Version of the table layout below; bumped (with a migration in `_ensure_schema`) when it changes."""
 
 
@@ -165,4 +165,17 @@ entry_history_table = sa.Table(
     sa.Column("policy_digest", sa.String(128), nullable=False),
     sa.Column("recorded_at", UtcDateTime, nullable=False),
     data_column(),
+)
+
+model_runs_table = sa.Table(
+    "model_runs",
+    metadata,
+    id_column(),
+    sa.Column("run_id", sa.String(128), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
+    sa.Column("repo_id", sa.String(200), nullable=False, index=True),
+    sa.Column("revision", sa.String(64)),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    data_column(),
+    sa.UniqueConstraint("run_id", "repo_id", name="uq_model_runs_key"),
 )

@@ -21,6 +21,15 @@ class DiscoveryError(HubError):
 
 
 @dataclass(frozen=True)
+class Unresolved:
+    """A requested model that could not be pinned (gone, no such revision, no access, the Hub failing)."""
+
+    repo_id: str
+    revision: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class RequestedModel:
     repo_id: str
     revision: str | None = None
@@ -72,8 +81,13 @@ def pinned_candidates(
     *,
     limit: int | None = None,
     requested: Sequence[str] | None = None,
+    unresolved: list[Unresolved] | None = None,
 ) -> list[Candidate]:
-    """Trending models (best first) followed by requested ones not already listed, each pinned, not decided."""
+    """Trending models (best first) followed by requested ones not already listed, each pinned, not decided.
+
+    With `unresolved` given, a requested model that cannot be pinned (any HubError, after the client's
+    retries) is appended there and skipped, instead of raising: one bad request must not stop a run.
+    """
     listing = source.trending(limit or policy.limit)
     candidates: list[Candidate] = []
     seen: set[str] = set()
@@ -89,7 +103,15 @@ def pinned_candidates(
         if request.repo_id in seen:
             continue
         seen.add(request.repo_id)
-        info = source.model_info(request.repo_id, revision=request.revision)
+        try:
+            info = source.model_info(request.repo_id, revision=request.revision)
+        except HubError as exc:
+            if unresolved is None:
+                raise
+            unresolved.append(
+                Unresolved(request.repo_id, request.revision, f"the requested model did not resolve: {exc}")
+            )
+            continue
         candidates.append(
             candidate_from_info(info, rank=None, source=CandidateSource.REQUESTED, revision=request.revision)
         )

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from registry.identifiers import check_repo_id, check_sha
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version of these records; bumped with a step in registry/catalog_migrations.py whenever a record changes."""
 
 
@@ -189,6 +189,7 @@ class ScanSummary(Record):
     denied_licenses: tuple[str, ...] = ()
     passed: bool = False
     scanned_at: datetime = Field(default_factory=utcnow)
+    policy_digest: str = Field(default="", description="the image policy (`images` stage digest) the gate applied")
 
 
 class Signature(Record):
@@ -360,6 +361,22 @@ class ValidationVerdict(StrEnum):
     NOT_VALIDATED = "not-validated"
 
 
+class CellInputs(Record):
+    """Everything a cell's verdict depends on (validators/revalidation.py owns the list): when none of these
+    changed since a cell ran, its recorded result stands and the cell is not run again."""
+
+    revision: str = ""
+    weights_signature_digest: str = ""
+    image_digest: str = ""
+    runtime_version: str = ""
+    policy_digest: str = Field(default="", description="sha256 of the cell's own policy (checks, bounds, SLOs)")
+    suite_version: str = ""
+    check_versions: dict[str, int] = Field(default_factory=dict, description="conformance check -> its version")
+    accepted_deviations: dict[str, str] = Field(
+        default_factory=dict, description="check -> the deviation of this runtime version accepted for it"
+    )
+
+
 class ValidationResult(Record):
     template: DeploymentTemplate
     image_digest: str = ""
@@ -375,6 +392,8 @@ class ValidationResult(Record):
     flow_run_id: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    inputs: CellInputs | None = Field(default=None, description="what the verdict was reached on")
+    run_id: str | None = Field(default=None, description="the curation run (catalog run id) the cell ran in")
 
 
 class PublishedTemplate(Record):
@@ -484,6 +503,34 @@ class RunSummary(Record):
     candidates: int = 0
     selected: int = 0
     status: str = "running"
+    outcomes: dict[str, int] = Field(default_factory=dict, description="model outcome -> how many models had it")
+    reason: str = Field(default="", description="why the run failed (status failed)")
+
+
+class ModelOutcome(StrEnum):
+    """How one model's chain ended in one run."""
+
+    RUNNING = "running"
+    PUBLISHED = "published"
+    UNCHANGED = "unchanged"
+    NOT_PUBLISHED = "not-published"
+    FAILED = "failed"
+
+
+class ModelRow(Record):
+    """One model's row in one run (`curation-run`): the stage its chain reached, how it ended, and why."""
+
+    run_id: str
+    repo_id: str
+    revision: str | None = None
+    stage: str = "discover"
+    outcome: ModelOutcome = ModelOutcome.RUNNING
+    reason: str = ""
+    stages: dict[str, str] = Field(default_factory=dict, description="stage -> what it said (the run table)")
+    flow_run_id: str | None = None
+    attempts: int = 1
+    unchanged_since: str | None = Field(default=None, description="the run whose results still stand")
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 def model_slug(repo_id: str) -> str:

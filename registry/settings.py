@@ -188,12 +188,32 @@ class RuntimePolicy(_Section):
     )
 
 
+class AcceleratorSite(_Section):
+    """One region a family's quota is granted in: how many devices, and which pool (or queue of it) runs them."""
+
+    devices: int = Field(ge=0, description="devices of this family granted in this region (a global concurrency limit)")
+    pool: str = Field(default="", description="the work pool of this region's workers; empty = the family's pool")
+    queue: str = Field(default="", description="a work queue of that pool; empty = the pool's default queue")
+
+
 class AcceleratorFamily(_Section):
     vendor: str
     memory_gib: float = Field(gt=0)
     counts: tuple[int, ...] = (1,)
     pool: str
     region: str = ""
+    quota: dict[str, AcceleratorSite] = Field(
+        default_factory=dict,
+        description="region -> devices granted there (and its pool or queue); empty = `region` via `pool`, no limit",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Kubernetes node labels of this family (kubernetes pools only)"
+    )
+
+    @classmethod
+    def planning_fields(cls) -> set[str]:
+        """The fields the planner and a cell's verdict depend on: not where the family is served from."""
+        return {"vendor", "memory_gib", "counts"}
 
 
 class SloSettings(_Section):
@@ -320,7 +340,11 @@ class ValidationSettings(_Section):
         default=("cpu",), description="pools whose cells run in-process when dispatch is 'inline'"
     )
     deployment_flow: str = "validate-cell"
-    capacity_deadline_s: float = Field(default=600.0, ge=0)
+    capacity_deadline_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="the once-per-run worker census waits this long for a pool that shows no online worker",
+    )
     cell_timeout_s: float = Field(default=3600.0, gt=0)
     health_timeout_s: float = Field(default=600.0, gt=0)
     sas_valid_s: int = Field(default=6 * 3600, ge=300)
@@ -338,6 +362,28 @@ class ValidationSettings(_Section):
         default_factory=dict,
         description="runtime -> {check: {versions, reason}}: failures accepted for those versions of that runtime",
     )
+
+
+class OrchestrationSettings(_Section):
+    """The weekly run's fan-out (flows/curate.py, docs/scale.md): one `curate-model` flow run per model."""
+
+    dispatch: str = Field(
+        default="auto",
+        pattern="^(auto|deployment|inline)$",
+        description="deployment: every model is a flow run of `curate-model/<pool>`; inline: in-process subflows; "
+        "auto: deployment when the pool has an online worker, else inline",
+    )
+    pool: str = Field(default="curation", description="the work pool whose workers run the per-model flow runs")
+    max_parallel_models: int = Field(default=4, ge=1, le=256)
+    model_timeout_s: float = Field(default=12 * 3600.0, gt=0, description="how long one model's flow run may take")
+    crash_retries: int = Field(default=1, ge=0, le=3, description="re-dispatches of a model whose flow run crashed")
+    heartbeat_timeout_s: float = Field(
+        default=90.0,
+        ge=45,
+        description="a dispatched model run silent this long (its heartbeat is every 30 s) is marked crashed",
+    )
+    hub_downloads: int = Field(default=4, ge=1, description="weight downloads from the Hub at once (all workers)")
+    blob_uploads: int = Field(default=4, ge=1, description="weight uploads to blob storage at once (all workers)")
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -398,6 +444,7 @@ class Settings(BaseSettings):
     accelerators: dict[str, AcceleratorFamily] = Field(default_factory=dict)
     slo: SloPolicy = Field(default_factory=SloPolicy)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
 
     _config_path: Path | None = None
 
@@ -427,29 +474,63 @@ class Settings(BaseSettings):
     def catalog_export_dir(self) -> Path:
         return Path(self.publish.export_dir) if self.publish.export_dir else self.data_dir / "catalog-export"
 
-    def policy(self) -> dict[str, Any]:
-        """The decision-relevant part of the settings (no secrets, no endpoints, no paths)."""
-        return self.model_dump(
-            mode="json",
-            include={
-                "discovery": True,
-                "licenses": True,
-                "screening": True,
-                "images": ImageSettings.decision_fields(),
-                "runtimes": True,
-                "accelerators": True,
-                "slo": True,
-                "validation": {"required", "deviations", "max_benchmark_error_rate"},
-            },
-        )
+    def policy(self, stage: str | None = None) -> dict[str, Any]:
+        """The decision-relevant part of the settings (no secrets, no endpoints, no paths, no quotas).
 
-    def policy_digest(self) -> str:
-        """sha256 of the canonical JSON of `policy()`: the key under which stage results are cached."""
-        canonical = json.dumps(self.policy(), sort_keys=True, separators=(",", ":"))
+        `stage` (one of POLICY_STAGES) gives that stage's part only: the key its results are cached under, so a
+        change elsewhere (an image or registry setting, a Trivy cache path) does not redo it. None gives the
+        curation policy: every stage's part but discovery and images (a changed image re-validates the
+        entries that use it instead: validators/revalidation.py).
+        """
+        if stage is None:
+            merged: dict[str, Any] = {}
+            for part in ("screen", "stage", "validate"):
+                merged[part] = self.policy(part)
+            return merged
+        if stage not in POLICY_STAGES:
+            raise SettingsError(f"no policy stage {stage!r}; one of {', '.join(POLICY_STAGES)}")
+        if stage == "stage":
+            return {
+                "screening": self.screening.model_dump(
+                    mode="json", include={"max_header_bytes", "parameter_tolerance"}
+                ),
+                "primary_region": self.storage.primary_region,
+                "regions": sorted(self.storage.regions),
+            }
+        return self.model_dump(mode="json", include=_STAGE_POLICY[stage])
+
+    def policy_digest(self, stage: str | None = None) -> str:
+        """sha256 of the canonical JSON of `policy(stage)`: the key under which that stage's results are cached."""
+        canonical = json.dumps(self.policy(stage), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def hub_token(self) -> str | None:
         return self.hub.token.get_secret_value() if self.hub.token else None
+
+
+POLICY_STAGES = ("discover", "screen", "images", "stage", "validate")
+_IMAGE_OPERATIONAL = {"trivy_cache_dir", "trivy_skip_db_update", "trivy_db_repository"}
+_STAGE_POLICY: dict[str, Any] = {
+    "discover": {"discovery": True},
+    "screen": {"licenses": True, "screening": True},
+    "images": {"images": ImageSettings.decision_fields() - _IMAGE_OPERATIONAL},
+    "validate": {
+        "runtimes": True,
+        "accelerators": {"__all__": AcceleratorFamily.planning_fields()},
+        "slo": True,
+        "validation": {
+            "required",
+            "deviations",
+            "max_benchmark_error_rate",
+            "bench_concurrencies",
+            "bench_max_requests",
+            "bench_max_duration_s",
+            "bench_input_tokens",
+            "bench_output_tokens",
+            "bench_audio_seconds",
+        },
+    },
+}
 
 
 def _selected_config_path() -> Path | None:

@@ -301,7 +301,7 @@ def screen_repo(
     caller can retry.
     """
     chosen = policy or default_policy(settings)
-    digest = settings.policy_digest()
+    digest = settings.policy_digest("screen")
     has_token = bool(getattr(source, "has_token", False))
     try:
         info = source.model_info(repo_id, revision)

@@ -10,6 +10,7 @@ import json
 import math
 import mimetypes
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -140,7 +141,8 @@ class HubApp:
                 sent += len(message.get("body", b""))
             await send(message)
 
-        fault = self.faults.take(request.method, path)
+        started = time.time()
+        fault = self.faults.take(request.method, path, ranged=request.headers.get("range") is not None)
         authorized = False
         try:
             if fault is not None and fault.delay:
@@ -177,6 +179,8 @@ class HubApp:
                     range=request.headers.get("range"),
                     authorized=authorized,
                     fault=fault is not None and fault.status is not None,
+                    started_at=started,
+                    finished_at=time.time(),
                 )
             )
 

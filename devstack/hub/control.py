@@ -14,6 +14,8 @@ class Fault:
 
     status None: only delay, then answer normally (a slow server, for client timeouts).
     times None: every matching request; otherwise the next `times` ones, then the fault is spent.
+    ranged: True only requests with a Range header (header reads), False only those without (whole-file
+    downloads), None both.
     """
 
     pattern: str
@@ -23,6 +25,7 @@ class Fault:
     delay: float = 0.0
     method: str | None = None
     message: str = "injected fault"
+    ranged: bool | None = None
     hits: int = 0
     _regex: re.Pattern[str] = field(init=False, repr=False)
 
@@ -31,8 +34,10 @@ class Fault:
         if self.method is not None:
             self.method = self.method.upper()
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, ranged: bool = False) -> bool:
         if self.method is not None and self.method != method.upper():
+            return False
+        if self.ranged is not None and self.ranged != ranged:
             return False
         return self._regex.search(path) is not None
 
@@ -49,6 +54,7 @@ class Fault:
             "delay": self.delay,
             "method": self.method,
             "message": self.message,
+            "ranged": self.ranged,
             "hits": self.hits,
         }
 
@@ -70,21 +76,22 @@ class Faults:
         delay: float = 0.0,
         method: str | None = None,
         message: str = "injected fault",
+        ranged: bool | None = None,
     ) -> Fault:
         if status is not None and not 100 <= status <= 599:
             raise ValueError(f"fault status must be an HTTP status (100-599), got {status}")
         if delay < 0 or (times is not None and times < 0):
             raise ValueError("fault delay and times must not be negative")
-        fault = Fault(pattern, status, retry_after, times, delay, method, message)
+        fault = Fault(pattern, status, retry_after, times, delay, method, message, ranged)
         with self._lock:
             self._faults.append(fault)
         return fault
 
-    def take(self, method: str, path: str) -> Fault | None:
+    def take(self, method: str, path: str, ranged: bool = False) -> Fault | None:
         """The fault for this request (counting it as hit), or None."""
         with self._lock:
             for fault in self._faults:
-                if not fault.spent and fault.matches(method, path):
+                if not fault.spent and fault.matches(method, path, ranged):
                     fault.hits += 1
                     return fault
         return None
@@ -109,6 +116,8 @@ class RequestRecord:
     range: str | None
     authorized: bool
     fault: bool
+    started_at: float = 0.0  # wall-clock seconds: when the request reached the server
+    finished_at: float = 0.0  # when its response was sent
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +130,8 @@ class RequestRecord:
             "range": self.range,
             "authorized": self.authorized,
             "fault": self.fault,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
         }
 
 

@@ -17,6 +17,7 @@ from devstack.state import load_state
 from flows.cli.context import settings
 from flows.cli.output import JsonOption, console, emit, err_console, fail
 from registry.identifiers import shown
+from registry.quotas import pools
 
 dev_app = typer.Typer(help="Start and stop the local stack (Hub test server, Prefect, ...).", no_args_is_help=True)
 
@@ -36,12 +37,14 @@ def use_running_stack(data_dir: Path, *, announce: bool = True) -> dict[str, str
     return applied
 
 
-def _context(registry_auth: bool = False) -> StackContext:
+def _context(registry_auth: bool = False, workers: int = 1) -> StackContext:
     current = settings()
     return StackContext(
         data_dir=current.data_dir.resolve(),
         regions={name: region.account for name, region in current.storage.regions.items()},
-        pools=tuple(sorted({family.pool for family in current.accelerators.values()})),
+        pools=pools(current),
+        curation_pool=current.orchestration.pool,
+        workers=workers,
         registry_auth=registry_auth,
         progress=lambda message: console.print(f"[dim]-[/] {message}"),
     )
@@ -78,10 +81,13 @@ def dev_up(
     registry_auth: bool = typer.Option(
         False, "--registry-auth", help="The image registry needs a login (htpasswd); `curate dev env` exports it."
     ),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=32, help="Local workers of the curation pool (each runs models' flow runs)."
+    ),
 ) -> None:
-    """Start the local stack (idempotent: running services are kept)."""
+    """Start the local stack (idempotent: running services are kept; `dev down` first to change --workers)."""
     try:
-        up(_context(registry_auth), tuple(only or ()))
+        up(_context(registry_auth, workers), tuple(only or ()))
     except (ProcessError, OSError) as exc:
         raise fail(f"{exc}. Stop what was started with `curate dev down`, fix the cause, then retry.") from exc
     console.print(_status_table())

@@ -20,6 +20,8 @@ DECISIONS = {
     "cell verdict",
     "publish",
     "withdraw or flag (upstream)",
+    "re-validate a cell",
+    "move an entry to a new image",
 }
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from decisions.errors import PublicationRefusedError
 from decisions.publication import (
+    IMAGE_MOVE,
     PUBLICATION_GATE,
     REPUBLICATION,
     GateInputs,
@@ -143,3 +144,39 @@ def test_newest_validation_per_template_and_the_image_it_ran_on() -> None:
     assert choose_images({"vllm": [other, ran_on]}, [newer]) == {"vllm": ran_on}
     assert choose_images({"vllm": [other]}, [newer]) == {"vllm": other}
     assert choose_images({}, [newer]) == {}
+
+
+# --------------------------------------------------------------------------------------------- image moves
+
+NEW_DIGEST = f"sha256:{sha64('vllm-image-rebuilt')}"
+
+
+def _published() -> CatalogEntry:
+    return entry_for(inputs())
+
+
+def test_an_entry_moves_to_a_new_image_only_when_its_templates_passed_there() -> None:
+    current = _published()
+    rebuilt = image(digest=NEW_DIGEST, reference="127.0.0.1:5000/vllm:0.11.1-def")
+    # validated on the new image and failed: the entry keeps its binding, and the reason says which and why
+    failed = validation(image_digest=NEW_DIGEST, verdict=ValidationVerdict.FAILED, reason="chat.seed failed")
+    moving = inputs(current=current, images={"vllm": rebuilt}, validations=[failed])
+    outcome = IMAGE_MOVE.evaluate(moving)
+    assert not outcome.accepted
+    (reason,) = outcome.reasons
+    assert reason.startswith(f"keeps vllm image {current.images['vllm']}") and "chat.seed failed" in reason
+    # passed there: it moves (and the entry built lists the new image)
+    passed = inputs(current=current, images={"vllm": rebuilt}, validations=[validation(image_digest=NEW_DIGEST)])
+    assert IMAGE_MOVE.evaluate(passed).accepted
+    assert entry_for(passed).images["vllm"].endswith(NEW_DIGEST)
+
+
+def test_no_move_no_entry_or_a_withdrawn_one_is_not_the_image_moves_business() -> None:
+    current = _published()
+    assert IMAGE_MOVE.evaluate(inputs(current=current)).accepted  # same image: nothing moves
+    assert IMAGE_MOVE.evaluate(inputs()).accepted  # nothing published yet
+    withdrawn = current.model_copy(update={"status": EntryStatus.WITHDRAWN})
+    rebuilt = image(digest=NEW_DIGEST)
+    assert IMAGE_MOVE.evaluate(inputs(current=withdrawn, images={"vllm": rebuilt})).accepted
+    not_yet = inputs(current=current, images={"vllm": rebuilt}, validations=[validation()])
+    assert "not validated on it yet" in IMAGE_MOVE.evaluate(not_yet).reasons[0]

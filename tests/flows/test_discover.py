@@ -16,7 +16,7 @@ from flows.cli import app
 from flows.cli.exit_codes import ExitCode
 from flows.discover import discover_models
 from registry.catalog import CatalogStore
-from registry.schema import Decision
+from registry.schema import Decision, ModelOutcome
 from registry.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -71,6 +71,21 @@ def test_policy_filters_and_requested_models(
     assert requested.rank is None and requested.revision == minilm.revision
     assert requested.decision is Decision.SKIPPED
     assert "task 'sentence-similarity' is not curated" in requested.reason
+
+
+def test_a_requested_model_that_does_not_resolve_is_its_own_failed_row(
+    prefect_harness: None, hub_server: HubServer, sample_set: SampleSet, tmp_path: Path
+) -> None:
+    gone = "curation-samples/no-longer-there"
+    candidates = discover_models(overrides=overrides(hub_server, tmp_path), limit=2, requested=[gone])
+
+    assert len(candidates) == 2 and gone not in {c.repo_id for c in candidates}  # the others go on
+    with CatalogStore(load_settings(data_dir=tmp_path).catalog_url) as store:
+        (run,) = store.runs()
+        (row,) = store.model_rows(run.run_id)
+    assert run.status == "completed"
+    assert (row.repo_id, row.stage, row.outcome, row.revision) == (gone, "discover", ModelOutcome.FAILED, None)
+    assert "did not resolve" in row.reason and "not found" in row.reason
 
 
 def test_cli_discover_json_has_the_documented_shape(

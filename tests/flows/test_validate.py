@@ -9,9 +9,7 @@ wrong signing key end FAILED before any container starts.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,27 +19,26 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.deployments.runner import RunnerDeployment
-from prefect.settings import PREFECT_API_URL
 
 from builders.images import BuiltImage, build_image
 from builders.recipes import get_recipe
-from builders.signing import sign_image
 from devstack.docker_engine import BASE_IMAGE, DockerStack
 from devstack.hub_server import HubServer
 from devstack.samples import SampleSet
+from flows.placement import NO_CAPACITY, pool_has_worker
 from flows.stage import stage_weights
-from flows.validate import NO_CAPACITY, plan_staged, pool_has_worker, validate_cell, validate_model
+from flows.validate import plan_staged, validate_cell
+from flows.validate_model import validate_model
 from registry.catalog import CatalogStore
 from registry.keys import signing_key
 from registry.schema import (
     CheckStatus,
     DeploymentTemplate,
-    RuntimeImage,
-    ScanSummary,
     StagedWeights,
     ValidationVerdict,
 )
 from registry.settings import Settings, load_settings
+from tests.fixtures.docker import record_signed_image
 from validators.containers import LABEL_CELL, cell_containers
 
 TINY = "curation-samples/tiny-llama-chat"
@@ -82,23 +79,8 @@ def cell_env(
     }
     weights = stage_weights(TINY, overrides=overrides, regions=["eastus", "westeurope"])
     settings = load_settings(**overrides)
-    _record_image(settings, hf_serve_image.reference, hf_serve_image.digest)
+    record_signed_image(settings, hf_serve_image.reference, hf_serve_image.digest)
     yield overrides, weights
-
-
-def _record_image(settings: Settings, reference: str, digest: str, runtime: str = "hf-serve") -> RuntimeImage:
-    signature = sign_image(reference, digest, signing_key(settings))
-    image = RuntimeImage(
-        runtime=runtime,
-        version=get_recipe(runtime).version,
-        reference=reference,
-        digest=digest,
-        scan=ScanSummary(passed=True),
-        signature=signature,
-    )
-    with CatalogStore.from_settings(settings) as catalog:
-        catalog.record_image(image)
-    return image
 
 
 def _cpu_template(settings: Settings, weights: StagedWeights) -> DeploymentTemplate:
@@ -163,7 +145,7 @@ def test_moved_image_tag_fails_the_cell_before_any_container_starts(
     try:
         client.images.get(hf_serve_image.reference).tag(tag)
         client.images.push(tag)
-        _record_image(settings, tag, hf_serve_image.digest)  # newest signed image: the one the cell uses
+        record_signed_image(settings, tag, hf_serve_image.digest)  # newest signed image: the one the cell uses
         client.images.get(BASE_IMAGE).tag(tag)  # now the tag points at another image
         client.images.push(tag)
     finally:
@@ -220,7 +202,7 @@ def test_embeddings_sample_passes_on_the_infinity_cpu_runtime(
     }
     weights = stage_weights(MINILM, overrides=overrides, regions=["eastus"])
     settings = load_settings(**overrides)
-    _record_image(settings, infinity_image.reference, infinity_image.digest, runtime="infinity")
+    record_signed_image(settings, infinity_image.reference, infinity_image.digest, runtime="infinity")
     template = next(t for t in plan_staged(settings, weights) if t.accelerator_family == "cpu")
     assert template.runtime == "infinity" and template.task == "embeddings"
 
@@ -244,40 +226,11 @@ WORKER_POOL = "validate-worker-test"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def process_worker(prefect_harness: None, tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """A `prefect worker` of a process pool, started after the test set its environment; stopped by its pid."""
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=WORKER_POOL, type="process"), overwrite=True)
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PREFECT_WORKER_QUERY_SECONDS": "2"}
-        log = (tmp_path / "worker.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORKER_POOL, "--type", "process"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def test_deployment_dispatch_runs_the_cell_on_a_pool_worker(
     cell_env: tuple[dict[str, Any], StagedWeights],
     docker_stack: DockerStack,
     hf_serve_image: BuiltImage,
-    process_worker: Callable[[], subprocess.Popen[bytes]],
+    process_workers: Callable[[str], Callable[[], subprocess.Popen[bytes]]],
     tmp_path: Path,
 ) -> None:
     base, weights = cell_env
@@ -292,15 +245,17 @@ def test_deployment_dispatch_runs_the_cell_on_a_pool_worker(
         name=WORKER_POOL, work_pool_name=WORKER_POOL, job_variables={"working_dir": str(REPO_ROOT)}
     )
     assert isinstance(deployment, RunnerDeployment)
+    start_worker = process_workers(WORKER_POOL)
     deployment.apply()
-    process_worker()
+    start_worker()
     assert pool_has_worker(WORKER_POOL, 60.0)
 
     results = validate_model(TINY, weights.ref.revision, overrides=overrides, templates=[template])
 
     assert len(results) == 1
     cell = results[0]
-    assert cell.verdict is ValidationVerdict.PASSED, cell.reason + (tmp_path / "worker.log").read_text()[-3000:]
+    log = (tmp_path / f"{WORKER_POOL}-1.log").read_text()[-3000:]
+    assert cell.verdict is ValidationVerdict.PASSED, cell.reason + log
     assert cell.flow_run_id  # recorded by the worker's flow run, read back from the catalog store
     assert cell.image_digest == hf_serve_image.digest
     _no_cell_containers(template, docker_stack.docker_host)

@@ -48,13 +48,13 @@ def test_a_username_without_a_password_is_one_clear_error(tmp_path: Path) -> Non
 
 
 def test_environment_variables_reach_the_settings_but_not_the_policy_digest(monkeypatch: pytest.MonkeyPatch) -> None:
-    before = load_settings().policy_digest()
+    before = load_settings().policy_digest("images")
     monkeypatch.setenv("CURATE_IMAGES__REGISTRY", "acr.example.io")
-    registry_digest = load_settings().policy_digest()
+    registry_digest = load_settings().policy_digest("images")
     monkeypatch.setenv("CURATE_IMAGES__REGISTRY_USERNAME", "bot")
     monkeypatch.setenv("CURATE_IMAGES__REGISTRY_PASSWORD", SECRET)
     settings = load_settings()
-    assert settings.policy_digest() == registry_digest != before
+    assert settings.policy_digest("images") == registry_digest != before
     flagged = load_settings(discovery={"limit": 3})  # flags merged over the environment keep the secret
     assert flagged.images.registry_password is not None
     assert flagged.images.registry_password.get_secret_value() == SECRET

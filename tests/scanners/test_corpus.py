@@ -487,7 +487,7 @@ def test_allow_listed_remote_code_is_accepted(corpus: Corpus) -> None:
         source.close()
     assert report.verdict is Verdict.ACCEPTED
     assert {codes.REMOTE_CODE_AUTO_MAP, codes.REMOTE_CODE_ALLOWED} <= set(report.codes)
-    assert report.policy_digest == settings.policy_digest() != corpus.settings.policy_digest()
+    assert report.policy_digest == settings.policy_digest("screen") != corpus.settings.policy_digest("screen")
 
 
 def test_unknown_repo_at_a_pinned_revision_is_rejected(corpus: Corpus) -> None:
