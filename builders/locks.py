@@ -49,6 +49,29 @@ def lock_path(runtime: str) -> Path:
     return LOCK_DIR / f"{runtime}.txt"
 
 
+def build_lock_name(runtime: str) -> str:
+    """The lock of a runtime's source-build requirements (`locks/<runtime>-build.txt`)."""
+    return f"{runtime}-build"
+
+
+def requirement_block(lock_text: str, package: str) -> str:
+    """The lock's entry for one package (its `name==version` line with every `--hash`), or "" when absent."""
+    for block in re.split(r"\n(?=\S)", lock_text):
+        match = _PIN.match(block)
+        if match and normalize(match.group(1)) == normalize(package):
+            return block.strip() + "\n"
+    return ""
+
+
+def with_wheel_hash(lock_text: str, package: str, sha256: str) -> str:
+    """The lock with `package` pinned to one wheel's sha256 instead of its sdist's (a wheel compiled here)."""
+    block = requirement_block(lock_text, package)
+    if not block:
+        raise RecipeError(f"{package} is not in the lock; run `make lock`")
+    pin = block.split("\\", 1)[0].strip()
+    return lock_text.replace(block.rstrip("\n"), f"{pin} \\\n    --hash=sha256:{sha256}")
+
+
 def read_lock(runtime: str) -> str:
     """The lock text of a buildable runtime, or "" when it was never generated (the build then refuses)."""
     path = lock_path(runtime)

@@ -45,7 +45,7 @@ from flows.stage import verify_staged
 from registry.blobs import RegionalBlobStore, model_prefix, parse_connection_string, translate
 from registry.catalog import CatalogStore
 from registry.errors import RegistryError
-from registry.keys import SigningKeyError, signing_key
+from registry.keys import SigningKeyError, public_pem, signing_key
 from registry.schema import (
     BenchmarkMetrics,
     ConformanceReport,
@@ -255,6 +255,7 @@ def _exercise(
         "MODEL_BLOB_URL": url,
         "MODEL_ID": ref.repo_id,
         "MODEL_REVISION": ref.revision,
+        **_entrypoint_env(settings, region),
     }
     spec = ContainerSpec(
         image=image.pinned,
@@ -273,6 +274,13 @@ def _exercise(
         )
         metrics = _benchmark(settings, spec, ref.repo_id, tokenizer_dir) if task_name == "chat" else None
     return report, metrics
+
+
+def _entrypoint_env(settings: Settings, region: str) -> dict[str, str]:
+    """What the shared entrypoint needs besides the blob URL: the region (for its messages) and the public key
+    it verifies the weights' model-signing signature with (builders/recipes/model_entrypoint.py)."""
+    public = public_pem(signing_key(settings).public_key()).decode()
+    return {"MODEL_REGION": region, "MODEL_SIGNING_PUBLIC_KEY": public}
 
 
 def _finish(settings: Settings, ref: ModelRef, result: ValidationResult, plot: Path | None = None) -> ValidationResult:

@@ -108,6 +108,9 @@ class ImageSettings(_Section):
     trivy_skip_db_update: bool = False
     trivy_db_repository: str = ""
     runtimes: tuple[str, ...] = ("hf-serve",)
+    weekly_runtimes: tuple[str, ...] = Field(
+        default=(), description="large images only the weekly build-runtime-images deployment builds (opt in)"
+    )
 
 
 class CatalogSettings(_Section):
