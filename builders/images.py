@@ -37,7 +37,7 @@ from builders.local_wheels import CompiledWheel, ensure_compiled_wheel, extract_
 from builders.locks import pins, require_lock, requirement_block, with_wheel_hash
 from builders.recipes.base import Recipe
 from builders.recipes.offline import ENTRYPOINT_REQUIREMENTS_FILE, SDIST_FILES_DIR, split_lock
-from builders.wheel_server import WheelServer, serve_wheels
+from builders.wheel_server import serve_wheels
 from registry.oci import ImageName, OciClient, OciError
 
 LABEL_RUNTIME = "io.curation.runtime"
@@ -230,9 +230,9 @@ def _run_build(
     log: Log,
     *,
     wheels_url: str | None = None,
-    on_step: Callable[[], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> None:
-    """Build with the classic builder; `on_step` runs as each step starts (the previous one is committed)."""
+    """Build with the classic builder; `on_step(line)` runs as each step starts (the one before is committed)."""
     tail: list[str] = []
     try:
         stream = client.api.build(
@@ -251,7 +251,7 @@ def _run_build(
                 raise ImageBuildError(f"building {reference} failed: {chunk['error'].strip()}\n" + "".join(tail[-20:]))
             line = str(chunk.get("stream", ""))
             if line.startswith("Step ") and on_step is not None:
-                on_step()
+                on_step(line)
             if line.strip():
                 tail.append(line)
                 log(line.rstrip())
@@ -318,7 +318,12 @@ def build_image(
         if force or not _find_local(client, reference, digest):
             _require_base(client, recipe)
             labels = _labels(recipe, digest, revision or source_revision())
-            _build(client, recipe, inputs, reference, labels, wheel_dir, log)
+            try:
+                _build(client, recipe, inputs, reference, labels, wheel_dir, log)
+            except ImageBuildError:
+                if recipe.transient_build:
+                    _prune_dangling(client, log)
+                raise
             built = True
         pushed_digest = _push(client, reference, log)
         if recipe.transient_build:
@@ -351,40 +356,72 @@ def _build(
     wheel_dir: Path,
     log: Log,
 ) -> None:
-    wheels = sorted({path for lock in inputs.index_locks if pins(lock) for path in ensure_wheels(lock, wheel_dir, log)})
-    wheels += [compiled.wheel for compiled in inputs.compiled.values()]
+    needs: dict[Path, set[str]] = {}  # wheel -> the requirement files that install it
+    for part, text in inputs.requirements.items():
+        lock = _without(text, inputs.compiled)
+        for path in ensure_wheels(lock, wheel_dir, log) if pins(lock) else []:
+            needs.setdefault(path, set()).add(part)
+    wheels = [*sorted(needs), *(compiled.wheel for compiled in inputs.compiled.values())]
     with tempfile.TemporaryDirectory(prefix=f"ctx-{recipe.runtime}-", dir=wheel_dir.parent) as tmp:
         _context(recipe, inputs, Path(tmp))
         if not wheels:
             _run_build(client, Path(tmp), reference, labels, log)
             return
+        releaser = _WheelReleaser(needs, wheel_dir, log) if recipe.transient_build else None
         with serve_wheels(wheels) as server:
-            on_step = (lambda: _delete_sent(server, wheel_dir, log)) if recipe.transient_build else None
+            on_step = releaser.step if releaser is not None else None
             _run_build(client, Path(tmp), reference, labels, log, wheels_url=server.url, on_step=on_step)
 
 
-def _delete_sent(server: WheelServer, wheel_dir: Path, log: Log) -> None:
-    """Delete the transient wheels already installed (a new build step starts once the last one is committed)."""
-    freed = 0
-    for name in server.take_sent():
-        path = server.files[name]
-        if path.parent == wheel_dir and path.is_file():
-            freed += path.stat().st_size
-            path.unlink()
-    if freed:
-        log(f"deleted {freed / 1e9:.2f} GB of installed wheels from {wheel_dir}")
+class _WheelReleaser:
+    """Deletes a transient build's wheels as soon as every layer that installs them is committed.
+
+    Build steps run one after another and a step's log line appears once the step before it is committed, so
+    when a step starts, the requirement file the previous RUN installed (`-r /tmp/<file>`) is done.
+    """
+
+    _INSTALLS = re.compile(r"\sRUN\s.*-r /tmp/(\S+)")
+
+    def __init__(self, needs: dict[Path, set[str]], wheel_dir: Path, log: Log) -> None:
+        self.needs = needs
+        self.wheel_dir = wheel_dir
+        self.log = log
+        self.done: set[str] = set()
+        self.current: str | None = None
+
+    def step(self, line: str) -> None:
+        if self.current is not None:
+            self.done.add(self.current)
+            freed = 0
+            for path, parts in self.needs.items():
+                if parts <= self.done and path.parent == self.wheel_dir and path.is_file():
+                    freed += path.stat().st_size
+                    path.unlink()
+            if freed:
+                self.log(f"deleted {freed / 1e9:.2f} GB of installed wheels from {self.wheel_dir}")
+        match = self._INSTALLS.search(line)
+        self.current = match.group(1) if match else None
 
 
 def _drop_local(client: docker.DockerClient, reference: str, log: Log) -> None:
     """After a transient build's push: the registry holds the image, so the engine drops it and dangling layers."""
     try:
         client.images.remove(reference, force=True)
-        pruned = client.images.prune(filters={"dangling": True})
     except APIError as exc:
         log(f"could not remove the local copy of {reference}: {exc}")
         return
-    reclaimed = pruned.get("SpaceReclaimed", 0) / 1e9
-    log(f"removed the local copy of {reference}; pruned {reclaimed:.2f} GB of dangling layers")
+    log(f"removed the local copy of {reference}")
+    _prune_dangling(client, log)
+
+
+def _prune_dangling(client: docker.DockerClient, log: Log) -> None:
+    """Remove untagged images (the layers a transient build left behind); they are GBs and never reused."""
+    try:
+        pruned = client.images.prune(filters={"dangling": True})
+    except APIError as exc:
+        log(f"could not prune dangling layers: {exc}")
+        return
+    log(f"pruned {(pruned.get('SpaceReclaimed') or 0) / 1e9:.2f} GB of dangling layers")
 
 
 def image_labels(docker_host: str, reference: str) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 The build's `pip install --no-index --require-hashes` reads the index page (links to exactly these files) and
 downloads only what the lock lists, each checked against its hash, so no wheel ever enters the build context or
-a layer. The server answers GET and HEAD for the listed names only, records which files were sent in full, and
-runs in a daemon thread for the duration of a `with` block.
+a layer. The server answers GET and HEAD for the listed names only and runs in a daemon thread for the duration
+of a `with` block.
 """
 
 from __future__ import annotations
@@ -20,31 +20,28 @@ from pathlib import Path
 
 
 class WheelServer:
-    """The running server: its URL, and the wheels it has sent in full so far."""
+    """The running server: its URL and the files it serves."""
 
     def __init__(self, files: dict[str, Path]) -> None:
         self.files = dict(files)
-        self.sent: set[str] = set()
-        self._lock = threading.Lock()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._http.daemon_threads = True
+        self._thread = threading.Thread(target=self._http.serve_forever, name="wheel-server", daemon=True)
         self.url = f"http://127.0.0.1:{self._http.server_address[1]}/"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(timeout=10)
 
     def index(self) -> bytes:
         links = "".join(
             f'<a href="{urllib.parse.quote(name)}">{html.escape(name)}</a>\n' for name in sorted(self.files)
         )
         return f"<!DOCTYPE html><html><body>\n{links}</body></html>\n".encode()
-
-    def mark_sent(self, name: str) -> None:
-        with self._lock:
-            self.sent.add(name)
-
-    def take_sent(self) -> set[str]:
-        """The names sent in full since the last call."""
-        with self._lock:
-            sent, self.sent = self.sent, set()
-        return sent
 
 
 def _handler(server: WheelServer) -> type[BaseHTTPRequestHandler]:
@@ -71,7 +68,6 @@ def _handler(server: WheelServer) -> type[BaseHTTPRequestHandler]:
             if body:
                 with path.open("rb") as handle:
                     shutil.copyfileobj(handle, self.wfile, 1 << 20)
-                server.mark_sent(name)
 
         def _headers(self, status: HTTPStatus, content_type: str, length: int) -> None:
             self.send_response(status)
@@ -89,11 +85,8 @@ def _handler(server: WheelServer) -> type[BaseHTTPRequestHandler]:
 def serve_wheels(wheels: list[Path]) -> Iterator[WheelServer]:
     """Serve `wheels` (by file name) on 127.0.0.1 until the block ends."""
     server = WheelServer({path.name: path for path in wheels})
-    thread = threading.Thread(target=server._http.serve_forever, name="wheel-server", daemon=True)
-    thread.start()
+    server.start()
     try:
         yield server
     finally:
-        server._http.shutdown()
-        server._http.server_close()
-        thread.join(timeout=10)
+        server.stop()

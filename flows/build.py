@@ -29,7 +29,7 @@ from builders.errors import BuildersError
 from builders.images import build_image
 from builders.locks import proposed_updates
 from builders.recipes import get_recipe
-from builders.sbom import validate_spdx
+from builders.sbom import complete_license_refs, validate_spdx
 from builders.signing import attach_sbom, attach_scan_report, sign_image, verify_image
 from flows.settings import settings_from
 from registry.catalog import CatalogStore
@@ -95,6 +95,7 @@ def _publish_one(runtime: str, settings: Settings, docker_host: str, registry: s
     pinned = built.pinned
     summary, report = scan_task(pinned, settings)
     allow_reasons = {entry.id: entry.reason for entry in settings.images.allowed_cves}
+    allow_reasons |= {f"secret:{entry.rule}": entry.reason for entry in settings.images.allowed_secrets}
     create_markdown_artifact(
         key=f"image-scan-{_slug(runtime)}",
         markdown=summary_markdown(pinned, summary, allow_reasons),
@@ -110,7 +111,7 @@ def _publish_one(runtime: str, settings: Settings, docker_host: str, registry: s
             scan=summary,
         )
     options = TrivyOptions.from_settings(settings)
-    sbom_bytes = sbom_spdx(pinned, options)
+    sbom_bytes = complete_license_refs(sbom_spdx(pinned, options))
     sbom = attach_sbom(built.reference, built.digest, sbom_bytes, validate_spdx(sbom_bytes))
     attach_scan_report(built.reference, built.digest, report)
     key = signing_key(settings)

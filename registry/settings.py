@@ -99,10 +99,20 @@ class AllowedCve(_Section):
     expires: str | None = None
 
 
+class AllowedSecret(_Section):
+    """A secret finding accepted with a recorded reason: Trivy's rule id in files matching a glob (the scan target)."""
+
+    rule: str
+    path: str
+    reason: str
+    expires: str | None = None
+
+
 class ImageSettings(_Section):
     registry: str = "127.0.0.1:5000"
     fail_on_fixable: tuple[str, ...] = ("CRITICAL",)
     allowed_cves: tuple[AllowedCve, ...] = ()
+    allowed_secrets: tuple[AllowedSecret, ...] = ()
     denied_licenses: tuple[str, ...] = ()
     trivy_cache_dir: str = ""
     trivy_skip_db_update: bool = False

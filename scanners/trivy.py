@@ -12,6 +12,7 @@ The gate (`gate`) turns a report into a `ScanSummary`: a vulnerability of a seve
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import subprocess
 from collections import Counter
@@ -150,17 +151,26 @@ def sbom_spdx(image: str, options: TrivyOptions) -> bytes:
 # --------------------------------------------------------------------------------------------- gate
 
 
+def _current(expires: str | None, today: date) -> bool:
+    """An allow-list entry counts until its expiry date (an unreadable date never counts)."""
+    if not expires:
+        return True
+    try:
+        return date.fromisoformat(expires) >= today
+    except ValueError:
+        return False
+
+
 def _allow_list(policy: ImageSettings, today: date) -> dict[str, str]:
-    allowed: dict[str, str] = {}
-    for entry in policy.allowed_cves:
-        if entry.expires:
-            try:
-                if date.fromisoformat(entry.expires) < today:
-                    continue
-            except ValueError:
-                continue
-        allowed[entry.id] = entry.reason
-    return allowed
+    return {entry.id: entry.reason for entry in policy.allowed_cves if _current(entry.expires, today)}
+
+
+def _secret_allowed(policy: ImageSettings, rule: str, target: str, today: date) -> bool:
+    """A secret finding the policy accepts: same rule, file matching the entry's glob, entry not expired."""
+    return any(
+        entry.rule == rule and fnmatch.fnmatch(target, entry.path) and _current(entry.expires, today)
+        for entry in policy.allowed_secrets
+    )
 
 
 def gate(
@@ -172,7 +182,8 @@ def gate(
     today: date | None = None,
 ) -> ScanSummary:
     """Apply the image policy to a Trivy JSON report."""
-    allow = _allow_list(policy, today or datetime.now(UTC).date())
+    today = today or datetime.now(UTC).date()
+    allow = _allow_list(policy, today)
     fail_on = {s.upper() for s in policy.fail_on_fixable}
     denied = set(policy.denied_licenses)
     counts: Counter[str] = Counter()
@@ -200,7 +211,11 @@ def gate(
                     blocking.append(vuln_id)
         for secret in result.get("Secrets") or []:
             secrets += 1
-            blocking.append(f"secret:{secret.get('RuleID', 'unknown')}")
+            finding = f"secret:{secret.get('RuleID', 'unknown')}"
+            if _secret_allowed(policy, str(secret.get("RuleID", "")), str(result.get("Target", "")), today):
+                allowed.append(finding)
+            else:
+                blocking.append(finding)
         for lic in result.get("Licenses") or []:
             name = str(lic.get("Name", ""))
             if name in denied:

@@ -37,12 +37,15 @@ RUNTIME_REQUIREMENTS_FILE = "requirements.txt"
 ENTRYPOINT_REQUIREMENTS_FILE = "entrypoint-requirements.txt"
 # Where the builder puts a source build's `sdist_files` in the build context (one folder per package).
 SDIST_FILES_DIR = "sdist-files"
-# The CUDA images' install layers (Recipe.install_layers), each a few GB of wheels: committing one layer needs
-# about twice its size on disk, so several small ones need far less than one large one.
+# The CUDA images' install layers (Recipe.install_layers), each one to two GB installed: committing a layer needs
+# about twice its size on disk for a moment, so several small ones need far less than one large one.
 CUDA_INSTALL_LAYERS = (
-    ("nvidia-cudnn*", "nvidia-cublas*", "nvidia-cusparselt*", "nvidia-nccl*"),
+    ("nvidia-cudnn*", "nvidia-cusparselt*"),
+    ("nvidia-cublas*", "nvidia-nccl*", "nvidia-nvshmem*"),
     ("nvidia-*", "cuda-*"),
-    ("torch", "triton", "*-triton"),
+    ("torch",),
+    ("triton", "*-triton", "torch*"),
+    ("vllm", "sglang", "flashinfer*", "sgl-*", "sglang-*"),
 )
 # What CPU images drop from torch: headers, cmake files and tests are never used by a server.
 CPU_TORCH_TRIM = ("torch/include", "torch/share/cmake", "torch/test")
