@@ -34,7 +34,7 @@ from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
 from builders.errors import ImageBuildError, NotBuildableError
 from builders.local_wheels import CompiledWheel, ensure_compiled_wheel, extract_sdist_files
-from builders.locks import pins, require_lock, requirement_block, with_wheel_hash
+from builders.locks import locked_pip_env, pins, require_lock, requirement_block, with_wheel_hash
 from builders.recipes.base import Recipe
 from builders.recipes.offline import ENTRYPOINT_REQUIREMENTS_FILE, SDIST_FILES_DIR, split_lock
 from builders.wheel_server import serve_wheels
@@ -96,7 +96,9 @@ def ensure_wheels(lock_text: str, cache_dir: Path = DEFAULT_WHEEL_CACHE, log: Lo
     if LOCAL_WHEELS.is_dir():
         command += ["--find-links", str(LOCAL_WHEELS)]
     try:
-        result = subprocess.run([*command, "-r", handle.name], capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [*command, "-r", handle.name], capture_output=True, text=True, check=False, env=locked_pip_env()
+        )
     finally:
         Path(handle.name).unlink(missing_ok=True)
     if result.returncode != 0:
@@ -367,13 +369,13 @@ def _build(
         if not wheels:
             _run_build(client, Path(tmp), reference, labels, log)
             return
-        releaser = _WheelReleaser(needs, wheel_dir, log) if recipe.transient_build else None
+        releaser = WheelReleaser(needs, wheel_dir, log) if recipe.transient_build else None
         with serve_wheels(wheels) as server:
             on_step = releaser.step if releaser is not None else None
             _run_build(client, Path(tmp), reference, labels, log, wheels_url=server.url, on_step=on_step)
 
 
-class _WheelReleaser:
+class WheelReleaser:
     """Deletes a transient build's wheels as soon as every layer that installs them is committed.
 
     Build steps run one after another and a step's log line appears once the step before it is committed, so

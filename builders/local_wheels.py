@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builders.errors import ImageBuildError
-from builders.locks import normalize, requirement_block
+from builders.locks import locked_pip_env, normalize, requirement_block
 from builders.recipes.base import SourceBuild
 
 Log = Callable[[str], None]
@@ -132,15 +132,16 @@ def _compile(build: SourceBuild, pin: str, build_lock: str, target: Path) -> Non
         work = Path(tmp)
         (work / "pin.txt").write_text(pin)
         (work / "build.txt").write_text(build_lock)
-        _run([*pip, "download", "--no-deps", "--no-binary", ":all:", "--require-hashes", "-r", str(work / "pin.txt"),
-              "-d", str(work / "sdist")], f"downloading the {build.package} sdist")  # fmt: skip
+        pinned = locked_pip_env()
+        download = [*pip, "download", "--no-deps", "--no-binary", ":all:", "--require-hashes"]
+        _run([*download, "-r", str(work / "pin.txt"), "-d", str(work / "sdist")], "downloading the sdist", env=pinned)
         sdist = next((work / "sdist").iterdir())
         _run([sys.executable, "-m", "venv", str(work / "env")], "creating the build venv")
         env_pip = [str(work / "env" / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
-        _run([*env_pip, "install", "--require-hashes", "--no-deps", "--only-binary", ":all:",
-              "-r", str(work / "build.txt")], "installing the locked build requirements")  # fmt: skip
+        install = [*env_pip, "install", "--require-hashes", "--no-deps", "--only-binary", ":all:"]
+        _run([*install, "-r", str(work / "build.txt")], "installing the locked build requirements", env=pinned)
         env = {
-            **os.environ,
+            **pinned,
             **build.env,
             "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
             "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1),

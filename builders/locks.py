@@ -9,6 +9,7 @@ weekly rebuild, proposes updates: what a fresh resolution of the same requiremen
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -43,6 +44,15 @@ class ProposedUpdate:
 def normalize(name: str) -> str:
     """PEP 503 name normalisation (`Foo_Bar` and `foo-bar` are the same project)."""
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_pip_env() -> dict[str, str]:
+    """The environment for pip runs over a complete, hash-pinned lock: host-wide constraints are dropped.
+
+    A machine may cap packages for its own environments (here /etc/xdg/pip caps torch and torchvision at the
+    builds on its disk); the lock already pins every wheel of an image by hash, and a cap would only refuse it.
+    """
+    return {**os.environ, "PIP_CONSTRAINT": os.devnull}
 
 
 def lock_path(runtime: str) -> Path:
