@@ -124,13 +124,9 @@ class BuildInputs:
     requirements: dict[str, str]
     compiled: dict[str, CompiledWheel]
 
-    @property
-    def index_locks(self) -> list[str]:
-        """The lock parts whose wheels come from the index (everything but the compiled packages)."""
-        return [_without(text, self.compiled) for text in self.requirements.values()]
-
 
 def _without(lock_text: str, compiled: dict[str, CompiledWheel]) -> str:
+    """The lock part less the packages compiled here (their wheels do not come from the index)."""
     for package in compiled:
         lock_text = lock_text.replace(requirement_block(lock_text, package).rstrip("\n"), "")
     return lock_text

@@ -81,10 +81,11 @@ def build(
 
 
 def _build_note(runtimes: list[str]) -> str:
-    from builders.recipes import get_recipe
+    from builders.recipes import all_recipes
 
     named = ", ".join(runtimes) or "images.runtimes"
-    if any(get_recipe(r).transient_build for r in runtimes if r):
+    recipes = all_recipes()
+    if any(r in recipes and recipes[r].transient_build for r in runtimes):
         return f"building {named}: a CUDA image fetches and installs several GB (tens of minutes; see docs/images.md)"
     return f"building {named} (the first build of an image takes a few minutes)"
 

@@ -1,18 +1,22 @@
 """Stage a model into Azurite the way the stage flow lays it out (files, manifest, model-signing signature), for
-tests that start runtime images directly; and run a container to its exit."""
+tests that start runtime images directly; run a container to its exit, or serve with one until a block ends."""
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import docker
+import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasPermissions, generate_container_sas
 
 from devstack.azurite import AzuriteStack
+from devstack.net import wait_for_http
 from registry.blobs import MANIFEST_NAME, SIGNATURE_NAME, WeightsManifest, parse_connection_string
 from registry.keys import KeyPair, generate_private_pem, key_id, load_private_key, public_pem
 from registry.schema import StagedFile
@@ -105,4 +109,29 @@ def run_to_exit(docker_host: str, image: str, command: list[str], env: dict[str,
         finally:
             container.remove(force=True)
     finally:
+        client.close()
+
+
+@dataclass
+class Served:
+    """A server container's log, filled in once the `serving` block has ended."""
+
+    logs: str = ""
+
+
+@contextmanager
+def serving(docker_host: str, image: str, command: list[str], env: dict[str, str], health_url: str) -> Iterator[Served]:
+    """Run a server container on the host network, wait for its health URL, yield; then remove it."""
+    client = docker.DockerClient(base_url=docker_host)
+    container = client.containers.run(image, command=command, environment=env, network_mode="host", detach=True)
+    served = Served()
+    try:
+        try:
+            wait_for_http(health_url, timeout=180)
+        except TimeoutError:
+            pytest.fail(f"{image} did not come up:\n" + container.logs().decode(errors="replace")[-3000:])
+        yield served
+    finally:
+        served.logs = container.logs().decode(errors="replace")
+        container.remove(force=True)
         client.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import docker
 import httpx
 import pytest
 
@@ -16,10 +15,10 @@ from builders.recipes import get_recipe
 from devstack.azurite import AzuriteStack
 from devstack.docker_engine import DockerStack
 from devstack.hub_server import HubServer
-from devstack.net import free_port, wait_for_http
+from devstack.net import free_port
 from devstack.samples import SampleSet, tiny
 from devstack.samples.build import export_repo
-from tests.builders.staged import REGION, new_key, run_to_exit, stage_signed
+from tests.builders.staged import REGION, new_key, run_to_exit, serving, stage_signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -41,22 +40,12 @@ def test_hf_serve_serves_a_signed_model_from_azurite_and_never_asks_the_hub(
     hub = hub_factory(sample_set.store())
     port = free_port()
     recipe = get_recipe("hf-serve")
-    client = docker.DockerClient(base_url=docker_stack.docker_host)
     # The trap: the Hub test server holds this very repo, and the container is told where it is and that it may
     # go online. Only the entrypoint's verified local copy may be served.
     env = staged.env(HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0")
-    container = client.containers.run(
-        hf_serve_image.pinned,
-        command=recipe.launch_args(REPO_ID, port=port, host="127.0.0.1"),
-        environment=env,
-        network_mode="host",
-        detach=True,
-    )
-    try:
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}{recipe.health_path}", timeout=180)
-        except TimeoutError:
-            pytest.fail("hf-serve did not come up:\n" + container.logs().decode(errors="replace")[-3000:])
+    command = recipe.launch_args(REPO_ID, port=port, host="127.0.0.1")
+    health = f"http://127.0.0.1:{port}{recipe.health_path}"
+    with serving(docker_stack.docker_host, hf_serve_image.pinned, command, env, health) as served:
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=30).json()
         assert REPO_ID in {m["id"] for m in models["data"]}
         response = httpx.post(
@@ -74,10 +63,7 @@ def test_hf_serve_serves_a_signed_model_from_azurite_and_never_asks_the_hub(
         assert body["object"] == "chat.completion"
         assert isinstance(body["choices"][0]["message"]["content"], str)
         assert body["usage"]["completion_tokens"] >= 1
-    finally:
-        logs = container.logs().decode(errors="replace")
-        container.remove(force=True)
-        client.close()
+    logs = served.logs
     assert f"{REPO_ID} ready" in logs and f"region {REGION}" in logs
     assert hub.requests.entries() == [], "the runtime asked the Hub"
 

@@ -22,14 +22,14 @@ from builders.recipes import get_recipe
 from builders.recipes.llama_cpp import CONVERTER, PYTHON, QUANTIZER
 from devstack.azurite import AzuriteStack
 from devstack.docker_engine import DockerStack
-from devstack.net import free_port, wait_for_http
+from devstack.net import free_port
 from devstack.samples import SampleSet
 from devstack.samples.build import export_repo
 from devstack.samples.expectations import SMOLLM2
 from devstack.samples.real import smollm2_gguf
 from registry.blobs import MANIFEST_NAME, SIGNATURE_NAME
 from registry.schema import CheckStatus
-from tests.builders.staged import REGION, new_key, stage_signed
+from tests.builders.staged import REGION, new_key, serving, stage_signed
 from validators.conformance import run_suite
 from validators.conformance_checks.base import Target
 from validators.weights_signing import sign_weights
@@ -59,24 +59,11 @@ def test_llama_cpp_serves_a_signed_gguf_and_passes_basic_chat(
     staged = stage_signed(azurite, "weights-llamacpp", REPO_ID, REVISION, files, new_key(tmp_path / "key"))
     recipe = get_recipe("llama-cpp")
     port = free_port()
-    client = docker.DockerClient(base_url=docker_stack.docker_host)
-    container = client.containers.run(
-        llama_cpp_image.pinned,
-        command=recipe.launch_args(REPO_ID, port=port, host="127.0.0.1", context_length=2048),
-        environment=staged.env(),
-        network_mode="host",
-        detach=True,
-    )
-    try:
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}{recipe.health_path}", timeout=180)
-        except TimeoutError:
-            pytest.fail("llama.cpp did not come up:\n" + container.logs().decode(errors="replace")[-3000:])
+    command = recipe.launch_args(REPO_ID, port=port, host="127.0.0.1", context_length=2048)
+    health = f"http://127.0.0.1:{port}{recipe.health_path}"
+    with serving(docker_stack.docker_host, llama_cpp_image.pinned, command, staged.env(), health) as served:
         report = run_suite(Target(f"http://127.0.0.1:{port}/v1", REPO_ID, task="chat"))
-    finally:
-        logs = container.logs().decode(errors="replace")
-        container.remove(force=True)
-        client.close()
+    logs = served.logs
     statuses = {check.name: check for check in report.checks}
     failing = {name: statuses[name].detail for name in BASIC_CHAT if statuses[name].status is not CheckStatus.PASS}
     assert not failing, failing
@@ -126,20 +113,10 @@ def test_llama_cpp_converts_and_quantizes_inside_the_image_offline(
 
     try:
         # The converter reads the safetensors only once the shared entrypoint verified their signature.
-        run(
-            ["--exec", PYTHON, CONVERTER, "{model_dir}", "--outtype", "q8_0", "--outfile", "/out/q8_0.gguf"],
-            MODEL_DIR="/staged",
-            MODEL_ID=SMOLLM2,
-            MODEL_REVISION=REVISION,
-            MODEL_SIGNING_PUBLIC_KEY=key,
-        )
-        run(
-            ["--exec", PYTHON, CONVERTER, "{model_dir}", "--outtype", "f16", "--outfile", "/out/f16.gguf"],
-            MODEL_DIR="/staged",
-            MODEL_ID=SMOLLM2,
-            MODEL_REVISION=REVISION,
-            MODEL_SIGNING_PUBLIC_KEY=key,
-        )
+        verified = {"MODEL_DIR": "/staged", "MODEL_ID": SMOLLM2, "MODEL_REVISION": REVISION}
+        for outtype in ("q8_0", "f16"):
+            convert = [CONVERTER, "{model_dir}", "--outtype", outtype, "--outfile", f"/out/{outtype}.gguf"]
+            run(["--exec", PYTHON, *convert], **verified, MODEL_SIGNING_PUBLIC_KEY=key)
         run([QUANTIZER, "/out/f16.gguf", "/out/q4_k_m.gguf", "q4_k_m"], entrypoint=[PYTHON])
     finally:
         client.close()
