@@ -1,10 +1,16 @@
 """Build, tag and push runtime images through the Docker Engine API (`docker` SDK), cached by recipe digest.
 
 Tags are reproducible: `<registry>/<runtime>:<version>-<recipe digest, 12 hex>`, where the digest covers the
-recipe (Dockerfile, files, requirements) and the exact wheel set. A recipe whose tag already exists in the
-registry is not rebuilt (and not pushed); one whose image is in the local engine with the same recipe-digest
-label is only pushed. Builds run with the classic builder and `network_mode="none"`: everything the image
-needs is in the build context (wheels downloaded on the host into a cache, installed with `--no-index`).
+recipe (Dockerfile, files, the hash-pinned locks) and the sha256 of any wheel compiled here. A recipe whose tag
+already exists in the registry is not rebuilt (and not pushed; its wheels are not even fetched); one whose image
+is in the local engine with the same recipe-digest label is only pushed.
+
+Builds use the classic builder. The locked wheels are downloaded on the host once (`ensure_wheels`, hash-checked
+by pip) and served to the build on a loopback port (`builders/wheel_server.py`); the build runs on the host
+network only to reach it, and pip installs with `--no-index --require-hashes`, so no wheel is in the context or a
+layer. A `transient_build` recipe (multi-GB GPU images) fetches its wheels into a folder of its own, deletes
+each install layer's wheels once that layer is committed and the rest after the push, and removes the local
+image and dangling layers after the push: the registry keeps the only copy.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,14 +33,18 @@ import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
 from builders.errors import ImageBuildError, NotBuildableError
-from builders.locks import pins, require_lock
+from builders.local_wheels import CompiledWheel, ensure_compiled_wheel, extract_sdist_files
+from builders.locks import locked_pip_env, pins, require_lock, requirement_block, with_wheel_hash
 from builders.recipes.base import Recipe
+from builders.recipes.offline import ENTRYPOINT_REQUIREMENTS_FILE, SDIST_FILES_DIR, split_lock
+from builders.wheel_server import serve_wheels
 from registry.credentials import RegistryCredentials
 from registry.oci import ImageName, OciClient, OciError
 
 LABEL_RUNTIME = "io.curation.runtime"
 LABEL_RECIPE = "io.curation.recipe-digest"
 DEFAULT_WHEEL_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "wheels"
+TRANSIENT_WHEELS = "build-wheels"  # beside the wheel cache: <cache>/../build-wheels/<runtime>/, deleted after a push
 LOCAL_WHEELS = Path("/opt/wheels")  # where the local CPU torch wheel lives on the dev machines and CI
 
 Log = Callable[[str], None]
@@ -87,7 +97,9 @@ def ensure_wheels(lock_text: str, cache_dir: Path = DEFAULT_WHEEL_CACHE, log: Lo
     if LOCAL_WHEELS.is_dir():
         command += ["--find-links", str(LOCAL_WHEELS)]
     try:
-        result = subprocess.run([*command, "-r", handle.name], capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [*command, "-r", handle.name], capture_output=True, text=True, check=False, env=locked_pip_env()
+        )
     finally:
         Path(handle.name).unlink(missing_ok=True)
     if result.returncode != 0:
@@ -103,13 +115,46 @@ def ensure_wheels(lock_text: str, cache_dir: Path = DEFAULT_WHEEL_CACHE, log: Lo
     return [cache_dir / name for name in names]
 
 
+# --------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What a build installs: requirement files by build-context name, and the wheels compiled here."""
+
+    requirements: dict[str, str]
+    compiled: dict[str, CompiledWheel]
+
+
+def _without(lock_text: str, compiled: dict[str, CompiledWheel]) -> str:
+    """The lock part less the packages compiled here (their wheels do not come from the index)."""
+    for package in compiled:
+        lock_text = lock_text.replace(requirement_block(lock_text, package).rstrip("\n"), "")
+    return lock_text
+
+
+def build_inputs(recipe: Recipe, wheel_cache: Path = DEFAULT_WHEEL_CACHE, log: Log = _quiet) -> BuildInputs:
+    """The requirement files of a recipe (compiling its source builds first, once per host)."""
+    lock = require_lock(recipe.runtime, recipe.lock) if recipe.requirements else ""
+    compiled: dict[str, CompiledWheel] = {}
+    for build in recipe.source_builds:
+        wheel = ensure_compiled_wheel(build, lock, recipe.build_lock, wheel_cache, log)
+        compiled[build.package] = wheel
+        lock = with_wheel_hash(lock, build.package, wheel.sha256)
+    requirements = split_lock(lock, recipe.install_layers) if lock else {}
+    entrypoint_lock = recipe.build_files.get(ENTRYPOINT_REQUIREMENTS_FILE)
+    if entrypoint_lock is not None:
+        requirements[ENTRYPOINT_REQUIREMENTS_FILE] = require_lock("entrypoint", entrypoint_lock)
+    return BuildInputs(requirements=requirements, compiled=compiled)
+
+
 # --------------------------------------------------------------------------------------------- identity
 
 
-def recipe_digest(recipe: Recipe, wheels: Iterable[Path] = ()) -> str:
-    """The build cache key: the recipe plus the names and sizes of the wheels it installs."""
-    wheel_set = sorted((p.name, p.stat().st_size) for p in wheels)
-    return recipe.digest(extra={"wheels": wheel_set})
+def recipe_digest(recipe: Recipe, inputs: BuildInputs | None = None) -> str:
+    """The build cache key: the recipe (its locks included) plus the sha256 of each wheel compiled here."""
+    compiled = {package: wheel.sha256 for package, wheel in sorted((inputs.compiled if inputs else {}).items())}
+    return recipe.digest(extra={"compiled": compiled} if compiled else None)
 
 
 def image_reference(registry: str, recipe: Recipe, digest: str) -> str:
@@ -151,20 +196,15 @@ def source_revision() -> str:
 # --------------------------------------------------------------------------------------------- build
 
 
-def _context(recipe: Recipe, wheels: list[Path], target: Path) -> None:
-    for name, text in recipe.build_files.items():
+def _context(recipe: Recipe, inputs: BuildInputs, target: Path) -> None:
+    for name, text in {**recipe.build_files, **inputs.requirements}.items():
         path = target / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    if recipe.requirements:
-        (target / "requirements.txt").write_text(recipe.lock)
-        wheel_dir = target / "wheels"
-        wheel_dir.mkdir()
-        for wheel in wheels:
-            try:
-                os.link(wheel, wheel_dir / wheel.name)
-            except OSError:
-                shutil.copy2(wheel, wheel_dir / wheel.name)
+    for build in recipe.source_builds:
+        extract_sdist_files(
+            inputs.compiled[build.package].sdist, build.sdist_files, target / SDIST_FILES_DIR / build.package
+        )
 
 
 def _find_local(client: docker.DockerClient, reference: str, digest: str) -> bool:
@@ -181,14 +221,25 @@ def _find_local(client: docker.DockerClient, reference: str, digest: str) -> boo
     return True
 
 
-def _run_build(client: docker.DockerClient, context: Path, reference: str, labels: dict[str, str], log: Log) -> None:
+def _run_build(
+    client: docker.DockerClient,
+    context: Path,
+    reference: str,
+    labels: dict[str, str],
+    log: Log,
+    *,
+    wheels_url: str | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> None:
+    """Build with the classic builder; `on_step(line)` runs as each step starts (the one before is committed)."""
     tail: list[str] = []
     try:
         stream = client.api.build(
             path=str(context),
             tag=reference,
             labels=labels,
-            network_mode="none",
+            network_mode="host" if wheels_url else "none",
+            buildargs={"WHEELS": wheels_url} if wheels_url else None,
             rm=True,
             forcerm=True,
             pull=False,
@@ -198,6 +249,8 @@ def _run_build(client: docker.DockerClient, context: Path, reference: str, label
             if "error" in chunk:
                 raise ImageBuildError(f"building {reference} failed: {chunk['error'].strip()}\n" + "".join(tail[-20:]))
             line = str(chunk.get("stream", ""))
+            if line.startswith("Step ") and on_step is not None:
+                on_step(line)
             if line.strip():
                 tail.append(line)
                 log(line.rstrip())
@@ -247,9 +300,8 @@ def build_image(
             f"runtime {recipe.runtime} uses the upstream images {sorted(recipe.upstream_images.values())}; "
             "only recipes with build files are built here"
         )
-    lock = require_lock(recipe.runtime, recipe.lock) if recipe.requirements else ""
-    wheels = ensure_wheels(lock, wheel_cache, log) if lock else []
-    digest = recipe_digest(recipe, wheels)
+    inputs = build_inputs(recipe, wheel_cache, log)
+    digest = recipe_digest(recipe, inputs)
     reference = image_reference(registry, recipe, digest)
     name = ImageName.parse(reference)
     try:
@@ -262,28 +314,119 @@ def build_image(
         log(f"{reference} is already in the registry ({existing}); not rebuilt")
         return BuiltImage(recipe.runtime, recipe.version, reference, existing, digest, built=False, pushed=False)
     try:
-        client = docker.DockerClient(base_url=docker_host, timeout=1800)
+        client = docker.DockerClient(base_url=docker_host, timeout=3600)
     except DockerException as exc:
         raise ImageBuildError(f"cannot reach the Docker Engine at {docker_host}: {exc}; run `curate dev up`") from exc
+    wheel_dir = wheel_cache.parent / TRANSIENT_WHEELS / recipe.runtime if recipe.transient_build else wheel_cache
     try:
         built = False
         if force or not _find_local(client, reference, digest):
-            if recipe.base_image is not None:
-                try:
-                    client.images.get(recipe.base_image)
-                except ImageNotFound as exc:
-                    raise ImageBuildError(
-                        f"base image {recipe.base_image} is not in the engine; `curate dev up` imports it "
-                        "(devstack.docker_engine.ensure_base_image)"
-                    ) from exc
-            with tempfile.TemporaryDirectory(prefix=f"ctx-{recipe.runtime}-", dir=wheel_cache.parent) as tmp:
-                _context(recipe, wheels, Path(tmp))
-                _run_build(client, Path(tmp), reference, _labels(recipe, digest, revision or source_revision()), log)
+            _require_base(client, recipe)
+            labels = _labels(recipe, digest, revision or source_revision())
+            try:
+                _build(client, recipe, inputs, reference, labels, wheel_dir, log)
+            except ImageBuildError:
+                if recipe.transient_build:
+                    _prune_dangling(client, log)
+                raise
             built = True
         pushed_digest = _push(client, reference, log, credentials)
+        if recipe.transient_build:
+            _drop_local(client, reference, log)
     finally:
         client.close()
+        if recipe.transient_build:
+            shutil.rmtree(wheel_dir, ignore_errors=True)
     return BuiltImage(recipe.runtime, recipe.version, reference, pushed_digest, digest, built=built, pushed=True)
+
+
+def _require_base(client: docker.DockerClient, recipe: Recipe) -> None:
+    if recipe.base_image is None:
+        return
+    try:
+        client.images.get(recipe.base_image)
+    except ImageNotFound as exc:
+        raise ImageBuildError(
+            f"base image {recipe.base_image} is not in the engine; `curate dev up` imports it "
+            "(devstack.docker_engine.ensure_base_image)"
+        ) from exc
+
+
+def _build(
+    client: docker.DockerClient,
+    recipe: Recipe,
+    inputs: BuildInputs,
+    reference: str,
+    labels: dict[str, str],
+    wheel_dir: Path,
+    log: Log,
+) -> None:
+    needs: dict[Path, set[str]] = {}  # wheel -> the requirement files that install it
+    for part, text in inputs.requirements.items():
+        lock = _without(text, inputs.compiled)
+        for path in ensure_wheels(lock, wheel_dir, log) if pins(lock) else []:
+            needs.setdefault(path, set()).add(part)
+    wheels = [*sorted(needs), *(compiled.wheel for compiled in inputs.compiled.values())]
+    with tempfile.TemporaryDirectory(prefix=f"ctx-{recipe.runtime}-", dir=wheel_dir.parent) as tmp:
+        _context(recipe, inputs, Path(tmp))
+        if not wheels:
+            _run_build(client, Path(tmp), reference, labels, log)
+            return
+        releaser = WheelReleaser(needs, wheel_dir, log) if recipe.transient_build else None
+        with serve_wheels(wheels) as server:
+            on_step = releaser.step if releaser is not None else None
+            _run_build(client, Path(tmp), reference, labels, log, wheels_url=server.url, on_step=on_step)
+
+
+class WheelReleaser:
+    """Deletes a transient build's wheels as soon as every layer that installs them is committed.
+
+    Build steps run one after another and a step's log line appears once the step before it is committed, so
+    when a step starts, the requirement file the previous RUN installed (`-r /tmp/<file>`) is done.
+    """
+
+    _INSTALLS = re.compile(r"\sRUN\s.*-r /tmp/(\S+)")
+
+    def __init__(self, needs: dict[Path, set[str]], wheel_dir: Path, log: Log) -> None:
+        self.needs = needs
+        self.wheel_dir = wheel_dir
+        self.log = log
+        self.done: set[str] = set()
+        self.current: str | None = None
+
+    def step(self, line: str) -> None:
+        if self.current is not None:
+            self.done.add(self.current)
+            freed = 0
+            for path, parts in self.needs.items():
+                if parts <= self.done and path.parent == self.wheel_dir and path.is_file():
+                    freed += path.stat().st_size
+                    path.unlink()
+            if freed:
+                self.log(f"deleted {freed / 1e9:.2f} GB of installed wheels from {self.wheel_dir}")
+        match = self._INSTALLS.search(line)
+        self.current = match.group(1) if match else None
+
+
+def _drop_local(client: docker.DockerClient, reference: str, log: Log) -> None:
+    """After a transient build's push: the registry holds the image, so the engine drops it and dangling layers."""
+    try:
+        client.images.remove(reference, force=True)
+    except APIError as exc:
+        log(f"could not remove the local copy of {reference}: {exc}")
+        return
+    log(f"removed the local copy of {reference}")
+    _prune_dangling(client, log)
+
+
+def _prune_dangling(client: docker.DockerClient, log: Log) -> None:
+    """Remove untagged images (the layers a transient build left behind); they are GBs and never reused."""
+    try:
+        pruned = client.images.prune(filters={"dangling": True})
+    except APIError as exc:
+        log(f"could not prune dangling layers: {exc}")
+        return
+    log(f"pruned {(pruned.get('SpaceReclaimed') or 0) / 1e9:.2f} GB of dangling layers")
 
 
 def image_labels(docker_host: str, reference: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ weekly rebuild, proposes updates: what a fresh resolution of the same requiremen
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -45,8 +46,40 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def locked_pip_env() -> dict[str, str]:
+    """The environment for pip runs over a complete, hash-pinned lock: host-wide constraints are dropped.
+
+    A machine may cap packages for its own environments (here /etc/xdg/pip caps torch and torchvision at the
+    builds on its disk); the lock already pins every wheel of an image by hash, and a cap would only refuse it.
+    """
+    return {**os.environ, "PIP_CONSTRAINT": os.devnull}
+
+
 def lock_path(runtime: str) -> Path:
     return LOCK_DIR / f"{runtime}.txt"
+
+
+def build_lock_name(runtime: str) -> str:
+    """The lock of a runtime's source-build requirements (`locks/<runtime>-build.txt`)."""
+    return f"{runtime}-build"
+
+
+def requirement_block(lock_text: str, package: str) -> str:
+    """The lock's entry for one package (its `name==version` line with every `--hash`), or "" when absent."""
+    for block in re.split(r"\n(?=\S)", lock_text):
+        match = _PIN.match(block)
+        if match and normalize(match.group(1)) == normalize(package):
+            return block.strip() + "\n"
+    return ""
+
+
+def with_wheel_hash(lock_text: str, package: str, sha256: str) -> str:
+    """The lock with `package` pinned to one wheel's sha256 instead of its sdist's (a wheel compiled here)."""
+    block = requirement_block(lock_text, package)
+    if not block:
+        raise RecipeError(f"{package} is not in the lock; run `make lock`")
+    pin = block.split("\\", 1)[0].strip()
+    return lock_text.replace(block.rstrip("\n"), f"{pin} \\\n    --hash=sha256:{sha256}")
 
 
 def read_lock(runtime: str) -> str:

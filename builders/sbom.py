@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from typing import Any
 
 from spdx_tools.spdx.parser.error import SPDXParsingError
 from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
@@ -14,6 +16,42 @@ from registry.schema import SbomRef
 
 SPDX_VERSION = "SPDX-2.3"
 SPDX_MEDIA_TYPE = "text/spdx+json"
+_LICENSE_REF = re.compile(r"LicenseRef-[A-Za-z0-9.\-]+")
+_LICENSE_FIELDS = ("licenseConcluded", "licenseDeclared", "licenseInfoFromFiles", "licenseInfoInFiles")
+
+
+def complete_license_refs(data: bytes) -> bytes:
+    """Define every `LicenseRef-` the SBOM uses but does not define, so it is valid SPDX 2.3.
+
+    Trivy defines the references it makes up for non-SPDX licence names, but passes through a reference a package
+    declares itself (the NVIDIA CUDA wheels declare `LicenseRef-NVIDIA-Proprietary`) without defining it. Each
+    such reference gets a `hasExtractedLicensingInfos` entry saying it is the package's own declaration; nothing
+    else changes. A document that needs nothing is returned as it came.
+    """
+    try:
+        raw: dict[str, Any] = json.loads(data)
+    except ValueError:
+        return data  # validate_spdx reports it
+    used: set[str] = set()
+    for item in [*raw.get("packages", []), *raw.get("files", []), *raw.get("snippets", [])]:
+        for field in _LICENSE_FIELDS:
+            value = item.get(field) if isinstance(item, dict) else None
+            for text in value if isinstance(value, list) else [value]:
+                used.update(_LICENSE_REF.findall(text) if isinstance(text, str) else ())
+    defined = {str(e.get("licenseId")) for e in raw.get("hasExtractedLicensingInfos", []) if isinstance(e, dict)}
+    missing = sorted(used - defined)
+    if not missing:
+        return data
+    raw.setdefault("hasExtractedLicensingInfos", []).extend(
+        {
+            "licenseId": ref,
+            "name": ref.removeprefix("LicenseRef-"),
+            "extractedText": f"The package declares its licence as {ref}; the licence text is not in the "
+            "package metadata the scanner read (see the package's own distribution terms).",
+        }
+        for ref in missing
+    )
+    return json.dumps(raw, separators=(",", ":")).encode()
 
 
 def validate_spdx(data: bytes, *, reference: str = "") -> SbomRef:

@@ -1,7 +1,8 @@
 """Stage 3 flows: build, scan, gate, sign and publish runtime images; re-scan published images weekly.
 
-`build_runtime_images`: for every runtime in `images.runtimes` (buildable recipes; GPU runtimes reference
-upstream images), build through the Docker Engine (cached by recipe digest), push, scan the pushed digest with
+`build_runtime_images`: for every runtime in `images.runtimes` (plus `images.weekly_runtimes` when `weekly`, as
+the weekly deployment runs it; buildable recipes only), build through the Docker Engine (cached by recipe digest),
+push, scan the pushed digest with
 Trivy, gate it by policy, write and validate the SPDX SBOM, attach SBOM and scan report to the image in the
 registry, sign the digest, verify the signature, and record the `RuntimeImage` in the catalog store. An image
 that fails the gate is never signed nor recorded. One markdown artifact per image carries the scan summary.
@@ -28,7 +29,7 @@ from builders.errors import BuildersError
 from builders.images import BuiltImage, build_image
 from builders.locks import proposed_updates
 from builders.recipes import get_recipe
-from builders.sbom import validate_spdx
+from builders.sbom import complete_license_refs, validate_spdx
 from builders.signing import attach_sbom, attach_scan_report, sign_image
 from decisions.reconciliation import flagged_by_rescan
 from flows.settings import settings_from
@@ -39,7 +40,7 @@ from registry.keys import signing_key
 from registry.schema import EntryStatus, RuntimeImage, ScanSummary
 from registry.settings import Settings
 from scanners.errors import ScannerError
-from scanners.image_gate import gate, summary_markdown
+from scanners.image_gate import allow_reasons, gate, summary_markdown
 from scanners.trivy import TrivyOptions, db_updated_at, sbom_spdx, scan_image, trivy_version
 
 
@@ -111,10 +112,9 @@ def _publish_one(runtime: str, settings: Settings, docker_host: str, registry: s
         )
     pinned = built.pinned
     summary, report = scan_task(pinned, settings)
-    allow_reasons = {entry.id: entry.reason for entry in settings.images.allowed_cves}
     create_markdown_artifact(
         key=artifact_key("image-scan", runtime),
-        markdown=summary_markdown(pinned, summary, allow_reasons),
+        markdown=summary_markdown(pinned, summary, allow_reasons(settings.images)),
         description=f"Trivy scan of {runtime} {recipe.version}",
     )
     if not summary.passed:
@@ -127,7 +127,7 @@ def _publish_one(runtime: str, settings: Settings, docker_host: str, registry: s
             scan=summary,
         )
     options = TrivyOptions.from_settings(settings)
-    sbom_bytes = sbom_spdx(pinned, options)
+    sbom_bytes = complete_license_refs(sbom_spdx(pinned, options))
     sbom = attach_sbom(built.reference, built.digest, sbom_bytes, validate_spdx(sbom_bytes))
     attach_scan_report(built.reference, built.digest, report)
     key = signing_key(settings)
@@ -164,15 +164,20 @@ def build_runtime_images(
     force: bool = False,
     fail_on_gate: bool = True,
     propose_updates: bool = False,
+    weekly: bool = False,
     settings_overrides: dict[str, Any] | None = None,
 ) -> list[ImageOutcome]:
-    """Build, push, scan, gate, sign, verify and record the runtime images (default: `images.runtimes`)."""
+    """Build, push, scan, gate, sign, verify and record the runtime images.
+
+    Default runtimes: `images.runtimes`, plus the opted-in large images of `images.weekly_runtimes` when
+    `weekly` (the weekly build-runtime-images deployment sets it; weekly-curation and `make demo` do not).
+    """
     logger = get_run_logger()
     settings = settings_from(settings_overrides)
     host = _docker_host(docker_host)
     target = registry or settings.images.registry
     outcomes: list[ImageOutcome] = []
-    for runtime in runtimes or list(settings.images.runtimes):
+    for runtime in runtimes or default_runtimes(settings, weekly=weekly):
         policy = settings.runtimes.get(runtime)
         if policy is not None and not policy.enabled:
             outcomes.append(ImageOutcome(runtime=runtime, reason="disabled in curation.toml [runtimes]"))
@@ -191,6 +196,14 @@ def build_runtime_images(
     if failed and fail_on_gate:
         raise ImageGateError("; ".join(f"{o.runtime}: {o.reason}" for o in failed))
     return outcomes
+
+
+def default_runtimes(settings: Settings, *, weekly: bool) -> list[str]:
+    """What a build without named runtimes builds: `images.runtimes`, and `images.weekly_runtimes` when weekly."""
+    names = list(settings.images.runtimes)
+    if weekly:
+        names += [name for name in settings.images.weekly_runtimes if name not in names]
+    return names
 
 
 def propose_dependency_updates(runtimes: list[str], index_args: tuple[str, ...] = ()) -> str:

@@ -34,7 +34,7 @@ from registry.blobs import RegionalBlobStore, model_prefix
 from registry.catalog import CatalogStore
 from registry.errors import RegistryError
 from registry.image_signatures import verify_image
-from registry.keys import signing_key
+from registry.keys import public_pem, signing_key
 from registry.net import LOOPBACK, free_port
 from registry.quotas import sites
 from registry.schema import (
@@ -245,6 +245,7 @@ def _exercise(
         "MODEL_BLOB_URL": url,
         "MODEL_ID": ref.repo_id,
         "MODEL_REVISION": ref.revision,
+        **_entrypoint_env(settings, region),
     }
     spec = ContainerSpec(
         image=image.pinned,
@@ -263,6 +264,13 @@ def _exercise(
         )
         metrics = _benchmark(settings, task_name, template, spec, ref.repo_id, tokenizer_dir)
     return report, metrics
+
+
+def _entrypoint_env(settings: Settings, region: str) -> dict[str, str]:
+    """What the shared entrypoint needs besides the blob URL: the region (for its messages) and the public key
+    it verifies the weights' model-signing signature with (builders/recipes/model_entrypoint.py)."""
+    public = public_pem(signing_key(settings).public_key()).decode()
+    return {"MODEL_REGION": region, "MODEL_SIGNING_PUBLIC_KEY": public}
 
 
 def _finish(settings: Settings, ref: ModelRef, result: ValidationResult, plot: Path | None = None) -> ValidationResult:

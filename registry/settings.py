@@ -129,6 +129,15 @@ REGISTRY_USERNAME_VARIABLE = "CURATE_IMAGES__REGISTRY_USERNAME"
 REGISTRY_PASSWORD_VARIABLE = "CURATE_IMAGES__REGISTRY_PASSWORD"  # noqa: S105 (a variable's name, not a secret)
 
 
+class AllowedSecret(_Section):
+    """A secret finding accepted with a recorded reason: Trivy's rule id in files matching a glob (the scan target)."""
+
+    rule: str
+    path: str
+    reason: str
+    expires: str | None = None
+
+
 class ImageSettings(_Section):
     registry: str = "127.0.0.1:5000"
     registry_username: str = Field(default="", description=f"for `registry` only; env {REGISTRY_USERNAME_VARIABLE}")
@@ -137,11 +146,15 @@ class ImageSettings(_Section):
     )
     fail_on_fixable: tuple[str, ...] = ("CRITICAL",)
     allowed_cves: tuple[AllowedCve, ...] = ()
+    allowed_secrets: tuple[AllowedSecret, ...] = ()
     denied_licenses: tuple[str, ...] = ()
     trivy_cache_dir: str = ""
     trivy_skip_db_update: bool = False
     trivy_db_repository: str = ""
     runtimes: tuple[str, ...] = ("hf-serve",)
+    weekly_runtimes: tuple[str, ...] = Field(
+        default=(), description="large images only the weekly build-runtime-images deployment builds (opt in)"
+    )
 
     @classmethod
     def decision_fields(cls) -> set[str]:

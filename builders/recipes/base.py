@@ -1,15 +1,17 @@
 """The recipe record: what a runtime image is, how it starts, and how a template's launch arguments are spelt.
 
-A recipe either references an upstream image (the GPU runtimes: vLLM, SGLang, TensorRT-LLM, NIM, TEI,
-llama.cpp), or is built here from a local base image and wheels (hf-serve). Its digest covers everything that
-changes the image, so an unchanged recipe is never rebuilt.
+A recipe either references an upstream image (TensorRT-LLM, NIM, TEI), or is built here from the local base
+image and locked wheels (hf-serve, infinity, llama.cpp, vLLM, SGLang; builders/recipes/offline.py). An image
+built here starts through the shared entrypoint (builders/recipes/model_entrypoint.py), which fetches and
+verifies the staged weights and then starts the runtime's own server as its `server` record says. The
+recipe's digest covers everything that changes the image, so an unchanged recipe is never rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +50,47 @@ class LaunchFlags(BaseModel):
     served_model_name: str | None = None
 
 
+class ServerCommand(BaseModel):
+    """How the shared entrypoint starts a runtime's own server on the verified local copy of the weights.
+
+    Written into the image as /opt/curation/server.json. The model is never a Hub repo id: `model_path` says
+    what the server is given (`snapshot`: the verified directory; `gguf`: the one .gguf file in it, or the one
+    MODEL_FILE names; `hf-cache`: nothing, the server finds the repo id in the offline Hugging Face cache),
+    and the repo id is only ever the served name.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    argv: tuple[str, ...] = Field(min_length=1, description="the server program and its leading arguments")
+    model_path: Literal["snapshot", "gguf", "hf-cache"] = "snapshot"
+    model_arg: str | None = Field(default=None, description="flag before the model path; None: positional")
+    served_name_arg: str | None = Field(default=None, description="flag that sets the served model name")
+    fixed_args: tuple[str, ...] = Field(default=(), description="always passed after the model")
+    reserved_args: tuple[str, ...] = Field(
+        default=(), description="flags a caller may not pass (they would name another model or a download)"
+    )
+
+
+class SourceBuild(BaseModel):
+    """A locked package the index has no wheel for: compiled here once from its hash-pinned sdist.
+
+    The runtime's lock pins the sdist by hash; `builders/local_wheels.py` builds the wheel with the build
+    requirements locked in `locks/<runtime>-build.txt` and `env` (e.g. CMAKE_ARGS), and the image installs
+    that wheel pinned by its own sha256 (recorded with its provenance beside it in the wheel cache).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    package: str
+    env: dict[str, str] = Field(default_factory=dict)
+    build_requirements: tuple[str, ...] = ()
+    sdist_files: tuple[str, ...] = Field(
+        default=(),
+        description="files or folders of the sdist (relative to its top folder) the image also carries; the "
+        "builder puts them, by their last path part, in the build-context folder `sdist-files/<package>/`",
+    )
+
+
 class Recipe(BaseModel):
     """One runtime at one version. Read by the planner (ports, probes, accelerators, tasks, launch args)."""
 
@@ -69,6 +112,19 @@ class Recipe(BaseModel):
         default="",
         description="the hash-pinned wheel set installed with --no-index --require-hashes (builders/recipes/locks/)",
     )
+    source_builds: tuple[SourceBuild, ...] = Field(default=(), description="locked packages compiled here")
+    build_lock: str = Field(default="", description="the hash-pinned build requirements of `source_builds`")
+    server: ServerCommand | None = Field(default=None, description="what the shared entrypoint starts")
+    install_layers: tuple[tuple[str, ...], ...] = Field(
+        default=(),
+        description="package-name patterns (fnmatch) installed in layers of their own, in order, before the "
+        "rest: bounds the disk a multi-GB install needs while a layer is committed",
+    )
+    transient_build: bool = Field(
+        default=False,
+        description="multi-GB image: its wheels are fetched for the build only and deleted after the push, and "
+        "the engine keeps no copy (the registry does)",
+    )
     entrypoint: tuple[str, ...] = ()
     port: int = 8000
     health_path: str = "/health"
@@ -82,6 +138,11 @@ class Recipe(BaseModel):
     @property
     def buildable(self) -> bool:
         return bool(self.build_files)
+
+    @property
+    def cpu_only(self) -> bool:
+        """Images for CPUs only: their locks take the local CPU torch build (requirements/constraints.in)."""
+        return set(self.accelerators) <= {"cpu"}
 
     def digest(self, extra: dict[str, Any] | None = None) -> str:
         """sha256 over the canonical JSON of the recipe (plus e.g. the wheel set): the build cache key."""
@@ -171,53 +232,3 @@ class Recipe(BaseModel):
                 f"runtime {self.runtime} {self.version} has no {what}; pick another runtime for this template"
             )
         return flag
-
-
-# ---------------------------------------------------------------------------------------------- offline images
-
-LOCAL_BASE_IMAGE = "local/debian-python:bookworm"
-OFFLINE_VENV = "/opt/venv"
-
-
-def offline_venv_dockerfile(name: str, files: tuple[str, ...], entrypoint: str, extra_env: tuple[str, ...] = ()) -> str:
-    """The Dockerfile of a runtime built here: wheels installed --no-index into a venv on the local base image.
-
-    `files` are build-context files copied to /opt/<name>/ (the first is the entrypoint script, installed as
-    `entrypoint`); `extra_env` adds `KEY=value` lines. Runs as an unprivileged user, offline, on port 8000.
-    """
-    site = f"{OFFLINE_VENV}/lib/python3.11/site-packages"
-    copies = "\n".join(f"COPY {source} /opt/{name}/{target}" for source, target in _targets(files, entrypoint))
-    env = "".join(f"    {line} \\\n" for line in extra_env)
-    return f"""\
-# {name}: built offline by builders/images.py (classic builder, network none).
-FROM {LOCAL_BASE_IMAGE} AS install
-COPY wheels/ /tmp/wheels/
-COPY requirements.txt /tmp/requirements.txt
-RUN python3 -m venv {OFFLINE_VENV} \\
- && {OFFLINE_VENV}/bin/pip install --no-index --find-links /tmp/wheels --no-cache-dir --no-compile \\
-      --disable-pip-version-check --require-hashes --no-deps -r /tmp/requirements.txt \\
- && {OFFLINE_VENV}/bin/pip check \\
- && rm -rf {site}/torch/include {site}/torch/share/cmake {site}/torch/test \\
- && find {OFFLINE_VENV} -name '__pycache__' -prune -exec rm -rf {{}} +
-
-FROM {LOCAL_BASE_IMAGE}
-COPY --from=install {OFFLINE_VENV} {OFFLINE_VENV}
-{copies}
-RUN useradd --system --uid 10001 --home-dir /var/lib/hf --create-home serve
-ENV PATH={OFFLINE_VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
-    HF_HOME=/var/lib/hf \\
-    HF_HUB_OFFLINE=1 \\
-    HF_HUB_DISABLE_TELEMETRY=1 \\
-{env}    PYTHONDONTWRITEBYTECODE=1 \\
-    PYTHONUNBUFFERED=1 \\
-    PORT=8000
-USER 10001
-WORKDIR /var/lib/hf
-EXPOSE 8000
-ENTRYPOINT ["{OFFLINE_VENV}/bin/python", "/opt/{name}/entrypoint.py"]
-"""
-
-
-def _targets(files: tuple[str, ...], entrypoint: str) -> list[tuple[str, str]]:
-    return [(source, "entrypoint.py" if source == entrypoint else source) for source in files]
-

@@ -1,21 +1,24 @@
 """hf-serve: `transformers serve` on CPU, built here fully offline (the runtime validation uses here).
 
-Built from the locally made Debian bookworm base image (debootstrap + docker import, python3 3.11) in two
-stages: the first installs the wheels (downloaded on the host, `pip install --no-index --find-links`) into a
-venv and trims it; the second copies only the venv and the entrypoint, so the wheels never reach a layer.
-The entrypoint (`hf_serve_entrypoint.py`, standard library only) fetches the staged model from blob storage
-(or a mounted directory), verifies every sha256, lays it out as a Hugging Face cache and execs
-`transformers serve --device cpu` with HF_HUB_OFFLINE=1, so the model is served under its repo id.
+Built on the local Debian base image from locked wheels (builders/recipes/offline.py): the shared entrypoint
+fetches the staged model from blob storage, verifies its signature and every sha256, lays it out as a Hugging
+Face cache and execs `transformers serve --device cpu` with HF_HUB_OFFLINE=1. Given a path, `transformers
+serve` lists no model, so it is given none: it finds the repo id in the offline cache and serves it by that id.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from builders.locks import read_lock
-from builders.recipes.base import LOCAL_BASE_IMAGE, OFFLINE_VENV, LaunchFlags, Recipe, offline_venv_dockerfile
+from builders.recipes.base import LaunchFlags, Recipe, ServerCommand
+from builders.recipes.model_entrypoint import MODEL_ID_FLAG
+from builders.recipes.offline import (
+    CPU_TORCH_TRIM,
+    ENTRYPOINT,
+    ENTRYPOINT_LOCK_NAME,
+    LOCAL_BASE_IMAGE,
+    build_files,
+)
 
-BASE_IMAGE = LOCAL_BASE_IMAGE
 # The one place the transformers version is written: the image is built with it, and `make lock` pins the
 # project's venv (where the tests run `transformers serve`) to the same release.
 VERSION = "5.23.0"
@@ -31,26 +34,29 @@ REQUIREMENTS = (
     "python-multipart==0.0.34",
     "pillow==13.0.0",
 )
-VENV = OFFLINE_VENV
+PORT = 8000
 
-DOCKERFILE = offline_venv_dockerfile("hf-serve", ("hf_serve_entrypoint.py",), "hf_serve_entrypoint.py")
-
-_ENTRYPOINT_SOURCE = (Path(__file__).resolve().parent / "hf_serve_entrypoint.py").read_text(encoding="utf-8")
+SERVER = ServerCommand(
+    argv=("transformers", "serve", "--device", "cpu"),
+    model_path="hf-cache",
+    reserved_args=("--force-model",),
+)
 
 RECIPE = Recipe(
     runtime="hf-serve",
     version=VERSION,
     description="transformers serve (CPU), OpenAI-compatible, model fetched from blob storage at start",
     source="https://github.com/huggingface/transformers",
-    base_image=BASE_IMAGE,
-    build_files={"Dockerfile": DOCKERFILE, "hf_serve_entrypoint.py": _ENTRYPOINT_SOURCE},
+    base_image=LOCAL_BASE_IMAGE,
+    build_files=build_files("hf-serve", SERVER, read_lock(ENTRYPOINT_LOCK_NAME), port=PORT, trim=CPU_TORCH_TRIM),
     requirements=REQUIREMENTS,
     lock=read_lock("hf-serve"),
-    entrypoint=(f"{VENV}/bin/python", "/opt/hf-serve/entrypoint.py"),
-    port=8000,
+    server=SERVER,
+    entrypoint=ENTRYPOINT,
+    port=PORT,
     health_path="/health",
     accelerators=("cpu",),
     tasks=("chat", "completion", "automatic-speech-recognition", "image-text-to-text"),
-    flags=LaunchFlags(model="--model-id", host="--host", port="--port"),
+    flags=LaunchFlags(model=MODEL_ID_FLAG, host="--host", port="--port"),
     env={"HF_HUB_OFFLINE": "1"},
 )

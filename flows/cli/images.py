@@ -41,7 +41,12 @@ def _images_table(images: list[RuntimeImage]) -> Table:
 
 @images_app.command("build")
 def build(
-    runtime: list[str] | None = typer.Option(None, "--runtime", "-r", help="Runtime to build (repeatable)."),
+    runtime: list[str] | None = typer.Option(
+        None,
+        "--runtime",
+        "-r",
+        help="Runtime to build (repeatable); default: images.runtimes. GPU images (vllm, sglang) only when named.",
+    ),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the recipe digest is unchanged."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -52,7 +57,7 @@ def build(
     err_console.print(f"[dim]registry {current.images.registry}, engine {engine}[/]")
     from flows.build import ImageOutcome, build_runtime_images
 
-    with prefect_api(), err_console.status("building images (the first hf-serve build takes a few minutes)"):
+    with prefect_api(), err_console.status(_build_note(list(runtime or []))):
         outcomes: list[ImageOutcome] = build_runtime_images(
             runtimes=list(runtime or []) or None,
             force=force,
@@ -72,6 +77,16 @@ def build(
     emit(outcomes, as_json, render)
     if any(not o.passed and "disabled" not in o.reason for o in outcomes):
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _build_note(runtimes: list[str]) -> str:
+    from builders.recipes import all_recipes
+
+    named = ", ".join(runtimes) or "images.runtimes"
+    recipes = all_recipes()
+    if any(r in recipes and recipes[r].transient_build for r in runtimes):
+        return f"building {named}: a CUDA image fetches and installs several GB (tens of minutes; see docs/images.md)"
+    return f"building {named} (the first build of an image takes a few minutes)"
 
 
 def _overrides() -> dict[str, object]:

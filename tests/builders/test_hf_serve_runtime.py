@@ -1,83 +1,51 @@
-"""The hf-serve image serves a model staged in Azurite on an OpenAI-compatible /v1/chat/completions."""
+"""The hf-serve image, through the shared entrypoint: it serves a model staged and signed in Azurite on an
+OpenAI-compatible /v1/chat/completions without a single request to the Hub, and a tampered or truncated blob
+stops it before anything is served, naming the file and the region."""
 
 from __future__ import annotations
 
-import hashlib
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
 
-import docker
 import httpx
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
 from builders.images import BuiltImage
 from builders.recipes import get_recipe
 from devstack.azurite import AzuriteStack
 from devstack.docker_engine import DockerStack
-from devstack.net import free_port, wait_for_http
-from devstack.samples import tiny
-from registry.blob_sas import parse_connection_string
-from registry.blobs import MANIFEST_NAME, WeightsManifest
-from registry.schema import Signature, StagedFile
+from devstack.hub_server import HubServer
+from devstack.net import free_port
+from devstack.samples import SampleSet, tiny
+from devstack.samples.build import export_repo
+from tests.builders.staged import REGION, new_key, run_to_exit, serving, stage_signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
-REPO_ID = "curation-tests/tiny-chat"
+REPO_ID = "curation-samples/tiny-llama-chat"  # also on the Hub test server: the trap below
 REVISION = "c0ffee" + "0" * 34
 
 
-def _stage(azurite: AzuriteStack, container: str) -> str:
-    """Upload a tiny chat model in the staging layout and return a read-only container SAS URL."""
-    files = tiny.tiny_model_files("llama")
-    conn = azurite.connection_strings["eastus"]
-    service = BlobServiceClient.from_connection_string(conn)
-    client = service.get_container_client(container)
-    client.create_container()
-    prefix = f"{REPO_ID}/{REVISION}/"
-    for name, data in files.items():
-        client.upload_blob(prefix + name, data, overwrite=True)
-    manifest = WeightsManifest(
-        repo_id=REPO_ID,
-        revision=REVISION,
-        files=tuple(
-            StagedFile(name=n, size=len(d), sha256=hashlib.sha256(d).hexdigest()) for n, d in sorted(files.items())
-        ),
-        signature=Signature(key_id="0" * 64, signed_digest="sha256:" + "0" * 64, reference="curation.sig"),
-        region="eastus",
-        staged_at=datetime.now(UTC),
-    )
-    client.upload_blob(prefix + MANIFEST_NAME, manifest.to_bytes(), overwrite=True)
-    parts = parse_connection_string(conn)
-    sas = generate_container_sas(
-        account_name=parts["AccountName"],
-        container_name=container,
-        account_key=parts["AccountKey"],
-        permission=ContainerSasPermissions(read=True),
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
-    return f"{client.url}?{sas}"
-
-
-def test_hf_serve_serves_a_model_staged_in_azurite(
-    hf_serve_image: BuiltImage, docker_stack: DockerStack, azurite: AzuriteStack, tmp_path: Path
+def test_hf_serve_serves_a_signed_model_from_azurite_and_never_asks_the_hub(
+    hf_serve_image: BuiltImage,
+    docker_stack: DockerStack,
+    azurite: AzuriteStack,
+    sample_set: SampleSet,
+    hub_factory: Callable[..., HubServer],
+    tmp_path: Path,
 ) -> None:
-    url = _stage(azurite, "weights-hfserve")
+    root = export_repo(sample_set.store(), REPO_ID, tmp_path / "repo")
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    staged = stage_signed(azurite, "weights-hfserve", REPO_ID, REVISION, files, new_key(tmp_path / "key"))
+    hub = hub_factory(sample_set.store())
     port = free_port()
     recipe = get_recipe("hf-serve")
-    client = docker.DockerClient(base_url=docker_stack.docker_host)
-    container = client.containers.run(
-        hf_serve_image.pinned,
-        command=recipe.launch_args(REPO_ID, port=port, host="127.0.0.1"),
-        environment={"MODEL_BLOB_URL": url, "MODEL_REVISION": REVISION},
-        network_mode="host",
-        detach=True,
-    )
-    try:
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}{recipe.health_path}", timeout=180)
-        except TimeoutError:
-            pytest.fail("hf-serve did not come up:\n" + container.logs().decode(errors="replace")[-3000:])
+    # The trap: the Hub test server holds this very repo, and the container is told where it is and that it may
+    # go online. Only the entrypoint's verified local copy may be served.
+    env = staged.env(HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0")
+    command = recipe.launch_args(REPO_ID, port=port, host="127.0.0.1")
+    health = f"http://127.0.0.1:{port}{recipe.health_path}"
+    with serving(docker_stack.docker_host, hf_serve_image.pinned, command, env, health) as served:
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=30).json()
         assert REPO_ID in {m["id"] for m in models["data"]}
         response = httpx.post(
@@ -95,37 +63,26 @@ def test_hf_serve_serves_a_model_staged_in_azurite(
         assert body["object"] == "chat.completion"
         assert isinstance(body["choices"][0]["message"]["content"], str)
         assert body["usage"]["completion_tokens"] >= 1
-    finally:
-        logs = container.logs().decode(errors="replace")
-        container.remove(force=True)
-        client.close()
-    assert f"{REPO_ID} ready" in logs
+    logs = served.logs
+    assert f"{REPO_ID} ready" in logs and f"region {REGION}" in logs
+    assert hub.requests.entries() == [], "the runtime asked the Hub"
 
 
-def test_hf_serve_refuses_a_corrupt_staged_file(
-    hf_serve_image: BuiltImage, docker_stack: DockerStack, azurite: AzuriteStack
+def test_a_tampered_or_truncated_blob_stops_the_container_naming_file_and_region(
+    hf_serve_image: BuiltImage, docker_stack: DockerStack, azurite: AzuriteStack, tmp_path: Path
 ) -> None:
-    url = _stage(azurite, "weights-corrupt")
-    conn = azurite.connection_strings["eastus"]
-    blob = (
-        BlobServiceClient.from_connection_string(conn)
-        .get_container_client("weights-corrupt")
-        .get_blob_client(f"{REPO_ID}/{REVISION}/config.json")
-    )
-    blob.upload_blob(b'{"tampered": true}', overwrite=True)
-    client = docker.DockerClient(base_url=docker_stack.docker_host)
-    try:
-        container = client.containers.run(
-            hf_serve_image.pinned,
-            command=["--model-id", REPO_ID, "--port", str(free_port())],
-            environment={"MODEL_BLOB_URL": url, "MODEL_REVISION": REVISION},
-            network_mode="host",
-            detach=True,
-        )
-        result = container.wait(timeout=120)
-        logs = container.logs().decode(errors="replace")
-        container.remove(force=True)
-    finally:
-        client.close()
-    assert result["StatusCode"] == 3
-    assert "sha256 does not match" in logs
+    files = tiny.tiny_model_files("llama")
+    staged = stage_signed(azurite, "weights-corrupt", REPO_ID, REVISION, files, new_key(tmp_path / "key"))
+    command = ["--model-id", REPO_ID, "--port", str(free_port())]
+    weights = files["model.safetensors"]
+
+    staged.replace("model.safetensors", bytes([weights[0] ^ 1]) + weights[1:])
+    code, logs = run_to_exit(docker_stack.docker_host, hf_serve_image.pinned, command, staged.env())
+    assert code == 3, logs
+    assert f"refusing to start: model.safetensors in region {REGION}: size or sha256 does not match" in logs
+
+    staged.replace("model.safetensors", weights[: len(weights) // 2])
+    code, logs = run_to_exit(docker_stack.docker_host, hf_serve_image.pinned, command, staged.env())
+    assert code == 3, logs
+    assert f"model.safetensors in region {REGION}" in logs and f"truncated: {len(weights) // 2} of" in logs
+    assert "Uvicorn" not in logs and "ready in" not in logs

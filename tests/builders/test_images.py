@@ -16,23 +16,13 @@ from builders.sbom import validate_spdx
 from builders.signing import attach_sbom, attach_scan_report, fetch_attached, sign_image
 from devstack.docker_engine import BASE_IMAGE, DockerStack
 from registry.image_signatures import ImageVerificationError, verify_image
-from registry.keys import KeyPair, generate_private_pem, key_id, load_private_key, public_pem
 from registry.oci import ImageName, OciClient, attached_tag
 from registry.settings import AllowedCve, ImageSettings
 from scanners.image_gate import gate
 from scanners.trivy import TrivyOptions, sbom_spdx, scan_image
+from tests.builders.staged import new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
-
-
-def _key(directory: Path) -> KeyPair:
-    directory.mkdir(parents=True, exist_ok=True)
-    private = directory / "key.pem"
-    private.write_bytes(generate_private_pem())
-    key = load_private_key(private.read_bytes())
-    public = directory / "key.pub.pem"
-    public.write_bytes(public_pem(key))
-    return KeyPair(private_path=private, public_path=public, key_id=key_id(key))
 
 
 def tiny_recipe(runtime: str, body: str, files: dict[str, str] | None = None) -> Recipe:
@@ -114,13 +104,13 @@ def test_hf_serve_scan_gate_sbom_sign_verify(
     assert fetch_attached(image.reference, image.digest, "sbom") == sbom
     assert json.loads(fetch_attached(image.reference, image.digest, "scan") or b"{}") == report
     # 5. Sign; verify by tag (with the recorded digest) and by pinned reference.
-    key = _key(tmp_path / "a")
+    key = new_key(tmp_path / "a")
     signature = sign_image(image.reference, image.digest, key)
     assert signature.signed_digest == image.digest and signature.key_id == key.key_id
     assert verify_image(image.reference, key.public_key(), expected_digest=image.digest) == image.digest
     assert verify_image(pinned, key.public_key()) == image.digest
     # 6. Another key is refused.
-    other = _key(tmp_path / "b")
+    other = new_key(tmp_path / "b")
     with pytest.raises(ImageVerificationError, match="another key"):
         verify_image(pinned, other.public_key())
 
@@ -130,7 +120,7 @@ def test_tampered_tag_and_moved_signature_are_refused(docker_stack: DockerStack,
     good = _build(docker_stack, tiny_recipe("tamper-test", f"RUN echo good-{nonce} > /v"))
     evil = _build(docker_stack, tiny_recipe("tamper-test", f"RUN echo evil-{nonce} > /v"))
     assert good.digest != evil.digest
-    key = _key(tmp_path / "k")
+    key = new_key(tmp_path / "k")
     sign_image(good.reference, good.digest, key)
     assert verify_image(good.reference, key.public_key(), expected_digest=good.digest) == good.digest
     name = ImageName.parse(good.reference)

@@ -14,8 +14,19 @@ import pytest
 from packaging.requirements import Requirement
 
 from builders.errors import RecipeError
-from builders.locks import lock_path, normalize, pins, proposed_updates, read_lock, require_lock
+from builders.locks import (
+    build_lock_name,
+    lock_path,
+    normalize,
+    pins,
+    proposed_updates,
+    read_lock,
+    require_lock,
+    requirement_block,
+    with_wheel_hash,
+)
 from builders.recipes import all_recipes, get_recipe
+from builders.recipes.offline import ENTRYPOINT_LOCK_NAME, ENTRYPOINT_REQUIREMENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_LOCK = ROOT / "requirements" / "venv.txt"
@@ -62,6 +73,35 @@ def test_every_built_runtime_has_a_lock_that_satisfies_its_recipe(runtime: str) 
         assert version is not None and requirement.specifier.contains(version, prereleases=True), (line, version)
     entries = [block for block in re.split(r"\n(?=\S)", recipe.lock) if "==" in block and not block.startswith("#")]
     assert len(entries) == len(locked) and all("--hash=sha256:" in entry for entry in entries), runtime
+
+
+def test_the_entrypoint_layer_verifies_with_the_model_signing_the_pipeline_signs_with() -> None:
+    locked = pins(require_lock(ENTRYPOINT_LOCK_NAME, read_lock(ENTRYPOINT_LOCK_NAME)))
+    for line in ENTRYPOINT_REQUIREMENTS:
+        requirement = Requirement(line)
+        assert requirement.specifier.contains(locked[normalize(requirement.name)]), line
+    assert locked["model-signing"] == pins(VENV_LOCK.read_text())["model-signing"]
+    assert locked["model-signing"] == importlib.metadata.version("model-signing")
+
+
+def test_cpu_images_take_the_local_torch_and_gpu_images_their_own() -> None:
+    for runtime, recipe in all_recipes().items():
+        torch = pins(recipe.lock).get("torch")
+        if torch is None:
+            continue
+        assert torch.endswith("+cpu") == recipe.cpu_only, (runtime, torch)
+
+
+def test_a_package_compiled_here_is_pinned_by_its_sdist_and_has_a_build_lock() -> None:
+    recipe = get_recipe("llama-cpp")
+    (build,) = recipe.source_builds
+    block = requirement_block(recipe.lock, build.package)
+    assert block.count("--hash=sha256:") == 1  # the one sdist (the index has no wheel)
+    assert recipe.build_lock == read_lock(build_lock_name("llama-cpp"))
+    assert {"scikit-build-core", "cmake", "ninja"} <= set(pins(recipe.build_lock))
+    rewritten = with_wheel_hash(recipe.lock, build.package, "ab" * 32)
+    assert requirement_block(rewritten, build.package).count("--hash=sha256:" + "ab" * 32) == 1
+    assert rewritten.count("--hash") == recipe.lock.count("--hash")
 
 
 def test_a_missing_lock_says_how_to_make_it() -> None:

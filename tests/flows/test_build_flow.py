@@ -9,7 +9,7 @@ import pytest
 
 from builders.images import BuiltImage
 from devstack.docker_engine import DockerStack
-from flows.build import ImageGateError, build_runtime_images, rescan_images
+from flows.build import ImageGateError, build_runtime_images, default_runtimes, rescan_images
 from registry.catalog import CatalogStore
 from registry.image_signatures import verify_image
 from registry.keys import signing_key
@@ -97,3 +97,13 @@ def test_dependency_update_proposals_become_an_artifact(prefect_harness: Any, tm
 
     markdown = propose()
     assert "| hf-serve | could not resolve:" in markdown and "make lock-upgrade" in markdown
+
+
+def test_large_images_are_built_only_by_the_weekly_deployment_where_the_policy_opts_in() -> None:
+    """weekly-curation and `make demo` build `images.runtimes`; vLLM and SGLang only when asked or opted in."""
+    settings = load_settings()
+    assert default_runtimes(settings, weekly=False) == list(settings.images.runtimes)
+    assert default_runtimes(settings, weekly=True) == list(settings.images.runtimes)  # the shipped policy: none
+    opted = load_settings(images={"weekly_runtimes": ["vllm", "hf-serve"]})
+    assert default_runtimes(opted, weekly=False) == list(opted.images.runtimes)
+    assert default_runtimes(opted, weekly=True) == [*opted.images.runtimes, "vllm"]

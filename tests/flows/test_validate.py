@@ -48,11 +48,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 
 @pytest.fixture
+def cell_hub(sample_set: SampleSet, hub_factory: Callable[..., HubServer]) -> HubServer:
+    """The Hub test server the cell's model is staged from (its request log shows what a cell asks of it)."""
+    return hub_factory(sample_set.store())
+
+
+@pytest.fixture
 def cell_env(
     prefect_harness: None,
     azurite_env: Callable[[], dict[str, Any]],
-    sample_set: SampleSet,
-    hub_factory: Callable[..., HubServer],
+    cell_hub: HubServer,
     docker_stack: DockerStack,
     hf_serve_image: BuiltImage,
     tmp_path: Path,
@@ -61,8 +66,7 @@ def cell_env(
     """The tiny sample staged (own data dir, key, container) and a signed hf-serve image in the catalog."""
     monkeypatch.setenv("CURATE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DOCKER_HOST", docker_stack.docker_host)
-    hub = hub_factory(sample_set.store())
-    monkeypatch.setenv("CURATE_HUB__ENDPOINT", hub.url)
+    monkeypatch.setenv("CURATE_HUB__ENDPOINT", cell_hub.url)
     overrides: dict[str, Any] = {
         "storage": azurite_env(),
         "hub": {"max_retries": 0},
@@ -95,9 +99,13 @@ def _no_cell_containers(template: DeploymentTemplate, docker_host: str) -> None:
 
 
 def test_validate_model_passes_cpu_cell_and_isolates_failing_and_capacityless_cells(
-    cell_env: tuple[dict[str, Any], StagedWeights], docker_stack: DockerStack, hf_serve_image: BuiltImage
+    cell_env: tuple[dict[str, Any], StagedWeights],
+    docker_stack: DockerStack,
+    hf_serve_image: BuiltImage,
+    cell_hub: HubServer,
 ) -> None:
     base, weights = cell_env
+    cell_hub.requests.clear()  # staging read the model from the Hub; the cells must not
     # The A100 pool runs inline here (so its vLLM cell fails: no vLLM image); the H100 pool exists with no worker.
     overrides = {**base, "validation": {**base["validation"], "inline_pools": ["cpu", "gpu-a100"]}}
     settings = load_settings(**overrides)
@@ -117,6 +125,7 @@ def test_validate_model_passes_cpu_cell_and_isolates_failing_and_capacityless_ce
 
     cell = by_family["cpu"]
     assert cell.verdict is ValidationVerdict.PASSED, cell.reason
+    assert cell_hub.requests.entries() == [], "a validation cell asked the Hub"
     assert cell.image_digest == hf_serve_image.digest
     assert weights.signature is not None
     assert cell.weights_signature_digest == weights.signature.signature_digest
