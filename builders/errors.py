@@ -15,8 +15,8 @@ class ImageBuildError(BuildersError):
     """The Docker Engine could not build, tag or push an image; the message carries the build log tail."""
 
 
-class NotBuildableError(ImageBuildError):
-    """The recipe references an upstream image (GPU runtimes) and is not built here."""
+class NotBuildableError(ImageBuildError, RecipeError):
+    """The runtime's images are upstream (registry/runtimes/), or the recipe has no build files: not built here."""
 
 
 class SbomError(BuildersError):

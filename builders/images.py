@@ -296,10 +296,7 @@ def build_image(
 ) -> BuiltImage:
     """Build (unless cached), push (unless already there) and return the image's registry digest."""
     if not recipe.buildable:
-        raise NotBuildableError(
-            f"runtime {recipe.runtime} uses the upstream images {sorted(recipe.upstream_images.values())}; "
-            "only recipes with build files are built here"
-        )
+        raise NotBuildableError(f"recipe {recipe.runtime} has no build files; only those are built here")
     inputs = build_inputs(recipe, wheel_cache, log)
     digest = recipe_digest(recipe, inputs)
     reference = image_reference(registry, recipe, digest)

@@ -25,7 +25,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from builders.errors import BuildersError
-from builders.recipes import get_recipe
 from flows.settings import settings_from
 from flows.stage import verify_staged
 from registry.artifacts import artifact_key, cell, code
@@ -37,6 +36,7 @@ from registry.image_signatures import verify_image
 from registry.keys import public_pem, signing_key
 from registry.net import LOOPBACK, free_port
 from registry.quotas import sites
+from registry.runtimes import get_runtime
 from registry.schema import (
     BenchmarkMetrics,
     ConformanceReport,
@@ -228,7 +228,7 @@ def _exercise(
     docker_host: str | None,
     work: Path,
 ) -> tuple[ConformanceReport, tuple[BenchmarkMetrics, ...] | None]:
-    recipe = get_recipe(template.runtime)
+    runtime = get_runtime(template.runtime)
     ref = weights.ref
     port = free_port()
     valid = timedelta(seconds=settings.validation.sas_valid_s)
@@ -238,10 +238,11 @@ def _exercise(
         if any(f.name == "tokenizer.json" for f in weights.files):
             tokenizer_dir = work / "tokenizer"
             store.download_to(region, model_prefix(ref) + "tokenizer.json", tokenizer_dir / "tokenizer.json")
-    # The template's runtime_args already carry tensor parallelism, context and parsers (validators/planner.py).
-    args = recipe.launch_args(ref.repo_id, port=port, host=LOOPBACK)
+    # The template's runtime_args carry its knobs as the runtime spells them (registry/runtimes/); the repo id
+    # goes to the shared entrypoint only (MODEL_ID), never to the runtime.
+    launch = runtime.launch(template.runtime_args, port=port, host=LOOPBACK)
     env = {
-        **recipe.launch_env(ref.repo_id, port=port),
+        **launch.env,
         "MODEL_BLOB_URL": url,
         "MODEL_ID": ref.repo_id,
         "MODEL_REVISION": ref.revision,
@@ -249,9 +250,9 @@ def _exercise(
     }
     spec = ContainerSpec(
         image=image.pinned,
-        command=(*args, *template.runtime_args),
+        command=launch.argv,
         port=port,
-        health_path=recipe.health_path,
+        health_path=runtime.health_path,
         environment=env,
         vendor=template.vendor,
         gpu_count=template.count if template.vendor != "cpu" else 0,

@@ -194,7 +194,7 @@ class RuntimePolicy(_Section):
     enabled: bool = True
     memory_utilization: float = Field(default=0.90, gt=0, le=1)
     vendors: tuple[str, ...] = Field(
-        default=(), description="accelerator vendors this runtime's images are built for; empty = every vendor"
+        default=(), description="accelerator vendors the policy gives this runtime; empty = every vendor it supports"
     )
     tasks: tuple[str, ...] = Field(
         default=(), description="tasks the policy gives this runtime; empty = every task the runtime serves"

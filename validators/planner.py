@@ -2,17 +2,18 @@
 
 Memory model (per accelerator, bytes), for tensor-parallel size TP = count (CPU: count 1):
 
-    weights   = sum(parameters[dtype] x bytes(dtype)) / TP          (safetensors metadata; float32 loads as
-    16-bit
-                                                                      on GPU runtimes; packed int4 counts as
-                                                                      stored)
+    weights   = sum(parameters[dtype] x bytes(dtype)) / TP      (safetensors metadata; float32 loads as 16-bit
+                                                                  on GPU runtimes; packed int4 counts as stored)
     kv_cache  = 2 x layers x kv_heads x head_dim x kv_bytes x context x concurrency / TP
                 (sliding-window layers hold min(context, window) tokens; encoders have no KV cache)
     encoder   = speech and vision-language models: the audio / vision encoder's activation peak per request, plus
                 an encoder-decoder's cross-attention KV (validators/encoder_spec.py); 0 for text-only models
     reserve   = the runtime's fixed per-accelerator overhead inside its budget (activation peak with chunked
-                prefill, CUDA graphs, non-torch allocations): vLLM 0.5 GiB, SGLang 1 GiB, TEI 1 GiB, CPU 1 GiB
+                prefill, CUDA graphs, non-torch allocations)
     fits when   weights + kv_cache + encoder + reserve <= memory_gib x GiB x memory_utilization   (vLLM 0.90)
+
+Every runtime fact (tasks, vendors, reserve, element widths, context cap, parsers, how each knob is spelt) is
+the runtime's own declaration in registry/runtimes/ (`Runtime.memory`, `.parsers`, `.template_args`).
 
 The task comes from the repository's metadata (validators/tasks.py); an encoder-decoder's KV cache is its
 decoder's (`decoder_layers`, `max_target_positions` as the context). A task that no enabled runtime serves, or
@@ -21,41 +22,45 @@ that the pipeline does not serve at all, raises `UnsupportedTaskError` ("unsuppo
 `concurrency` is 1: every template guarantees at least one sequence at its full context. The template's
 `max_concurrency` is how many full-context sequences (each with its encoder term) the budget left after
 weights and reserve holds (capped per runtime). TP must divide both the attention heads and the KV heads (no
-KV-head replication).
-`kv_bytes` is 2 (bf16/fp16 KV cache) on GPU runtimes, the checkpoint dtype on CPU.
+KV-head replication). `kv_bytes` is the runtime's KV element (2 on GPU runtimes), else the checkpoint dtype.
 
 Contexts: the native `max_position_embeddings`; plus an extended one when config.json carries YaRN
 `rope_scaling`, or when policy (`YARN_POLICY`, per model type, from the model family's documentation) allows
-YaRN, e.g. Qwen3: factor 4 over 32768 = 131072, enabled with vLLM `--rope-scaling` and `--max-model-len`.
-CPU runtimes cap the context (`hf-serve`: 8192).
+YaRN, e.g. Qwen3: factor 4 over 32768 = 131072, given to the runtime as its context-extension knob (vLLM
+`--rope-scaling`, SGLang `--json-model-override-args`). CPU runtimes cap the context (`hf-serve`: 8192).
 
-For each accelerator family x context the first enabled runtime (settings order) that serves the model's task
-on
-that vendor and fits gets the template, at the smallest allowed count that fits: template ids carry no
-runtime,
-so one runtime per id. Ids: `<org>--<model>--<ctx>k-<vendor>-[<n>x]<family>` lowercase, ctx = round(context /
-1024) (sub-1K contexts as e.g. `0.5k`), family's short name (`A100_80GB` -> `a100`, `MI_300_192GB` ->
-`mi300`);
-the CPU family whose short name equals its vendor is written once (`--8k-cpu`).
+Runtime selection is policy (curation.toml `[runtimes]`, in order): for each accelerator family x context the
+first enabled runtime that supports the family's vendor, that the policy gives the model's task on that vendor,
+and that fits gets the template, at the smallest allowed count that fits. That vendor's *default runtime* for
+the task is the first such runtime in policy order whether or not the model fits it (vLLM for chat on NVIDIA
+and AMD, TEI for embeddings on NVIDIA, infinity for embeddings and hf-serve for the other tasks on CPU).
+
+Ids: `<org>--<model>--<ctx>k-<vendor>-[<n>x]<family>[-<runtime>][-<quantization>]` lowercase, ctx =
+round(context / 1024) (sub-1K contexts as e.g. `0.5k`), family's short name (`A100_80GB` -> `a100`,
+`MI_300_192GB` -> `mi300`); the CPU family whose short name equals its vendor is written once (`--8k-cpu`).
+`-<runtime>` is added only when the template's runtime is not its vendor's default runtime for the task (e.g.
+`--32k-cpu-llama-cpp`), and `-<quantization>` only for a quantization the pipeline derives (e.g. a GGUF
+`-q4_k_m`), never for a checkpoint's own: the id of the default runtime's template keeps the catalog's form
+(`qwen--qwen3-32b--40k-nvidia-a100`). Family short names end in a digit or are a vendor name, and runtime
+names are fixed words, so the parts never run into each other.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from registry.runtimes import Runtime, RuntimeSpecError, TemplateKnobs, all_runtimes
+from registry.runtimes.interface import MemoryProfile
 from registry.schema import DeploymentTemplate, MemoryEstimate, ModelRef, model_slug
 from registry.settings import AcceleratorFamily, RuntimePolicy, Settings
 from validators.model_spec import ModelSpec, RopeExtension, model_spec, weight_bytes
 from validators.tasks import (
     CHAT,
     EMBEDDINGS,
-    SPEECH_RECOGNITION,
-    VISION_CHAT,
     TaskDecision,
     UnsupportedTaskError,
     task_from_config,
@@ -68,70 +73,6 @@ YARN_POLICY: dict[str, RopeExtension] = {
     "qwen3": RopeExtension(factor=4.0, original=32768),
     "qwen3_moe": RopeExtension(factor=4.0, original=32768),
     "qwen2": RopeExtension(factor=4.0, original=32768),
-}
-
-
-@dataclass(frozen=True)
-class RuntimeProfile:
-    """What the planner assumes about one runtime."""
-
-    name: str
-    tasks: frozenset[str]
-    reserve_bytes: int
-    max_element_bytes: float = 2
-    kv_dtype_bytes: float | None = 2
-    context_cap: int | None = None
-    max_concurrency_cap: int = 256
-    embeddings_concurrency: int = 32
-    serves_quantized: bool = True
-    port: int = 8000
-    health_probe: str = "/health"
-    parsers: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
-
-
-_VLLM_PARSERS: dict[str, tuple[str | None, str | None]] = {
-    "qwen3": ("hermes", "qwen3"),
-    "qwen3_moe": ("hermes", "qwen3"),
-    "qwen2": ("hermes", None),
-    "qwen2_moe": ("hermes", None),
-    "llama3": ("llama3_json", None),
-    "llama4": ("llama4_pythonic", None),
-    "mistral": ("mistral", None),
-    "deepseek_v3": ("deepseek_v3", "deepseek_r1"),
-    "granite": ("granite", None),
-    "gpt_oss": ("openai", "openai_gptoss"),
-}
-_SGLANG_PARSERS: dict[str, tuple[str | None, str | None]] = {
-    "qwen3": ("qwen25", "qwen3"),
-    "qwen3_moe": ("qwen25", "qwen3"),
-    "qwen2": ("qwen25", None),
-    "llama3": ("llama3", None),
-    "mistral": ("mistral", None),
-    "deepseek_v3": ("deepseekv3", "deepseek-r1"),
-}
-
-PROFILES: dict[str, RuntimeProfile] = {
-    "vllm": RuntimeProfile("vllm", frozenset({"chat"}), reserve_bytes=GIB // 2, parsers=_VLLM_PARSERS),
-    "sglang": RuntimeProfile("sglang", frozenset({"chat"}), reserve_bytes=GIB, parsers=_SGLANG_PARSERS, port=30000),
-    "tensorrt-llm": RuntimeProfile("tensorrt-llm", frozenset({"chat"}), reserve_bytes=GIB),
-    "nim": RuntimeProfile("nim", frozenset({"chat"}), reserve_bytes=GIB, health_probe="/v1/health/ready"),
-    "llama-cpp": RuntimeProfile("llama-cpp", frozenset({"chat"}), reserve_bytes=GIB // 2),
-    "tei": RuntimeProfile(
-        "tei", frozenset({"embeddings"}), reserve_bytes=GIB, max_element_bytes=4, kv_dtype_bytes=None
-    ),
-    "infinity": RuntimeProfile(
-        "infinity", frozenset({"embeddings"}), reserve_bytes=GIB, max_element_bytes=4, kv_dtype_bytes=None
-    ),
-    "hf-serve": RuntimeProfile(
-        "hf-serve",
-        frozenset({CHAT, SPEECH_RECOGNITION, VISION_CHAT}),
-        reserve_bytes=GIB,
-        max_element_bytes=8,
-        kv_dtype_bytes=None,
-        context_cap=8192,
-        max_concurrency_cap=8,
-        serves_quantized=False,
-    ),
 }
 
 
@@ -148,11 +89,23 @@ def context_label(context: int) -> str:
     return f"{context / 1024:.1f}".rstrip("0").rstrip(".") + "k"
 
 
-def template_id(repo_id: str, context: int, vendor: str, count: int, family: str) -> str:
+def template_id(
+    repo_id: str,
+    context: int,
+    vendor: str,
+    count: int,
+    family: str,
+    *,
+    runtime: str | None = None,
+    quantization: str | None = None,
+) -> str:
+    """The template id (module docstring): `runtime` only for a runtime other than the vendor's default for the
+    task, `quantization` only for one the pipeline derives."""
     short = family_short_name(family)
     count_part = f"{count}x" if count > 1 else ""
     tail = f"{vendor}-{count_part}{short}" if short != vendor.lower() or count > 1 else vendor
-    return f"{model_slug(repo_id)}--{context_label(context)}-{tail}".lower()
+    suffix = "".join(f"-{part}" for part in (runtime, quantization) if part)
+    return f"{model_slug(repo_id)}--{context_label(context)}-{tail}{suffix}".lower()
 
 
 @dataclass(frozen=True)
@@ -183,7 +136,7 @@ def parser_family(spec: ModelSpec) -> str:
 def estimate_memory(
     spec: ModelSpec,
     weights: int,
-    profile: RuntimeProfile,
+    profile: MemoryProfile,
     family: AcceleratorFamily,
     utilization: float,
     *,
@@ -237,67 +190,54 @@ def tp_allowed(spec: ModelSpec, count: int) -> bool:
     return spec.attention_heads % count == 0 and spec.kv_heads % count == 0
 
 
-def runtime_args(
-    profile: RuntimeProfile,
+def template_knobs(
     spec: ModelSpec,
+    runtime: Runtime,
     *,
     count: int,
     context: ContextOption,
     utilization: float,
     parsers: tuple[str | None, str | None],
-) -> tuple[str, ...]:
-    tool, reasoning = parsers
-    args: list[str] = []
-    if profile.name == "vllm":
-        args += ["--max-model-len", str(context.length), "--tensor-parallel-size", str(count)]
-        args += ["--gpu-memory-utilization", f"{utilization:.2f}"]
-        if context.rope is not None:
-            args += ["--rope-scaling", json.dumps(context.rope.as_json(), separators=(",", ":"))]
-        if tool:
-            args += ["--enable-auto-tool-choice", "--tool-call-parser", tool]
-        if reasoning:
-            args += ["--reasoning-parser", reasoning]
-    elif profile.name == "sglang":
-        args += ["--context-length", str(context.length), "--tp-size", str(count)]
-        args += ["--mem-fraction-static", f"{utilization:.2f}"]
-        if context.rope is not None:
-            override = {"rope_scaling": context.rope.as_json()}
-            args += ["--json-model-override-args", json.dumps(override, separators=(",", ":"))]
-        if tool:
-            args += ["--tool-call-parser", tool]
-        if reasoning:
-            args += ["--reasoning-parser", reasoning]
-    elif profile.name == "tensorrt-llm":
-        args += ["--max_seq_len", str(context.length), "--tp_size", str(count)]
-    elif profile.name == "llama-cpp":
-        args += ["--n_ctx", str(context.length)]
-    elif profile.name == "tei":
-        args += ["--max-batch-tokens", str(max(16384, context.length)), "--auto-truncate"]
-    elif profile.name == "hf-serve":
-        args += ["--device", "cpu" if count == 1 else "auto"]
-    return tuple(args)
+) -> TemplateKnobs:
+    """The knobs of one template; `Runtime.template_args` spells them (registry/runtimes/). A checkpoint's own
+    quantization is not passed where the runtime reads it from config.json; `max_concurrency` is what the
+    budget guarantees at full context, not a cap on the runtime's batch, so it is not passed either."""
+    quantization = None if runtime.checkpoint_quantization else spec.quantization
+    return TemplateKnobs(
+        context_length=context.length,
+        tensor_parallel=count,
+        memory_utilization=utilization,
+        rope_scaling=context.rope.as_json() if context.rope is not None else None,
+        quantization=quantization,
+        tool_call_parser=parsers[0],
+        reasoning_parser=parsers[1],
+    )
 
 
-def serves(profile: RuntimeProfile, policy: RuntimePolicy, task: str) -> bool:
+def serves(runtime: Runtime, policy: RuntimePolicy, task: str) -> bool:
     """Whether the policy gives `task` to this runtime (enabled, able to serve it, listed in its `tasks`)."""
-    return policy.enabled and task in profile.tasks and (not policy.tasks or task in policy.tasks)
+    return policy.enabled and task in runtime.tasks and (not policy.tasks or task in policy.tasks)
 
 
-def _runtimes_for(settings: Settings, task: str, vendor: str) -> Iterator[tuple[RuntimeProfile, RuntimePolicy]]:
+def _runtimes_for(settings: Settings, task: str, vendor: str) -> Iterator[tuple[Runtime, RuntimePolicy]]:
+    """The runtimes the policy gives `task` on `vendor`, in policy order: the runtime must support the vendor
+    (registry/runtimes/), and the policy's `vendors`, when set, must list it."""
+    known = all_runtimes()
     for name, policy in settings.runtimes.items():
-        profile = PROFILES.get(name)
-        if profile is None or not serves(profile, policy, task):
+        runtime = known.get(name)
+        if runtime is None or not serves(runtime, policy, task) or vendor not in runtime.vendors:
             continue
         if policy.vendors and vendor not in policy.vendors:
             continue
-        yield profile, policy
+        yield runtime, policy
 
 
 def planned_task(config: Mapping[str, Any], settings: Settings, task: str | None = None) -> str:
     """The task to plan for (given, else from the config), or `UnsupportedTaskError` when the pipeline or the
     policy serves it nowhere."""
     task = task or task_from_config(config).require_supported()
-    runtimes = [n for n, p in settings.runtimes.items() if n in PROFILES and serves(PROFILES[n], p, task)]
+    known = all_runtimes()
+    runtimes = [n for n, p in settings.runtimes.items() if n in known and serves(known[n], p, task)]
     if not runtimes:
         why = "no enabled runtime in curation.toml [runtimes] serves it (see each runtime's `tasks`)"
         raise UnsupportedTaskError(TaskDecision(task, False, "policy", why))
@@ -322,8 +262,12 @@ def plan(
     seen: set[str] = set()
     for family_name, family in settings.accelerators.items():
         for option in context_options(spec):
-            for profile, policy in _runtimes_for(settings, task, family.vendor):
-                template = _smallest_fit(repo_id, spec, parameters, profile, policy, family_name, family, option)
+            candidates = list(_runtimes_for(settings, task, family.vendor))
+            for runtime, policy in candidates:
+                # A runtime other than the vendor's default for the task is named in the id.
+                named = runtime.name if runtime is not candidates[0][0] else None
+                where = _Where(family_name, family, option, named)
+                template = _smallest_fit(repo_id, spec, parameters, runtime, policy, where)
                 if template is None:
                     continue
                 if template.id not in seen:
@@ -333,16 +277,26 @@ def plan(
     return tuple(templates)
 
 
+@dataclass(frozen=True)
+class _Where:
+    """One family x context a template is sought for, and the runtime name its id carries (if any)."""
+
+    family_name: str
+    family: AcceleratorFamily
+    option: ContextOption
+    id_runtime: str | None = None
+
+
 def _smallest_fit(
     repo_id: str,
     spec: ModelSpec,
     parameters: Mapping[str, int] | None,
-    profile: RuntimeProfile,
+    runtime: Runtime,
     policy: RuntimePolicy,
-    family_name: str,
-    family: AcceleratorFamily,
-    option: ContextOption,
+    where: _Where,
 ) -> DeploymentTemplate | None:
+    family_name, family, option = where.family_name, where.family, where.option
+    profile = runtime.memory
     if spec.quantization is not None and not profile.serves_quantized:
         return None
     if profile.context_cap is not None and option.length > profile.context_cap:
@@ -358,36 +312,34 @@ def _smallest_fit(
         )
         if not fits(estimate):
             continue
-        parsers = profile.parsers.get(parser_family(spec), (None, None)) if spec.task == CHAT else (None, None)
+        parsers = runtime.parsers.get(parser_family(spec), (None, None)) if spec.task == CHAT else (None, None)
+        knobs = template_knobs(
+            spec, runtime, count=count, context=option, utilization=policy.memory_utilization, parsers=parsers
+        )
+        try:
+            args = runtime.template_args(knobs)
+        except RuntimeSpecError:
+            return None  # the runtime cannot do what this template needs (YaRN, tensor parallelism): not its
         return DeploymentTemplate(
-            id=template_id(repo_id, option.length, family.vendor, count, family_name),
-            runtime=profile.name,
+            id=template_id(repo_id, option.length, family.vendor, count, family_name, runtime=where.id_runtime),
+            runtime=runtime.name,
             accelerator_family=family_name,
             vendor=family.vendor,
             count=count,
             context_length=option.length,
             quantization=spec.quantization,
-            runtime_args=runtime_args(
-                profile,
-                spec,
-                count=count,
-                context=option,
-                utilization=policy.memory_utilization,
-                parsers=parsers,
-            ),
+            runtime_args=args,
             tool_call_parser=parsers[0],
             reasoning_parser=parsers[1],
-            health_probe=profile.health_probe,
-            port=profile.port,
-            max_concurrency=_max_concurrency(spec, profile, estimate, option.length, count),
+            health_probe=runtime.health_path,
+            port=runtime.port,
+            max_concurrency=_max_concurrency(spec, profile, estimate),
             memory=estimate,
         )
     return None
 
 
-def _max_concurrency(
-    spec: ModelSpec, profile: RuntimeProfile, estimate: MemoryEstimate, context: int, count: int
-) -> int:
+def _max_concurrency(spec: ModelSpec, profile: MemoryProfile, estimate: MemoryEstimate) -> int:
     if spec.task == EMBEDDINGS or estimate.kv_cache_bytes == 0:
         return profile.embeddings_concurrency
     free = estimate.capacity_bytes - estimate.weights_bytes - estimate.reserve_bytes

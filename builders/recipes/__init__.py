@@ -1,35 +1,37 @@
-"""Runtime recipes, one module per runtime; `get_recipe(runtime)` is what the planner and the builder read."""
+"""Image recipes, one module per runtime built here; `get_recipe(runtime)` is what the image builder reads.
+
+Everything else about a runtime (tasks, vendors, flags, port, probe, memory, and whether its image is built here
+or upstream) is its declaration in registry/runtimes/. Runtimes with upstream images (TEI, TensorRT-LLM, NIM) have
+no recipe: `get_recipe` says why they are not built here.
+"""
 
 from __future__ import annotations
 
-from builders.errors import RecipeError
-from builders.recipes import hf_serve, infinity, llama_cpp, nim, sglang, tei, tensorrt_llm, vllm
-from builders.recipes.base import LaunchFlags, LaunchKnobs, Recipe
+from builders.errors import NotBuildableError, RecipeError
+from builders.recipes import hf_serve, infinity, llama_cpp, sglang, vllm
+from builders.recipes.base import Recipe
+from registry.runtimes import RuntimeSpecError, get_runtime
 
-__all__ = ["LaunchFlags", "LaunchKnobs", "Recipe", "RecipeError", "all_recipes", "get_recipe"]
+__all__ = ["Recipe", "RecipeError", "all_recipes", "get_recipe"]
 
 _RECIPES: dict[str, Recipe] = {
-    recipe.runtime: recipe
-    for recipe in (
-        vllm.RECIPE,
-        sglang.RECIPE,
-        tensorrt_llm.RECIPE,
-        nim.RECIPE,
-        tei.RECIPE,
-        llama_cpp.RECIPE,
-        hf_serve.RECIPE,
-        infinity.RECIPE,
-    )
+    module.RECIPE.runtime: module.RECIPE for module in (vllm, sglang, llama_cpp, hf_serve, infinity)
 }
 
 
 def all_recipes() -> dict[str, Recipe]:
-    """Every known recipe by runtime name (the names of `[runtimes.*]` in curation.toml)."""
+    """Every image built here, by runtime name (the names of `[runtimes.*]` in curation.toml)."""
     return dict(_RECIPES)
 
 
 def get_recipe(runtime: str) -> Recipe:
-    try:
+    """The recipe of `runtime`; `NotBuildableError` for a runtime whose images are upstream, `RecipeError` for an
+    unknown one."""
+    if runtime in _RECIPES:
         return _RECIPES[runtime]
-    except KeyError as exc:
-        raise RecipeError(f"no recipe for runtime {runtime!r}; known runtimes: {', '.join(sorted(_RECIPES))}") from exc
+    try:
+        declared = get_runtime(runtime)
+    except RuntimeSpecError as exc:
+        raise RecipeError(f"{exc}; images built here: {', '.join(sorted(_RECIPES))}") from exc
+    why = "; ".join(filter(None, (declared.image_unavailable(vendor) for vendor in declared.vendors)))
+    raise NotBuildableError(f"runtime {runtime} is not built here: {why}")

@@ -1,4 +1,4 @@
-"""llama.cpp: llama-cpp-python's OpenAI-compatible server on CPU over a GGUF file, built here.
+"""llama.cpp's image: llama-cpp-python's OpenAI-compatible server on CPU over a GGUF file, built here.
 
 llama-cpp-python publishes only an sdist, so its wheel is compiled once on the host from the sdist the lock pins
 by hash (`SOURCE_BUILD`; builders/local_wheels.py), portable to any x86-64 CPU with AVX2 (no -march=native),
@@ -6,11 +6,8 @@ without OpenMP (the base image has no libgomp) and without the llava library. Th
 own converter (`convert_hf_to_gguf.py` with its `conversion` package and `gguf-py`, from the same sdist) with its
 Python dependencies (the CPU torch, transformers 4.57.6 as llama.cpp's requirements pin it, sentencepiece,
 protobuf) and the quantizer (`quantize.py`: libllama's `llama_model_quantize`), so GGUF files can be derived from
-staged safetensors inside the image with no network (docs/images.md has the commands).
-
-The shared entrypoint fetches and verifies the staged model and starts `python -m llama_cpp.server` on its one
-.gguf file (or MODEL_FILE), served under the repo id, with `--interrupt_requests False` (otherwise a new request
-cancels the stream in flight). The server has no /health route: /v1/models answers once the model is loaded.
+staged safetensors inside the image with no network (docs/images.md has the commands). How the server starts is
+registry/runtimes/llama_cpp.py.
 """
 
 from __future__ import annotations
@@ -18,19 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from builders.locks import build_lock_name, read_lock
-from builders.recipes.base import LaunchFlags, Recipe, ServerCommand, SourceBuild
-from builders.recipes.model_entrypoint import MODEL_ID_FLAG
-from builders.recipes.offline import (
-    CPU_TORCH_TRIM,
-    ENTRYPOINT,
-    ENTRYPOINT_LOCK_NAME,
-    LOCAL_BASE_IMAGE,
-    RUNTIME_VENV,
-    build_files,
-)
+from builders.recipes.base import SourceBuild, recipe_for
+from builders.recipes.offline import CPU_TORCH_TRIM, ENTRYPOINT, ENTRYPOINT_LOCK_NAME, LOCAL_BASE_IMAGE, build_files
+from registry.runtimes.interface import RUNTIME_VENV
+from registry.runtimes.llama_cpp import RUNTIME
 
-VERSION = "0.3.36"
-PORT = 8000
 TOOLS_DIR = "/opt/llama.cpp"
 CONVERTER = f"{TOOLS_DIR}/convert_hf_to_gguf.py"
 QUANTIZER = f"{TOOLS_DIR}/quantize.py"
@@ -38,7 +27,7 @@ PYTHON = f"{RUNTIME_VENV}/bin/python"
 # The server, plus what llama.cpp's requirements-convert_hf_to_gguf.txt asks for (torch: the local CPU build;
 # gguf-py's own dependencies: numpy, tqdm, pyyaml, requests).
 REQUIREMENTS = (
-    f"llama-cpp-python[server]=={VERSION}",
+    f"llama-cpp-python[server]=={RUNTIME.version}",
     "torch==2.13.0",
     "transformers==4.57.6",
     "numpy~=2.2.6",
@@ -54,41 +43,21 @@ SOURCE_BUILD = SourceBuild(
     build_requirements=("scikit-build-core[pyproject]>=0.9.2", "cmake>=3.21", "ninja>=1.11"),
     sdist_files=("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion", "vendor/llama.cpp/gguf-py"),
 )
-SERVER = ServerCommand(
-    argv=(PYTHON, "-m", "llama_cpp.server"),
-    model_path="gguf",
-    model_arg="--model",
-    served_name_arg="--model_alias",
-    fixed_args=("--interrupt_requests", "False"),
-    reserved_args=("--config_file", "--hf_model_repo_id", "--hf_pretrained_model_name_or_path"),
-)
 _QUANTIZE_SOURCE = (Path(__file__).resolve().parent / "llama_cpp_quantize.py").read_text(encoding="utf-8")
 
-RECIPE = Recipe(
-    runtime="llama-cpp",
-    version=VERSION,
-    description="llama-cpp-python server (CPU, GGUF), with llama.cpp's converter and quantizer",
-    source="https://github.com/abetlen/llama-cpp-python",
+RECIPE = recipe_for(
+    RUNTIME,
     base_image=LOCAL_BASE_IMAGE,
     build_files=build_files(
-        "llama-cpp",
-        SERVER,
+        RUNTIME,
         read_lock(ENTRYPOINT_LOCK_NAME),
-        port=PORT,
         extra_files={"quantize.py": (_QUANTIZE_SOURCE, QUANTIZER)},
         sdist_dirs=((SOURCE_BUILD.package, TOOLS_DIR),),
         trim=CPU_TORCH_TRIM,
     ),
     requirements=REQUIREMENTS,
-    lock=read_lock("llama-cpp"),
+    lock=read_lock(RUNTIME.name),
     source_builds=(SOURCE_BUILD,),
-    build_lock=read_lock(build_lock_name("llama-cpp")),
-    server=SERVER,
+    build_lock=read_lock(build_lock_name(RUNTIME.name)),
     entrypoint=ENTRYPOINT,
-    port=PORT,
-    health_path="/v1/models",
-    accelerators=("cpu",),
-    tasks=("chat", "completion"),
-    flags=LaunchFlags(model=MODEL_ID_FLAG, context_length="--n_ctx", served_model_name=None),
-    env={"HF_HUB_OFFLINE": "1"},
 )

@@ -20,10 +20,9 @@ import fnmatch
 import re
 from pathlib import Path
 
-from builders.recipes.base import ServerCommand
+from registry.runtimes.interface import RUNTIME_VENV, Runtime
 
 LOCAL_BASE_IMAGE = "local/debian-python:bookworm"
-RUNTIME_VENV = "/opt/venv"
 CURATION_DIR = "/opt/curation"
 ENTRYPOINT_VENV = f"{CURATION_DIR}/entrypoint"
 ENTRYPOINT = (f"{ENTRYPOINT_VENV}/bin/python", f"{CURATION_DIR}/entrypoint.py")
@@ -134,11 +133,9 @@ ENTRYPOINT ["{ENTRYPOINT[0]}", "{ENTRYPOINT[1]}"]
 
 
 def build_files(
-    name: str,
-    server: ServerCommand,
+    runtime: Runtime,
     entrypoint_lock: str,
     *,
-    port: int,
     layers: tuple[tuple[str, ...], ...] = (),
     extra_files: dict[str, tuple[str, str]] | None = None,
     sdist_dirs: tuple[tuple[str, str], ...] = (),
@@ -151,9 +148,10 @@ def build_files(
     folder in the image) for the `sdist_files` of a source build.
     """
     extra = extra_files or {}
+    name, server = runtime.name, runtime.server
     dockerfile = runtime_dockerfile(
         name,
-        port=port,
+        port=runtime.port,
         layers=len(layers),
         extra_files=(
             *((source, target) for source, (_, target) in sorted(extra.items())),

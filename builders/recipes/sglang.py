@@ -10,61 +10,31 @@ fetches and verifies the staged model and runs `python -m sglang.launch_server -
 from __future__ import annotations
 
 from builders.locks import read_lock
-from builders.recipes.base import LaunchFlags, Recipe, ServerCommand
-from builders.recipes.model_entrypoint import MODEL_ID_FLAG
+from builders.recipes.base import recipe_for
 from builders.recipes.offline import (
     CUDA_INSTALL_LAYERS,
     ENTRYPOINT,
     ENTRYPOINT_LOCK_NAME,
     LOCAL_BASE_IMAGE,
-    RUNTIME_VENV,
     build_files,
 )
+from registry.runtimes.sglang import RUNTIME
 
-VERSION = "0.5.23"
-PORT = 30000
-REQUIREMENTS = (f"sglang=={VERSION}",)
-SERVER = ServerCommand(
-    argv=(f"{RUNTIME_VENV}/bin/python", "-m", "sglang.launch_server"),
-    model_arg="--model-path",
-    served_name_arg="--served-model-name",
-    reserved_args=("--model", "--tokenizer-path", "--download-dir"),
-)
+REQUIREMENTS = (f"sglang=={RUNTIME.version}",)
 
-RECIPE = Recipe(
-    runtime="sglang",
-    version=VERSION,
-    description="SGLang OpenAI-compatible server (CUDA), model fetched from blob storage at start",
-    source="https://github.com/sgl-project/sglang",
+RECIPE = recipe_for(
+    RUNTIME,
     base_image=LOCAL_BASE_IMAGE,
     build_files=build_files(
-        "sglang",
-        SERVER,
+        RUNTIME,
         read_lock(ENTRYPOINT_LOCK_NAME),
-        port=PORT,
         layers=CUDA_INSTALL_LAYERS,
         extra_env=("SGLANG_DISABLE_USAGE_STATS=1",),
         trim=("torch/test",),
     ),
     requirements=REQUIREMENTS,
-    lock=read_lock("sglang"),
-    server=SERVER,
+    lock=read_lock(RUNTIME.name),
     install_layers=CUDA_INSTALL_LAYERS,
     transient_build=True,
     entrypoint=ENTRYPOINT,
-    port=PORT,
-    health_path="/health",
-    accelerators=("nvidia",),
-    tasks=("chat", "completion", "embedding"),
-    flags=LaunchFlags(
-        model=MODEL_ID_FLAG,
-        context_length="--context-length",
-        tensor_parallel="--tp-size",
-        quantization="--quantization",
-        tool_call_parser="--tool-call-parser",
-        reasoning_parser="--reasoning-parser",
-        max_concurrency="--max-running-requests",
-        served_model_name=None,
-    ),
-    env={"HF_HUB_OFFLINE": "1"},
 )

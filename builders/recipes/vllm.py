@@ -13,61 +13,31 @@ The shared entrypoint fetches and verifies the staged model and runs `vllm serve
 from __future__ import annotations
 
 from builders.locks import read_lock
-from builders.recipes.base import LaunchFlags, Recipe, ServerCommand
-from builders.recipes.model_entrypoint import MODEL_ID_FLAG
+from builders.recipes.base import recipe_for
 from builders.recipes.offline import (
     CUDA_INSTALL_LAYERS,
     ENTRYPOINT,
     ENTRYPOINT_LOCK_NAME,
     LOCAL_BASE_IMAGE,
-    RUNTIME_VENV,
     build_files,
 )
+from registry.runtimes.vllm import RUNTIME
 
-VERSION = "0.33.0"
-PORT = 8000
-REQUIREMENTS = (f"vllm=={VERSION}",)
-SERVER = ServerCommand(
-    argv=(f"{RUNTIME_VENV}/bin/vllm", "serve"),
-    served_name_arg="--served-model-name",
-    reserved_args=("--model", "--tokenizer", "--download-dir", "--hf-config-path"),
-)
+REQUIREMENTS = (f"vllm=={RUNTIME.version}",)
 
-RECIPE = Recipe(
-    runtime="vllm",
-    version=VERSION,
-    description="vLLM OpenAI-compatible server (CUDA), model fetched from blob storage at start",
-    source="https://github.com/vllm-project/vllm",
+RECIPE = recipe_for(
+    RUNTIME,
     base_image=LOCAL_BASE_IMAGE,
     build_files=build_files(
-        "vllm",
-        SERVER,
+        RUNTIME,
         read_lock(ENTRYPOINT_LOCK_NAME),
-        port=PORT,
         layers=CUDA_INSTALL_LAYERS,
         extra_env=("VLLM_NO_USAGE_STATS=1", "VLLM_DO_NOT_TRACK=1"),
         trim=("torch/test",),
     ),
     requirements=REQUIREMENTS,
-    lock=read_lock("vllm"),
-    server=SERVER,
+    lock=read_lock(RUNTIME.name),
     install_layers=CUDA_INSTALL_LAYERS,
     transient_build=True,
     entrypoint=ENTRYPOINT,
-    port=PORT,
-    health_path="/health",
-    accelerators=("nvidia",),
-    tasks=("chat", "completion", "embedding"),
-    flags=LaunchFlags(
-        model=MODEL_ID_FLAG,
-        context_length="--max-model-len",
-        tensor_parallel="--tensor-parallel-size",
-        quantization="--quantization",
-        tool_call_parser="--tool-call-parser",
-        tool_call_enable=("--enable-auto-tool-choice",),
-        reasoning_parser="--reasoning-parser",
-        max_concurrency="--max-num-seqs",
-        served_model_name=None,
-    ),
-    env={"HF_HUB_OFFLINE": "1"},
 )

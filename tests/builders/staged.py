@@ -17,13 +17,8 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasP
 
 from devstack.azurite import AzuriteStack
 from devstack.net import wait_for_http
-from registry.blobs import (
-    MANIFEST_NAME,
-    SIGNATURE_NAME,
-    WeightsManifest,
-    parse_connection_string,
-    signature_blob_name,
-)
+from registry.blob_sas import parse_connection_string
+from registry.blobs import MANIFEST_NAME, SIGNATURE_NAME, WeightsManifest, signature_blob_name
 from registry.keys import KeyPair, generate_private_pem, key_id, load_private_key, public_pem
 from registry.schema import StagedFile
 from validators.weights_signing import sign_weights

@@ -11,13 +11,13 @@ import httpx
 import pytest
 
 from builders.images import BuiltImage
-from builders.recipes import get_recipe
 from devstack.azurite import AzuriteStack
 from devstack.docker_engine import DockerStack
 from devstack.hub_server import HubServer
 from devstack.net import free_port
 from devstack.samples import SampleSet, tiny
 from devstack.samples.build import export_repo
+from registry.runtimes import get_runtime
 from tests.builders.staged import REGION, new_key, run_to_exit, serving, stage_signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -39,12 +39,12 @@ def test_hf_serve_serves_a_signed_model_from_azurite_and_never_asks_the_hub(
     staged = stage_signed(azurite, "weights-hfserve", REPO_ID, REVISION, files, new_key(tmp_path / "key"))
     hub = hub_factory(sample_set.store())
     port = free_port()
-    recipe = get_recipe("hf-serve")
+    runtime = get_runtime("hf-serve")
     # The trap: the Hub test server holds this very repo, and the container is told where it is and that it may
     # go online. Only the entrypoint's verified local copy may be served.
     env = staged.env(HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0")
-    command = recipe.launch_args(REPO_ID, port=port, host="127.0.0.1")
-    health = f"http://127.0.0.1:{port}{recipe.health_path}"
+    command = list(runtime.launch((), port=port, host="127.0.0.1").argv)
+    health = f"http://127.0.0.1:{port}{runtime.health_path}"
     with serving(docker_stack.docker_host, hf_serve_image.pinned, command, env, health) as served:
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=30).json()
         assert REPO_ID in {m["id"] for m in models["data"]}

@@ -18,7 +18,6 @@ import pytest
 from gguf import GGUFReader
 
 from builders.images import BuiltImage
-from builders.recipes import get_recipe
 from builders.recipes.llama_cpp import CONVERTER, PYTHON, QUANTIZER
 from devstack.azurite import AzuriteStack
 from devstack.docker_engine import DockerStack
@@ -28,6 +27,7 @@ from devstack.samples.build import export_repo
 from devstack.samples.expectations import SMOLLM2
 from devstack.samples.real import smollm2_gguf
 from registry.blobs import MANIFEST_NAME, SIGNATURE_NAME
+from registry.runtimes import TemplateKnobs, get_runtime
 from registry.schema import CheckStatus
 from tests.builders.staged import REGION, new_key, serving, stage_signed
 from validators.conformance import run_suite
@@ -57,10 +57,11 @@ def test_llama_cpp_serves_a_signed_gguf_and_passes_basic_chat(
     gguf = smollm2_gguf()
     files = {gguf.name: gguf.read_bytes()}
     staged = stage_signed(azurite, "weights-llamacpp", REPO_ID, REVISION, files, new_key(tmp_path / "key"))
-    recipe = get_recipe("llama-cpp")
+    runtime = get_runtime("llama-cpp")
     port = free_port()
-    command = recipe.launch_args(REPO_ID, port=port, host="127.0.0.1", context_length=2048)
-    health = f"http://127.0.0.1:{port}{recipe.health_path}"
+    template_args = runtime.template_args(TemplateKnobs(context_length=2048))
+    command = list(runtime.launch(template_args, port=port, host="127.0.0.1").argv)
+    health = f"http://127.0.0.1:{port}{runtime.health_path}"
     with serving(docker_stack.docker_host, llama_cpp_image.pinned, command, staged.env(), health) as served:
         report = run_suite(Target(f"http://127.0.0.1:{port}/v1", REPO_ID, task="chat"))
     logs = served.logs

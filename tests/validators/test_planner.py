@@ -12,11 +12,11 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from devstack.samples import tiny_vlm, tiny_whisper
+from registry.runtimes import get_runtime
 from registry.settings import Settings, load_settings
 from validators.errors import PlannerError
 from validators.model_spec import model_spec, weight_bytes
 from validators.planner import (
-    PROFILES,
     context_label,
     estimate_memory,
     family_short_name,
@@ -40,13 +40,16 @@ def policy() -> Settings:
     return load_settings()
 
 
-def test_qwen3_32b_reproduces_the_four_published_vllm_templates(policy: Settings) -> None:
+def test_qwen3_32b_reproduces_the_four_published_vllm_templates_and_plans_mi300(policy: Settings) -> None:
     templates = plan("Qwen/Qwen3-32B", _config("qwen3-32b"), {"BF16": 32_762_123_264}, policy)
     assert [t.id for t in templates] == [
         "qwen--qwen3-32b--40k-nvidia-a100",
         "qwen--qwen3-32b--128k-nvidia-2xa100",
         "qwen--qwen3-32b--40k-nvidia-h100",
         "qwen--qwen3-32b--128k-nvidia-2xh100",
+        # vLLM supports AMD: MI300X fits both contexts on one device (published only once validated).
+        "qwen--qwen3-32b--40k-amd-mi300",
+        "qwen--qwen3-32b--128k-amd-mi300",
     ]
     assert {t.runtime for t in templates} == {"vllm"}
     by_id = {t.id: t for t in templates}
@@ -74,18 +77,37 @@ def test_qwen3_32b_reproduces_the_four_published_vllm_templates(policy: Settings
     assert "reserve 0.50 GiB" in memory.formula
 
 
-def test_qwen3_32b_128k_does_not_fit_one_gpu_and_amd_needs_a_rocm_runtime(policy: Settings) -> None:
+def test_qwen3_32b_128k_does_not_fit_one_gpu_and_the_policy_can_keep_a_vendor_off(policy: Settings) -> None:
     spec = model_spec(_config("qwen3-32b"))
     weights = weight_bytes(spec, {"BF16": 32_762_123_264}, max_element_bytes=2)
     h100 = policy.accelerators["H100_80GB"]
-    one = estimate_memory(spec, weights, PROFILES["vllm"], h100, 0.90, count=1, context=131072)
+    one = estimate_memory(spec, weights, get_runtime("vllm").memory, h100, 0.90, count=1, context=131072)
     assert not fits(one)
-    # Enabling the vLLM image for AMD gives MI300 its own (single-device) templates.
-    amd = load_settings(runtimes={"vllm": {"vendors": ["nvidia", "amd"]}})
-    ids = [t.id for t in plan("Qwen/Qwen3-32B", _config("qwen3-32b"), {"BF16": 32_762_123_264}, amd)]
-    assert "qwen--qwen3-32b--40k-amd-mi300" in ids
-    assert "qwen--qwen3-32b--128k-amd-mi300" in ids
-    assert len(ids) == 6
+    # The policy can keep vLLM to NVIDIA: SGLang, next in policy order, is then AMD's default runtime for chat.
+    nvidia_only = load_settings(runtimes={"vllm": {"vendors": ["nvidia"]}})
+    amd = [t for t in plan("Qwen/Qwen3-32B", _config("qwen3-32b"), {"BF16": 32_762_123_264}, nvidia_only)]
+    mi300 = [(t.id, t.runtime) for t in amd if t.vendor == "amd"]
+    assert mi300 == [("qwen--qwen3-32b--40k-amd-mi300", "sglang"), ("qwen--qwen3-32b--128k-amd-mi300", "sglang")]
+
+
+def test_a_template_on_another_runtime_than_the_default_names_it(policy: Settings) -> None:
+    # A float32 checkpoint of 4B parameters does not fit hf-serve (which loads float32 as stored) on a 16 GiB
+    # CPU; with llama.cpp enabled after hf-serve, CPU chat's default, llama.cpp (16-bit GGUF) takes the CPU
+    # template, and its id says so. The GPU templates stay vLLM's, in the catalog's form.
+    config = {**_config("smollm2-135m-instruct"), "torch_dtype": "float32"}
+    params = {"F32": 4_000_000_000}
+    assert not [t for t in plan("a/b", config, params, policy) if t.vendor == "cpu"]
+    enabled = load_settings(runtimes={"llama-cpp": {"enabled": True}}).runtimes
+    order = [name for name in enabled if name != "llama-cpp"] + ["llama-cpp"]
+    with_llama = policy.model_copy(update={"runtimes": {name: enabled[name] for name in order}})
+    templates = plan("a/b", config, params, with_llama)
+    cpu = [(t.id, t.runtime, t.runtime_args) for t in templates if t.vendor == "cpu"]
+    assert cpu == [("a--b--8k-cpu-llama-cpp", "llama-cpp", ("--n_ctx", "8192"))]
+    assert {t.runtime for t in templates if t.vendor != "cpu"} == {"vllm"}
+    assert all(t.id.endswith(("a100", "h100", "mi300")) for t in templates if t.vendor != "cpu")
+    assert template_id("a/b", 8192, "cpu", 1, "cpu", runtime="llama-cpp", quantization="q4_k_m") == (
+        "a--b--8k-cpu-llama-cpp-q4_k_m"
+    )
 
 
 def test_llama_3_1_8b_uses_its_configured_context_and_llama3_parser(policy: Settings) -> None:
@@ -95,6 +117,7 @@ def test_llama_3_1_8b_uses_its_configured_context_and_llama3_parser(policy: Sett
     assert [t.id for t in templates] == [
         "meta-llama--llama-3.1-8b-instruct--128k-nvidia-a100",
         "meta-llama--llama-3.1-8b-instruct--128k-nvidia-h100",
+        "meta-llama--llama-3.1-8b-instruct--128k-amd-mi300",
     ]
     assert all(t.tool_call_parser == "llama3_json" and t.reasoning_parser is None for t in templates)
     assert all("--rope-scaling" not in t.runtime_args for t in templates)  # llama3 rope is in config.json
@@ -110,6 +133,7 @@ def test_moe_counts_every_expert_and_needs_two_gpus(policy: Settings) -> None:
     assert [t.id for t in templates] == [
         "mistralai--mixtral-8x7b-instruct-v0.1--32k-nvidia-2xa100",
         "mistralai--mixtral-8x7b-instruct-v0.1--32k-nvidia-2xh100",
+        "mistralai--mixtral-8x7b-instruct-v0.1--32k-amd-mi300",
     ]
     # Without metadata the config estimate gives the same answer.
     assert [t.id for t in plan("mistralai/Mixtral-8x7B-Instruct-v0.1", config, None, policy)] == [
@@ -120,7 +144,7 @@ def test_moe_counts_every_expert_and_needs_two_gpus(policy: Settings) -> None:
 def test_sliding_window_bounds_the_kv_cache(policy: Settings) -> None:
     spec = model_spec(_config("mistral-7b-v0.1"))
     assert spec.sliding_window == 4096 and spec.sliding_layers == 32
-    estimate = estimate_memory(spec, 0, PROFILES["vllm"], policy.accelerators["H100_80GB"], 0.9, count=1, context=32768)
+    estimate = estimate_memory(spec, 0, get_runtime("vllm").memory, policy.accelerators["H100_80GB"], 0.9, count=1, context=32768)
     assert estimate.kv_cache_bytes == 2 * 32 * 8 * 128 * 2 * 4096
     # use_sliding_window=false (Qwen2.5) keeps the full cache.
     assert model_spec(_config("qwen2.5-7b-instruct-awq")).sliding_window is None
@@ -152,7 +176,7 @@ def test_small_chat_model_gets_a_capped_cpu_template(policy: Settings) -> None:
     cpu = [t for t in templates if t.accelerator_family == "cpu"]
     assert [t.id for t in cpu] == ["huggingfacetb--smollm2-135m-instruct--8k-cpu"]
     assert cpu[0].runtime == "hf-serve" and cpu[0].count == 1 and cpu[0].max_concurrency == 8
-    assert cpu[0].runtime_args == ("--device", "cpu")
+    assert cpu[0].runtime_args == ()  # transformers serve takes no template knob (its image runs it on CPU)
 
 
 def test_ids_and_labels() -> None:
@@ -211,7 +235,7 @@ def test_property_every_template_fits_and_the_next_smaller_count_does_not(
         assert tp_allowed(spec, template.count)
         assert template.max_concurrency >= 1
         family = policy.accelerators[template.accelerator_family]
-        profile = PROFILES[template.runtime]
+        profile = get_runtime(template.runtime).memory
         weights = weight_bytes(spec, {dtype: parameters}, max_element_bytes=profile.max_element_bytes)
         smaller = [c for c in family.counts if c < template.count and tp_allowed(spec, c)]
         if smaller:

@@ -1,0 +1,31 @@
+"""Serving runtimes as data: one module per runtime (`interface.py` says what each declares).
+
+`get_runtime(name)` and `all_runtimes()` are what the planner, the image builder and the validation launcher
+read. The names are those of `[runtimes.*]` in curation.toml, where the policy enables them, orders them and
+gives them tasks and vendors.
+"""
+
+from __future__ import annotations
+
+from registry.runtimes import hf_serve, infinity, llama_cpp, nim, sglang, tei, tensorrt_llm, vllm
+from registry.runtimes.interface import Runtime, RuntimeSpecError, TemplateKnobs
+
+__all__ = ["Runtime", "RuntimeSpecError", "TemplateKnobs", "all_runtimes", "get_runtime"]
+
+_RUNTIMES: dict[str, Runtime] = {
+    module.RUNTIME.name: module.RUNTIME
+    for module in (vllm, sglang, tensorrt_llm, nim, tei, llama_cpp, hf_serve, infinity)
+}
+
+
+def all_runtimes() -> dict[str, Runtime]:
+    """Every known runtime by name."""
+    return dict(_RUNTIMES)
+
+
+def get_runtime(name: str) -> Runtime:
+    try:
+        return _RUNTIMES[name]
+    except KeyError as exc:
+        known = ", ".join(sorted(_RUNTIMES))
+        raise RuntimeSpecError(f"no runtime {name!r}; known runtimes: {known} (registry/runtimes/)") from exc
