@@ -4,8 +4,9 @@ A run takes the census once (`pools_online`: one read per pool through the Prefe
 `validation.capacity_deadline_s` for pools that show no worker) and hands it to every model. A cell runs on the
 first site of its accelerator family (registry/quotas.py: region, pool or queue, devices) whose quota fits its
 template and whose pool runs cells now: in-process for `validation.inline_pools` when `validation.dispatch` is
-"inline", else a pool with an online worker. Otherwise it ends not-validated at once, saying why ("no worker
-online for pool ..." or a quota smaller than the template).
+"inline", else a pool with an online worker. Otherwise it ends not-validated at once, saying why: "no capacity:
+no worker online for pool ..." (status no-capacity, only for that), or a quota smaller than the template
+(not-run).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from flows.limits import census
 from registry.quotas import Site, pools, sites
-from registry.schema import DeploymentTemplate
+from registry.schema import CellStatus, DeploymentTemplate
 from registry.settings import Settings
 
 NO_CAPACITY = "no capacity"
@@ -35,11 +36,13 @@ def pool_has_worker(pool: str, deadline_s: float, poll_s: float = 2.0) -> bool:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one cell runs: a site (in-process when `inline`), or why it cannot run anywhere now."""
+    """Where one cell runs: a site (in-process when `inline`), or why it cannot run anywhere now (`reason`, and
+    the cell status that says so: `cause`)."""
 
     site: Site | None
     inline: bool = False
     reason: str = ""
+    cause: CellStatus = CellStatus.NOT_RUN
 
 
 def place(settings: Settings, template: DeploymentTemplate, online: Mapping[str, str]) -> Placement:
@@ -53,7 +56,7 @@ def place(settings: Settings, template: DeploymentTemplate, online: Mapping[str,
         granted = ", ".join(f"{site.region}: {site.devices}" for site in found)
         return Placement(
             None,
-            reason=f"{NO_CAPACITY}: the quota of {template.accelerator_family} ({granted}) is smaller than the "
+            reason=f"quota too small: the quota of {template.accelerator_family} ({granted}) is smaller than the "
             f"{template.count} device(s) the template needs",
         )
     for site in fitting:
@@ -63,4 +66,5 @@ def place(settings: Settings, template: DeploymentTemplate, online: Mapping[str,
         if site.pool in online:
             return Placement(site)
     names = ", ".join(sorted({site.pool for site in fitting}))
-    return Placement(None, reason=f"{NO_CAPACITY}: {NO_WORKER} for pool {names} (checked once this run)")
+    reason = f"{NO_CAPACITY}: {NO_WORKER} for pool {names} (checked once this run)"
+    return Placement(None, reason=reason, cause=CellStatus.NO_CAPACITY)

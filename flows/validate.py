@@ -36,9 +36,10 @@ from registry.image_signatures import verify_image
 from registry.keys import public_pem, signing_key
 from registry.net import LOOPBACK, free_port
 from registry.quotas import sites
-from registry.runtimes import get_runtime
+from registry.runtimes import RuntimeSpecError, get_runtime
 from registry.schema import (
     BenchmarkMetrics,
+    CellStatus,
     ConformanceReport,
     DeploymentTemplate,
     ModelRef,
@@ -145,18 +146,43 @@ def current_image(catalog: CatalogStore, runtime: str) -> RuntimeImage | None:
     return next((image for image in catalog.images(runtime) if image.signature is not None), None)
 
 
-def _signed_image(settings: Settings, runtime: str) -> RuntimeImage:
+IMAGE_NOT_AVAILABLE = "image not available"
+
+
+def image_problem(template: DeploymentTemplate, image: RuntimeImage | None) -> str | None:
+    """Why the template's runtime has no image for its vendor (None: `image` is the one to run). From the
+    runtime's declaration (registry/runtimes/: e.g. no ROCm vLLM image, an upstream image not pinned or mirrored),
+    else because no signed image of it is recorded."""
+    try:
+        runtime = get_runtime(template.runtime)
+    except RuntimeSpecError as exc:
+        return f"{IMAGE_NOT_AVAILABLE}: {exc}"
+    why = runtime.image_unavailable(template.vendor)
+    if why is None and image is None:
+        why = f"no signed {runtime.name} image is recorded; build it: `curate images build --runtime {runtime.name}`"
+    return f"{IMAGE_NOT_AVAILABLE}: {why}" if why is not None else None
+
+
+def _image_or_why_not(settings: Settings, template: DeploymentTemplate) -> RuntimeImage | str:
+    """The signed image a cell of `template` runs on, or why there is none (`image_problem`)."""
     with CatalogStore.from_settings(settings) as catalog:
-        image = current_image(catalog, runtime)
-    if image is None:
-        raise ValidationFlowError(f"no signed {runtime} image is recorded; run `curate images build` first")
+        image = current_image(catalog, template.runtime)
+    problem = image_problem(template, image)
+    if problem is not None or image is None:
+        return problem or IMAGE_NOT_AVAILABLE
     return image
+
+
+def _image_not_available(result: ValidationResult, reason: str) -> ValidationResult:
+    return result.model_copy(
+        update={"verdict": ValidationVerdict.NOT_VALIDATED, "reason": reason, "not_run": CellStatus.IMAGE_NOT_AVAILABLE}
+    )
 
 
 def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
     t = result.template
     lines = [
-        f"# Cell {code(t.id)}: **{result.verdict.value}**",
+        f"# Cell {code(t.id)}: **{result.status.value}**",
         "",
         f"Runtime `{t.runtime}` on `{t.accelerator_family}` x{t.count}, context {t.context_length}, "
         f"image `{result.image_digest or '-'}`, weights signature `{result.weights_signature_digest or '-'}`.",
@@ -318,13 +344,14 @@ def validate_cell(
     settings = settings_from(overrides)
     ref = ModelRef(repo_id=repo_id, revision=revision)
     template = template if template.model is not None else template.model_copy(update={"model": ref})
+    flow_run_id = str(flow_run.id or "") or None
     result = ValidationResult(
-        template=template,
-        verdict=ValidationVerdict.FAILED,
-        flow_run_id=str(flow_run.id or "") or None,
-        run_id=run_id,
+        template=template, verdict=ValidationVerdict.FAILED, flow_run_id=flow_run_id, run_id=run_id
     )
     plot: Path | None = None
+    image = _image_or_why_not(settings, template)
+    if isinstance(image, str):
+        return _finish(settings, ref, _image_not_available(result, image))
     with tempfile.TemporaryDirectory(prefix="cell-") as tmp:
         try:
             region = region or _home_region(settings, template)
@@ -332,7 +359,6 @@ def validate_cell(
                 weights = catalog.staged(ref)
             if weights is None or weights.signature is None:
                 raise ValidationFlowError(f"{ref} is not staged with a signature; run `curate stage {repo_id}` first")
-            image = _signed_image(settings, template.runtime)
             result = result.model_copy(update={"inputs": cell_inputs(settings, template, weights, image)})
             key = signing_key(settings)
             digest = verify_image(image.reference, key.public_key(), expected_digest=image.digest)

@@ -27,12 +27,13 @@ from decisions.publication import latest_validations
 from flows.limits import slot
 from flows.placement import Placement, place, pools_online
 from flows.settings import settings_from
-from flows.validate import ValidationFlowError, current_image, plan_staged, validate_cell
+from flows.validate import ValidationFlowError, current_image, image_problem, plan_staged, validate_cell
 from registry.artifacts import artifact_key, cell, code
 from registry.catalog import CatalogStore
 from registry.quotas import Site, gpu_job_variables
 from registry.rules import Outcome
 from registry.schema import (
+    CellStatus,
     DeploymentTemplate,
     ModelRef,
     StagedWeights,
@@ -51,11 +52,21 @@ from validators.tasks import UnsupportedTaskError
 
 
 def _not_validated(
-    settings: Settings, ref: ModelRef, template: DeploymentTemplate, reason: str, run_id: str | None
+    settings: Settings,
+    ref: ModelRef,
+    template: DeploymentTemplate,
+    reason: str,
+    run_id: str | None,
+    cause: CellStatus = CellStatus.NOT_RUN,
 ) -> ValidationResult:
     """A cell that could not run, recorded with why (every cell ends with a recorded result)."""
     result = ValidationResult(
-        template=template, verdict=ValidationVerdict.NOT_VALIDATED, reason=reason, finished_at=utcnow(), run_id=run_id
+        template=template,
+        verdict=ValidationVerdict.NOT_VALIDATED,
+        reason=reason,
+        finished_at=utcnow(),
+        run_id=run_id,
+        not_run=cause,
     )
     with CatalogStore.from_settings(settings) as catalog:
         catalog.record_validation(ref, result)
@@ -175,13 +186,13 @@ def _summary(ref: ModelRef, results: list[ValidationResult], run_id: str | None)
     lines = [
         f"# Validation of {code(ref)}",
         "",
-        "| template | runtime | pool family | verdict | reason |",
+        "| template | runtime | pool family | status | reason |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in results:
         t = r.template
         reason = r.reason[:300] + (f" (unchanged since {r.run_id})" if reused(r, run_id) else "")
-        lines.append(f"| {code(t.id)} | {t.runtime} | {t.accelerator_family} | {r.verdict.value} | {cell(reason)} |")
+        lines.append(f"| {code(t.id)} | {t.runtime} | {t.accelerator_family} | {r.status.value} | {cell(reason)} |")
     return "\n".join(lines)
 
 
@@ -222,7 +233,12 @@ def _plan_cells(
         if decision.accepted and not force and previous is not None:
             kept.append(previous)
             continue
-        placement = place(settings, template, online)
+        unavailable = image_problem(template, images.get(template.runtime))
+        placement = (
+            Placement(None, reason=unavailable, cause=CellStatus.IMAGE_NOT_AVAILABLE)
+            if unavailable is not None
+            else place(settings, template, online)
+        )
         if _still_cannot_run(previous, placement):
             assert previous is not None
             kept.append(previous)  # the same "no worker" as last time: nothing new to record
@@ -232,7 +248,8 @@ def _plan_cells(
 
 
 def _still_cannot_run(previous: ValidationResult | None, placement: Placement) -> bool:
-    """The cell cannot run now for the very reason its last result gave (the same pools without workers)."""
+    """The cell cannot run now for the very reason its last result gave (the same image missing, the same pools
+    without workers)."""
     return (
         previous is not None
         and placement.site is None
@@ -257,7 +274,7 @@ def _run_cells(
         ref = template.model
         assert ref is not None
         if placement.site is None:
-            results.append(_not_validated(settings, ref, template, placement.reason, run_id))
+            results.append(_not_validated(settings, ref, template, placement.reason, run_id, placement.cause))
             continue
         pool_type = online.get(placement.site.pool, "")
         call = CellCall(ref, template, placement.site, overrides, docker_host, run_id, pool_type)
@@ -281,7 +298,7 @@ def _record_validate_stage(
     settings: Settings, ref: ModelRef, results: list[ValidationResult], run_id: str | None
 ) -> None:
     passed = [r.template.id for r in results if r.verdict is ValidationVerdict.PASSED]
-    others = [f"{r.template.id}: {r.verdict.value}" for r in results if r.verdict is not ValidationVerdict.PASSED]
+    others = [f"{r.template.id}: {r.status.value}" for r in results if r.verdict is not ValidationVerdict.PASSED]
     kept = sorted({r.run_id for r in results if reused(r, run_id) and r.run_id})
     reason = f"{len(passed)} of {len(results)} template(s) passed" + (f" ({'; '.join(others)})" if others else "")
     if kept:

@@ -34,6 +34,11 @@ RECORD_STEPS: dict[int, tuple[str, Step]] = {
         "ModelRow added",
         _no_data_change,
     ),
+    6: (
+        "ValidationResult.not_run (added, default none): why a not-validated cell did not run (image-not-available, "
+        "no-capacity, not-run); older not-validated results read as not-run",
+        _no_data_change,
+    ),
 }
 """record schema version reached -> (what changed, the step from the version before)."""
 

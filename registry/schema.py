@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from registry.identifiers import check_repo_id, check_sha
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Version of these records; bumped with a step in registry/catalog_migrations.py whenever a record changes."""
 
 
@@ -361,6 +361,22 @@ class ValidationVerdict(StrEnum):
     NOT_VALIDATED = "not-validated"
 
 
+class CellStatus(StrEnum):
+    """Which of these holds for a cell (`ValidationResult.status`): validated; failed (the reason says why); or
+    it did not run because its image is not available (and why), because no worker is online for its pool
+    (`no-capacity`, only that), or for another reason (`not-run`: a quota smaller than the template, a dispatch
+    that did not finish)."""
+
+    VALIDATED = "validated"
+    FAILED = "failed"
+    IMAGE_NOT_AVAILABLE = "image-not-available"
+    NO_CAPACITY = "no-capacity"
+    NOT_RUN = "not-run"
+
+
+NOT_RUN_CAUSES = (CellStatus.IMAGE_NOT_AVAILABLE, CellStatus.NO_CAPACITY, CellStatus.NOT_RUN)
+
+
 class CellInputs(Record):
     """Everything a cell's verdict depends on (validators/revalidation.py owns the list): when none of these
     changed since a cell ran, its recorded result stands and the cell is not run again."""
@@ -394,6 +410,28 @@ class ValidationResult(Record):
     finished_at: datetime | None = None
     inputs: CellInputs | None = Field(default=None, description="what the verdict was reached on")
     run_id: str | None = Field(default=None, description="the curation run (catalog run id) the cell ran in")
+    not_run: CellStatus | None = Field(
+        default=None,
+        description="why a not-validated cell did not run: image-not-available, no-capacity or not-run (none: "
+        "not-run); only with verdict not-validated",
+    )
+
+    @model_validator(mode="after")
+    def _cause_only_when_not_run(self) -> ValidationResult:
+        if self.not_run is not None and (
+            self.verdict is not ValidationVerdict.NOT_VALIDATED or self.not_run not in NOT_RUN_CAUSES
+        ):
+            raise ValueError(f"not_run={self.not_run.value} needs verdict not-validated and a cause of not running")
+        return self
+
+    @property
+    def status(self) -> CellStatus:
+        """validated, failed, or why the cell did not run."""
+        if self.verdict is ValidationVerdict.PASSED:
+            return CellStatus.VALIDATED
+        if self.verdict is ValidationVerdict.FAILED:
+            return CellStatus.FAILED
+        return self.not_run or CellStatus.NOT_RUN
 
 
 class PublishedTemplate(Record):

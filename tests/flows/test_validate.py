@@ -1,10 +1,11 @@
 """Stage 5 validation cells for real: the tiny sample staged into Azurite, the hf-serve image in the local
 registry, the cell run in-process (dispatch "inline"), the container started, probed, tested and removed.
 
-One `validate_model` run covers: a CPU cell that passes with hf-serve's accepted deviations listed, a GPU cell
-run inline that fails (no signed vLLM image) without stopping the others, and a GPU pool with no worker that
-ends not-validated "no capacity" within a short deadline. Two more cells show that a moved image tag and a
-wrong signing key end FAILED before any container starts.
+One `validate_model` run covers every cell status: a CPU cell that passes (validated) with hf-serve's accepted
+deviations listed; a GPU cell run inline on a stand-in vLLM image that fails (this engine has no GPU to satisfy
+its device request) without stopping the others; a GPU pool with no worker that ends not-validated "no capacity";
+and an MI300 cell whose image is not available (the vLLM image built here is CUDA only). Two more cells show
+that a moved image tag and a wrong signing key end FAILED before any container starts.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from flows.validate_model import validate_model
 from registry.catalog import CatalogStore
 from registry.keys import signing_key
 from registry.schema import (
+    CellStatus,
     CheckStatus,
     DeploymentTemplate,
     StagedWeights,
@@ -106,22 +108,25 @@ def test_validate_model_passes_cpu_cell_and_isolates_failing_and_capacityless_ce
 ) -> None:
     base, weights = cell_env
     cell_hub.requests.clear()  # staging read the model from the Hub; the cells must not
-    # The A100 pool runs inline here (so its vLLM cell fails: no vLLM image); the H100 pool exists with no worker.
+    # The A100 pool runs inline here on a stand-in vLLM image (the hf-serve build, signed as vllm): its cell starts
+    # and fails, as this engine has no GPU for its device request. The H100 pool exists with no worker.
     overrides = {**base, "validation": {**base["validation"], "inline_pools": ["cpu", "gpu-a100"]}}
     settings = load_settings(**overrides)
+    record_signed_image(settings, hf_serve_image.reference, hf_serve_image.digest, runtime="vllm")
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name="gpu-h100", type="process"), overwrite=True)
     results = validate_model(TINY, weights.ref.revision, overrides=overrides)
 
     by_family = {r.template.accelerator_family: r for r in results}
-    assert set(by_family) >= {"cpu", "A100_80GB", "H100_80GB"}
+    assert set(by_family) == {"cpu", "A100_80GB", "H100_80GB", "MI_300_192GB"}
     failed = by_family["A100_80GB"]
-    assert failed.verdict is ValidationVerdict.FAILED
-    assert "no signed vllm image" in failed.reason
-    for family in ("H100_80GB", "MI_300_192GB"):
-        if family in by_family:
-            assert by_family[family].verdict is ValidationVerdict.NOT_VALIDATED
-            assert by_family[family].reason.startswith(NO_CAPACITY)
+    assert failed.status is CellStatus.FAILED and failed.verdict is ValidationVerdict.FAILED
+    assert "refused to start" in failed.reason, failed.reason
+    no_worker = by_family["H100_80GB"]
+    assert no_worker.status is CellStatus.NO_CAPACITY and no_worker.reason.startswith(NO_CAPACITY)
+    amd = by_family["MI_300_192GB"]
+    assert amd.status is CellStatus.IMAGE_NOT_AVAILABLE and amd.verdict is ValidationVerdict.NOT_VALIDATED
+    assert "for nvidia only, not amd" in amd.reason
 
     cell = by_family["cpu"]
     assert cell.verdict is ValidationVerdict.PASSED, cell.reason

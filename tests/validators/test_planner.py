@@ -144,7 +144,8 @@ def test_moe_counts_every_expert_and_needs_two_gpus(policy: Settings) -> None:
 def test_sliding_window_bounds_the_kv_cache(policy: Settings) -> None:
     spec = model_spec(_config("mistral-7b-v0.1"))
     assert spec.sliding_window == 4096 and spec.sliding_layers == 32
-    estimate = estimate_memory(spec, 0, get_runtime("vllm").memory, policy.accelerators["H100_80GB"], 0.9, count=1, context=32768)
+    vllm = get_runtime("vllm").memory
+    estimate = estimate_memory(spec, 0, vllm, policy.accelerators["H100_80GB"], 0.9, count=1, context=32768)
     assert estimate.kv_cache_bytes == 2 * 32 * 8 * 128 * 2 * 4096
     # use_sliding_window=false (Qwen2.5) keeps the full cache.
     assert model_spec(_config("qwen2.5-7b-instruct-awq")).sliding_window is None
