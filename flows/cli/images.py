@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from pydantic import BaseModel, ConfigDict, Field
 from rich.table import Table
 
 from flows.cli.context import settings
@@ -14,6 +15,7 @@ from registry.catalog import CatalogStore
 from registry.image_signatures import ImageVerificationError, verify_image
 from registry.keys import signing_key
 from registry.oci import ImageName, OciError
+from registry.runtimes import all_runtimes
 from registry.schema import RuntimeImage
 
 images_app = typer.Typer(help="Build, scan, sign and verify runtime images.", no_args_is_help=True)
@@ -95,16 +97,88 @@ def _overrides() -> dict[str, object]:
     return {k: (str(v) if k == "data_dir" else v) for k, v in STATE.overrides.items()}
 
 
+class RuntimeImageRow(BaseModel):
+    """One runtime in `curate images list`: the image cells of it run on now (digest), or why there is none."""
+
+    model_config = ConfigDict(frozen=True)
+
+    runtime: str
+    version: str
+    source: str = Field(description="built-here or upstream (registry/runtimes/)")
+    vendors: tuple[str, ...] = Field(description="accelerator vendors the runtime supports")
+    available: bool
+    reference: str | None = None
+    digest: str | None = None
+    reason: str = Field(default="", description='"not available: <why>" when there is no image')
+    unavailable_vendors: dict[str, str] = Field(
+        default_factory=dict, description="vendor -> why the runtime has no image for it (e.g. no ROCm build)"
+    )
+    image: RuntimeImage | None = None
+
+
+def runtime_rows(images: dict[str, RuntimeImage | None]) -> list[RuntimeImageRow]:
+    """Every declared runtime with its current signed image (from `images`: runtime -> newest signed), or why it
+    has none: built here but not built yet, or an upstream image that is not pinned by digest or mirrored."""
+    rows: list[RuntimeImageRow] = []
+    for name, runtime in all_runtimes().items():
+        image = images.get(name)
+        gaps = {v: why for v in runtime.vendors if (why := runtime.image_unavailable(v)) is not None}
+        if image is not None:
+            reason = ""
+            if not runtime.built_here:
+                gaps = {}  # a mirrored, wrapped upstream image is recorded
+        elif runtime.built_here:
+            reason = f"not available: not built yet; run `curate images build --runtime {name}`"
+        else:
+            reason = "not available: " + "; ".join(dict.fromkeys(gaps.values()))
+        rows.append(
+            RuntimeImageRow(
+                runtime=name,
+                version=image.version if image is not None else runtime.version,
+                source="built-here" if runtime.built_here else "upstream",
+                vendors=runtime.vendors,
+                available=image is not None,
+                reference=image.reference if image is not None else None,
+                digest=image.digest if image is not None else None,
+                reason=reason,
+                unavailable_vendors=gaps,
+                image=image,
+            )
+        )
+    return rows
+
+
+def _runtimes_table(rows: list[RuntimeImageRow]) -> Table:
+    table = Table(title="Runtime images")
+    for column in ("runtime", "version", "source", "digest / why not", "vendors without an image"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        state = f"[green]{row.digest}[/]" if row.available else f"[yellow]{row.reason}[/]"
+        gaps = "; ".join(f"{vendor}: {why}" for vendor, why in row.unavailable_vendors.items()) or "-"
+        table.add_row(row.runtime, row.version, row.source, state, gaps if row.available else "-")
+    return table
+
+
 @images_app.command("list")
 def list_images(
     runtime: str | None = typer.Option(None, "--runtime", "-r", help="Only this runtime."),
+    history: bool = typer.Option(False, "--history", help="Every recorded image, newest first, instead."),
     as_json: bool = JsonOption,
 ) -> None:
-    """List recorded (scanned, signed, verified) images, newest first."""
-    with CatalogStore.from_settings(settings()) as store:
-        images = store.images(runtime)
+    """Every runtime with the digest its cells run on, or "not available: <why>"; `--history`: every recorded
+    (scanned, signed, verified) image."""
+    from flows.validate import current_image
 
-    emit_rows(images, as_json, "No images recorded: run `curate images build`.", lambda: _images_table(images))
+    with CatalogStore.from_settings(settings()) as store:
+        if history:
+            images = store.images(runtime)
+        else:
+            current = {name: current_image(store, name) for name in all_runtimes()}
+    if history:
+        emit_rows(images, as_json, "No images recorded: run `curate images build`.", lambda: _images_table(images))
+        return
+    rows = [row for row in runtime_rows(current) if runtime is None or row.runtime == runtime]
+    emit_rows(rows, as_json, f"No runtime {runtime!r} (registry/runtimes/).", lambda: _runtimes_table(rows))
 
 
 @images_app.command("verify")

@@ -38,7 +38,7 @@ def test_images_list_and_verify(docker_stack: DockerStack, tmp_path: Path) -> No
     runner = CliRunner()
     data = tmp_path / "data"
     settings = load_settings(data_dir=data)
-    listed = runner.invoke(app, ["--data-dir", str(data), "images", "list", "--json"])
+    listed = runner.invoke(app, ["--data-dir", str(data), "images", "list", "--history", "--json"])
     assert listed.exit_code == 0, listed.output
     assert json.loads(listed.stdout) == []
 
@@ -58,5 +58,5 @@ def test_images_list_and_verify(docker_stack: DockerStack, tmp_path: Path) -> No
     assert bad.exit_code == 1
     assert json.loads(bad.stdout)["verified"] is False
 
-    listed = runner.invoke(app, ["--data-dir", str(data), "images", "list", "--json"])
+    listed = runner.invoke(app, ["--data-dir", str(data), "images", "list", "--history", "--json"])
     assert [i["digest"] for i in json.loads(listed.stdout)] == [signed_digest]
