@@ -25,7 +25,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "validators" / "configs"
 runner = CliRunner()
 
 
-def test_plan_from_a_local_config_prints_the_four_qwen3_templates() -> None:
+def test_plan_from_a_local_config_prints_the_four_qwen3_templates_and_mi300() -> None:
     result = runner.invoke(
         app,
         [
@@ -45,6 +45,8 @@ def test_plan_from_a_local_config_prints_the_four_qwen3_templates() -> None:
         "qwen--qwen3-32b--128k-nvidia-2xa100",
         "qwen--qwen3-32b--40k-nvidia-h100",
         "qwen--qwen3-32b--128k-nvidia-2xh100",
+        "qwen--qwen3-32b--40k-amd-mi300",
+        "qwen--qwen3-32b--128k-amd-mi300",
     ]
     assert templates[0]["memory"]["kv_cache_bytes"] == 10 * 1024**3
     rich_view = runner.invoke(app, ["plan", "Qwen/Qwen3-32B", "--config-file", str(CONFIGS / "qwen3-32b.json")])
