@@ -23,6 +23,7 @@ import httpx
 
 from devstack.process import ProcessError
 from registry.net import LOOPBACK
+from registry.runtimes import get_runtime
 from registry.tools import find_tool
 
 
@@ -176,15 +177,11 @@ def start_hf_serve(
     hf_home = workdir / "hf"
     for repo_id, source in models.items():
         populate_hf_cache(hf_home / "hub", repo_id, source)
+    runtime = get_runtime("hf-serve")  # its server command and flags, as the image runs it (registry/runtimes/)
     argv = [
         *_transformers_cli(),
-        "serve",
-        "--device",
-        "cpu",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
+        *runtime.server.argv[1:],
+        *runtime.launch((), port=port, host=LOOPBACK).argv,
         "--model-timeout",
         "86400",
         "--log-level",
@@ -204,7 +201,7 @@ def start_hf_serve(
     log_path = workdir / "hf-serve.log"
     pid = start_process("transformers serve", argv, log_path=log_path, env=env)
     process = RuntimeProcess(name="transformers serve", pid=pid, port=port, log_path=log_path)
-    wait_healthy(process, timeout=timeout)
+    wait_healthy(process, path=runtime.health_path, timeout=timeout)
     return process
 
 
