@@ -40,7 +40,7 @@ from registry.schema import (
     ValidationVerdict,
 )
 from registry.settings import Settings, load_settings
-from tests.fixtures.docker import record_signed_image
+from tests.fixtures.docker import derived_image, record_signed_image
 from validators.containers import LABEL_CELL, cell_containers
 
 TINY = "curation-samples/tiny-llama-chat"
@@ -108,11 +108,12 @@ def test_validate_model_passes_cpu_cell_and_isolates_failing_and_capacityless_ce
 ) -> None:
     base, weights = cell_env
     cell_hub.requests.clear()  # staging read the model from the Hub; the cells must not
-    # The A100 pool runs inline here on a stand-in vLLM image (the hf-serve build, signed as vllm): its cell starts
+    # The A100 pool runs inline here on a stand-in vLLM image (on the hf-serve build, signed as vllm): its cell starts
     # and fails, as this engine has no GPU for its device request. The H100 pool exists with no worker.
     overrides = {**base, "validation": {**base["validation"], "inline_pools": ["cpu", "gpu-a100"]}}
     settings = load_settings(**overrides)
-    record_signed_image(settings, hf_serve_image.reference, hf_serve_image.digest, runtime="vllm")
+    stand_in, stand_in_digest = derived_image(docker_stack, hf_serve_image.reference, "vllm-stand-in")
+    record_signed_image(settings, stand_in, stand_in_digest, runtime="vllm")
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name="gpu-h100", type="process"), overwrite=True)
     results = validate_model(TINY, weights.ref.revision, overrides=overrides)
