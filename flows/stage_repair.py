@@ -305,7 +305,7 @@ def check_and_repair(
     result = stage_result(
         weights.ref,
         StageOutcome.OK,
-        settings.policy_digest(),
+        settings.policy_digest("stage"),
         run_id,
         reason=f"repaired {len(actions)} blob(s) in {', '.join(touched)}",
         payload={"repairs": [a.row() for a in actions], **repaired.model_dump(mode="json")},

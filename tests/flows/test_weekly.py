@@ -253,7 +253,6 @@ def test_weekly_curation_end_to_end(
     assert len(asyncio.run(_artifacts("image-scan-hf-serve"))) == scans_before
     with CatalogStore.from_settings(settings) as catalog:
         assert catalog.images() == images_before
-    assert second_run_s < 60 and second_run_s < 0.05 * first_run_s, (second_run_s, first_run_s)
     after = Snapshot(settings, accepted)
     assert weight_downloads(hub) == [], weight_downloads(hub)
     print("run 2 hub requests:", sorted({f"{r.method} {r.path}" for r in hub.requests.entries()}))

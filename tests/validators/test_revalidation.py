@@ -137,13 +137,26 @@ def test_a_new_weights_signature_re_validates() -> None:
         {"validation": {"required": {"chat": ["models.listing"]}}},
         {"validation": {"max_benchmark_error_rate": 0.5}},
         {"validation": {"bench_max_requests": 99}},
-        {"slo": {"ttft_s": 0.1}},
+        {"slo": {"chat": {"cpu": {"ttft_p50_s": 1.0}}}},
     ],
 )
 def test_the_cells_own_policy_re_validates(policy: dict[str, Any]) -> None:
     s, weights = settings(), sample_staged(REF)
     reasons = judge(settings(**policy), ran(s, weights, image()))
     assert reasons == ("the cell's policy (required checks, benchmark bounds, SLOs or launch settings)",)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"slo": {"chat": {"default": {"ttft_p50_s": 0.1}}}},  # another family's gate
+        {"slo": {"ttft_s": 0.1}},  # a request SLO the CPU gate sets for itself
+        {"slo": {"automatic-speech-recognition": {"cpu": {"e2e_p50_s": 1.0}}}},  # another task's gate
+    ],
+)
+def test_a_gate_the_cell_is_not_judged_by_does_not_re_validate(policy: dict[str, Any]) -> None:
+    s, weights = settings(), sample_staged(REF)
+    assert judge(settings(**policy), ran(s, weights, image())) == ()
 
 
 def test_an_accepted_deviation_of_this_runtime_version_re_validates_when_it_changes() -> None:
