@@ -162,8 +162,8 @@ def read_small(source: Source, name: str) -> bytes:
 # --------------------------------------------------------------------------------------------- verification
 
 
-def signed_digests(signature: Path, public_key: Path, region: str) -> dict[str, str]:
-    """Verify the model-signing bundle with the public key; return the signed sha256 of every file.
+def signed_digests(signature: Path, public_key: Path, region: str, name: str = SIGNATURE_NAME) -> dict[str, str]:
+    """Verify the model-signing bundle (blob `name`) with the public key; return the signed sha256 of every file.
 
     Uses model-signing's own verifier for key-signed bundles (pinned in the entrypoint lock), so the
     cryptography is the reference implementation's, not a copy of it.
@@ -176,7 +176,7 @@ def signed_digests(signature: Path, public_key: Path, region: str) -> dict[str, 
         manifest = sign_ec_key.Verifier(public_key).verify(bundle)
     except (InvalidSignature, ValueError, KeyError, TypeError) as exc:
         raise FetchError(
-            f"{SIGNATURE_NAME} in region {region}: the signature does not verify with the given public key "
+            f"{name} in region {region}: the signature does not verify with the given public key "
             f"({type(exc).__name__}: {str(exc)[:200]}); the weights were re-signed, or another key signed them"
         ) from exc
     digests: dict[str, str] = {}
@@ -185,7 +185,7 @@ def signed_digests(signature: Path, public_key: Path, region: str) -> dict[str, 
             raise FetchError(f"{descriptor.identifier} in region {region}: signed with {descriptor.digest.algorithm}")
         digests[safe_name(descriptor.identifier)] = descriptor.digest.digest_hex
     if not digests:
-        raise FetchError(f"{SIGNATURE_NAME} in region {region}: the signature covers no files")
+        raise FetchError(f"{name} in region {region}: the signature covers no files")
     return digests
 
 
@@ -292,7 +292,7 @@ def fetch_verified(source: Source, repo_id: str, revision: str, hf_home: Path, p
         raise FetchError(f"{blob} in region {region}: its sha256 is not the one the manifest names")
     signature = work / f"{repo_id.replace('/', '--')}--{revision}.sig"
     signature.write_bytes(data)
-    signed = signed_digests(signature, public_key, region)
+    signed = signed_digests(signature, public_key, region, blob)
     files = plan_files(signed, listed, region)
     snap = snapshot_dir(hf_home, repo_id, revision)
     _drop_unsigned(snap, (name for name, _, _ in files))

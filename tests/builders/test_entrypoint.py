@@ -203,10 +203,12 @@ def test_another_key_or_a_doctored_manifest_refuses_to_start(
     staged = _staged(tmp_path, key)
     other = new_key(tmp_path / "other")
     line = _refusal(tmp_path, _env(staged, other, tmp_path / "hf"), capsys)
-    assert f"{SIGNATURE_NAME} in region eastus" in line and "public key" in line
+    assert f"{SIGNATURES_DIR}" in line and "in region eastus" in line and "public key" in line
     # A blob replaced together with its manifest entry still differs from what was signed.
     (staged / "config.json").write_bytes(b'{"a": 2}')
-    (staged / MANIFEST_NAME).write_text(json.dumps(_manifest({**FILES, "config.json": b'{"a": 2}'})))
+    doctored = json.loads((staged / MANIFEST_NAME).read_text())
+    doctored["files"] = _manifest({**FILES, "config.json": b'{"a": 2}'})["files"]
+    (staged / MANIFEST_NAME).write_text(json.dumps(doctored))
     line = _refusal(tmp_path, _env(staged, key, tmp_path / "hf"), capsys)
     assert "config.json in region eastus" in line and "differs from the signed one" in line
 
