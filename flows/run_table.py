@@ -34,9 +34,13 @@ def screen_text(report: ScreeningReport | None) -> str:
 def outcome_counts(candidates: list[Candidate], reports: list[ScreeningReport], rows: list[ModelRow]) -> dict[str, int]:
     """The run's summary: how many models ended each way (screened-out ones by their screening verdict)."""
     counts: Counter[str] = Counter(row.outcome.value for row in rows)
-    counts.update(f"screening {r.verdict.value}" for r in reports if r.verdict is not Verdict.ACCEPTED)
-    skipped = sum(1 for c in candidates if c.decision is Decision.SKIPPED)
     queued = {row.repo_id for row in rows}
+    counts.update(
+        f"screening {r.verdict.value}"
+        for r in reports
+        if r.verdict is not Verdict.ACCEPTED and not (r.verdict is Verdict.NEEDS_REVIEW and r.ref.repo_id in queued)
+    )
+    skipped = sum(1 for c in candidates if c.decision is Decision.SKIPPED)
     skipped -= sum(1 for c in candidates if c.decision is Decision.SKIPPED and c.repo_id in queued)
     if skipped:
         counts["skipped at discovery"] = skipped

@@ -487,6 +487,9 @@ class VerificationReport(Record):
     checks: tuple[VerificationCheck, ...] = ()
     ok: bool = False
     verified_at: datetime = Field(default_factory=utcnow)
+    approvals: tuple[ReviewDecision, ...] = Field(
+        default=(), description="the maintainer approvals in the entry's (signed) provenance"
+    )
 
 
 # --------------------------------------------------------------------------------------------- runs
