@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from prefect import get_run_logger, suspend_flow_run
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from pydantic import Field
@@ -89,8 +90,10 @@ def request_markdown(report: ScreeningReport, expires: datetime | None) -> str:
 
 
 def can_suspend() -> bool:
-    """Only a deployment's top-level flow run can be suspended (Prefect reschedules it on a worker)."""
-    return bool(flow_run.get_deployment_id()) and not flow_run.get_parent_flow_run_id()
+    """Only a deployment's flow run that is no subflow can be suspended (Prefect reschedules it on a worker)."""
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    return run is not None and run.deployment_id is not None and run.parent_task_run_id is None
 
 
 def _screened(settings: Settings, ref: ModelRef) -> tuple[ScreeningReport | None, list[ReviewDecision]]:

@@ -1,0 +1,175 @@
+"""Issue 17's "Done when", through the Prefect API the UI uses: a needs-review model's `curate-model` run (a real
+deployment run by a real process worker) suspends for a decision; an approval submitted as flow-run input
+resumes it and the model is published with the approval in its provenance; a new revision whose licence file
+changed asks again, and a rejection ends it.
+
+The chain's records come from the `publish_chain` fixture (staged weights in Azurite, a signed image, a passed
+validation), so the resumed run goes straight to publishing (`first_stage="publish"`); its screening is
+replaced by a needs-review one (`LicenseRef-llama3`). Runtime: ~1-2 min (a Prefect worker and four flow-run
+processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from prefect.deployments.runner import RunnerDeployment
+
+from flows.fanout import settled
+from flows.model import curate_model
+from flows.placement import pool_has_worker
+from flows.review_gate import review_artifact_key
+from registry import finding_codes as codes
+from registry.schema import (
+    Finding,
+    LicenseReference,
+    ModelOutcome,
+    ModelRef,
+    ReviewVerdict,
+    ScreeningReport,
+    Severity,
+    Verdict,
+)
+from tests.fixtures.catalog import sha40
+from tests.fixtures.publishing import PublishChain
+from tests.flows.test_weekly import latest_artifact
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+POOL = "curation-review-test"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def needs_review(chain: PublishChain, ref: ModelRef, licence_text: str) -> ScreeningReport:
+    """Record a needs-review screening of `ref` (a llama3 licence on the review list) at the screen policy."""
+    report = ScreeningReport(
+        ref=ref,
+        verdict=Verdict.NEEDS_REVIEW,
+        findings=(
+            Finding(
+                scanner="licenses",
+                code=codes.LICENSE_REVIEW,
+                severity=Severity.MEDIUM,
+                message="LicenseRef-llama3 is on the review list",
+            ),
+        ),
+        license=LicenseReference(
+            spdx="LicenseRef-llama3",
+            declared="other",
+            name="llama3",
+            url="https://huggingface.co/meta-llama/Meta-Llama-3-8B/blob/main/LICENSE",
+            file="LICENSE",
+            file_sha256=hashlib.sha256(licence_text.encode()).hexdigest(),
+        ),
+        review=("license.needs-review: LicenseRef-llama3 is on the review list (licenses.review)",),
+        policy_digest=chain.settings.policy_digest("screen"),
+    )
+    with chain.store() as store:
+        store.record_screening(report)
+    return report
+
+
+def start_model_run(chain: PublishChain, ref: ModelRef, run_id: str) -> FlowRun:
+    parameters = {
+        "repo_id": ref.repo_id,
+        "revision": ref.revision,
+        "run_id": run_id,
+        "overrides": chain.overrides,
+        "first_stage": "publish",
+    }
+    run = run_deployment(f"curate-model/{POOL}", parameters=parameters, timeout=0, as_subflow=False)
+    assert isinstance(run, FlowRun)
+    return settled(run, 300)
+
+
+def resume(run: FlowRun, answer: dict[str, str]) -> FlowRun:
+    """What the UI's "Resume" form does: POST /flow_runs/{id}/resume with the run input."""
+    with get_client(sync_client=True) as client:
+        result = client.resume_flow_run(run.id, run_input=answer)
+    assert result.status.value == "ACCEPT", result
+    return settled(run, 300)
+
+
+def run_input(run: FlowRun, part: str) -> Any:
+    """What the UI renders above and as the form: the suspended run's input `description` and `schema`."""
+    assert run.state is not None and run.state.state_details.run_input_keyset is not None
+    key = run.state.state_details.run_input_keyset[part]
+
+    async def read() -> Any:
+        async with get_client() as client:
+            return await client.read_flow_run_input(UUID(str(run.id)), key)
+
+    return json.loads(asyncio.run(read()))
+
+
+def test_a_needs_review_model_waits_for_a_decision_in_its_own_run(
+    publish_chain: PublishChain,
+    process_workers: Callable[[str], Callable[[], subprocess.Popen[bytes]]],
+) -> None:
+    chain = publish_chain
+    deployment = curate_model.to_deployment(
+        name=POOL, work_pool_name=POOL, job_variables={"working_dir": str(REPO_ROOT)}
+    )
+    assert isinstance(deployment, RunnerDeployment)
+    start_worker = process_workers(POOL)
+    deployment.apply()
+    start_worker()
+    assert pool_has_worker(POOL, 90.0)
+    with chain.store() as store:
+        run_id = store.start_run(kind="review-test").run_id
+    first = needs_review(chain, chain.ref, "LLAMA 3 COMMUNITY LICENSE AGREEMENT v1")
+
+    # ---- the run suspends: its row waits, the request artifact and the form are there.
+    run = start_model_run(chain, chain.ref, run_id)
+    assert run.state is not None and run.state.name == "Suspended", run.state
+    with chain.store() as store:
+        row = store.model_row(run_id, chain.ref.repo_id)
+        assert row is not None and row.outcome is ModelOutcome.NEEDS_REVIEW and row.review_expires_at is not None
+        assert row.flow_run_id == str(run.id) and store.entries() == []
+    request = latest_artifact(review_artifact_key(chain.ref.repo_id))
+    assert first.license.file_sha256 is not None and first.license.file_sha256 in request
+    assert "approving publishes" in request and "license.needs-review" in request
+    schema = run_input(run, "schema")
+    assert {"decision", "reason", "reviewer"} <= set(schema["properties"]), schema
+    assert schema["properties"]["decision"]["enum"] == ["approve", "reject"], schema
+    description = run_input(run, "description")
+    assert "LicenseRef-llama3" in description and first.license.file_sha256 in description
+
+    # ---- an approval submitted as flow-run input resumes it; the entry carries the approval.
+    done = resume(run, {"decision": "approve", "reason": "llama3 terms allow redistribution", "reviewer": "ada"})
+    assert done.state is not None and done.state.is_completed(), done.state
+    with chain.store() as store:
+        row = store.model_row(run_id, chain.ref.repo_id)
+        (entry,) = store.entries()
+        (decision,) = store.reviews(chain.ref.repo_id)
+    assert row is not None and row.outcome is ModelOutcome.PUBLISHED, row
+    assert entry.model == chain.ref and entry.provenance.approvals == (decision,)
+    assert decision.reviewer == "ada" and decision.verdict is ReviewVerdict.APPROVE
+    assert decision.scope.license_file_sha256 == first.license.file_sha256
+    assert entry.provenance.flow_run_ids["review"] == str(run.id)
+
+    # ---- a new revision whose licence file changed asks again; a rejection ends it, final for that revision.
+    newer = ModelRef(repo_id=chain.ref.repo_id, revision=sha40("review", "newer"))
+    needs_review(chain, newer, "LLAMA 3 COMMUNITY LICENSE AGREEMENT v2 (new acceptable-use policy)")
+    again = start_model_run(chain, newer, run_id)
+    assert again.state is not None and again.state.name == "Suspended", again.state
+    ended = resume(again, {"decision": "reject", "reason": "new acceptable-use clause", "reviewer": "bob"})
+    assert ended.state is not None and ended.state.is_completed(), ended.state
+    with chain.store() as store:
+        row = store.model_row(run_id, chain.ref.repo_id)
+        screening = store.screening(newer, chain.settings.policy_digest("screen"))
+        (entry,) = store.entries()
+    assert row is not None and row.outcome is ModelOutcome.NOT_PUBLISHED and "rejected by bob" in row.reason, row
+    assert screening is not None and screening.verdict is Verdict.REJECTED
+    assert entry.model == chain.ref
