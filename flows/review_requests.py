@@ -5,6 +5,9 @@ runs (rows `needs-review`): one whose flow run is still suspended and has not ex
 row says where, and the model is not dispatched again); one that expired (`REQUEST_EXPIRY`), or whose run ended
 without a decision, or that asked about an older revision, is closed: its suspended run is cancelled, its row
 says why, and the model is dispatched to ask again.
+
+`curate review` reads the open requests here (`open_requests`) and submits a decision to a suspended run as its
+flow-run input (`resume_with`), exactly as the Prefect UI's form does.
 """
 
 from __future__ import annotations
@@ -13,13 +16,25 @@ from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
 
-from decisions.review import expired
+from decisions.review import ReviewSubject, expired
 from flows.fanout import ModelJob
 from registry.catalog import CatalogStore
-from registry.schema import ModelOutcome, ModelRow, ScreeningReport, Verdict, utcnow
+from registry.review_records import ReviewRequest
+from registry.schema import (
+    LicenseReference,
+    ModelOutcome,
+    ModelRef,
+    ModelRow,
+    ReviewDecision,
+    ScreeningReport,
+    Verdict,
+    model_slug,
+    utcnow,
+)
 from registry.settings import Settings
 
 
@@ -101,3 +116,45 @@ def review_jobs(settings: Settings, reports: list[ScreeningReport], run_id: str)
         with CatalogStore.from_settings(settings) as store:
             store.record_model_row(row)
     return jobs
+
+
+def resume_with(run: FlowRun, decision: ReviewDecision) -> str | None:
+    """Submit `decision` as the suspended run's input (what the UI's form posts); None once resumed, else why not."""
+    answer = {"decision": decision.verdict.value, "reason": decision.reason, "reviewer": decision.reviewer}
+    with get_client(sync_client=True) as client:
+        result = client.resume_flow_run(run.id, run_input=answer)
+    if result.status is SetStateStatus.ACCEPT:
+        return None
+    details = getattr(result.details, "reason", None)
+    return str(details or result.status.value)
+
+
+def request_of(row: ModelRow, report: ScreeningReport | None) -> ReviewRequest:
+    assert row.revision is not None  # a row that asks for review has screened a revision
+    return ReviewRequest(
+        ref=ModelRef(repo_id=row.repo_id, revision=row.revision),
+        run_id=row.run_id,
+        flow_run_id=row.flow_run_id,
+        asked_at=row.updated_at,
+        expires_at=row.review_expires_at,
+        expired=expired(row) is not None,
+        license=report.license if report is not None else LicenseReference(),
+        finding_codes=tuple(sorted(set(report.codes))) if report is not None else (),
+        review=report.review if report is not None else (),
+        entry_id=model_slug(row.repo_id),
+    )
+
+
+def open_requests(settings: Settings, repo_id: str | None = None) -> list[tuple[ModelRow, ReviewRequest]]:
+    """Every open request (newest row per revision that no decision covers yet), newest first."""
+    found: dict[tuple[str, str | None], tuple[ModelRow, ReviewRequest]] = {}
+    with CatalogStore.from_settings(settings) as store:
+        for row in store.awaiting_review(repo_id):
+            if (row.repo_id, row.revision) in found or row.revision is None:
+                continue
+            ref = ModelRef(repo_id=row.repo_id, revision=row.revision)
+            report = store.screening(ref, settings.policy_digest("screen"))
+            decided = report is not None and ReviewSubject(report, tuple(store.reviews(ref.repo_id))).covering()
+            if not decided:
+                found[(row.repo_id, row.revision)] = (row, request_of(row, report))
+    return list(found.values())
