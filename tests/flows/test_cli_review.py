@@ -65,7 +65,8 @@ def test_list_show_and_approve_record_the_decision_and_close_the_request(tmp_pat
     assert code == ExitCode.OK, out
     (request,) = json.loads(out)
     assert request["ref"] == {"repo_id": REPO, "revision": ref.revision} and request["expired"] is True
-    assert request["license"]["file_sha256"] == sha64("llama3") and request["entry_id"].endswith("llama3-licensed-model")
+    assert request["license"]["file_sha256"] == sha64("llama3")
+    assert request["entry_id"].endswith("llama3-licensed-model")
     code, out = curate(tmp_path, "review", "show", REPO)
     assert code == ExitCode.OK and "needs review" in out and "LicenseRef-llama3" in out, out
 
