@@ -1,7 +1,7 @@
 """Issue 17's "Done when", through the Prefect API the UI uses: a needs-review model's `curate-model` run (a real
 deployment run by a real process worker) suspends for a decision; an approval submitted as flow-run input
 resumes it and the model is published with the approval in its provenance; a new revision whose licence file
-changed asks again, and a rejection ends it.
+changed asks again, and a rejection from `curate review reject` ends it.
 
 The chain's records come from the `publish_chain` fixture (staged weights in Azurite, a signed image, a passed
 validation), so the resumed run goes straight to publishing (`first_stage="publish"`); its screening is
@@ -16,6 +16,7 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -25,11 +26,14 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.deployments.runner import RunnerDeployment
+from typer.testing import CliRunner
 
+from flows.cli.app import app
 from flows.fanout import settled
 from flows.model import curate_model
 from flows.placement import pool_has_worker
 from flows.review_gate import review_artifact_key
+from flows.review_requests import review_jobs
 from registry import finding_codes as codes
 from registry.schema import (
     Finding,
@@ -40,6 +44,7 @@ from registry.schema import (
     ScreeningReport,
     Severity,
     Verdict,
+    utcnow,
 )
 from tests.fixtures.catalog import sha40
 from tests.fixtures.publishing import PublishChain
@@ -159,12 +164,18 @@ def test_a_needs_review_model_waits_for_a_decision_in_its_own_run(
     assert decision.scope.license_file_sha256 == first.license.file_sha256
     assert entry.provenance.flow_run_ids["review"] == str(run.id)
 
-    # ---- a new revision whose licence file changed asks again; a rejection ends it, final for that revision.
+    # ---- a new revision whose licence file changed asks again; a rejection (`curate review reject`, which submits
+    # the same input to the suspended run) ends it, final for that revision.
     newer = ModelRef(repo_id=chain.ref.repo_id, revision=sha40("review", "newer"))
     needs_review(chain, newer, "LLAMA 3 COMMUNITY LICENSE AGREEMENT v2 (new acceptable-use policy)")
     again = start_model_run(chain, newer, run_id)
     assert again.state is not None and again.state.name == "Suspended", again.state
-    ended = resume(again, {"decision": "reject", "reason": "new acceptable-use clause", "reviewer": "bob"})
+    data = ["--data-dir", str(chain.settings.data_dir)]
+    argv = [*data, "review", "reject", newer.repo_id, "--reviewer", "bob", "--reason", "new acceptable-use clause"]
+    result = CliRunner().invoke(app, [*argv, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["resumed"] is True
+    ended = settled(again, 300)
     assert ended.state is not None and ended.state.is_completed(), ended.state
     with chain.store() as store:
         row = store.model_row(run_id, chain.ref.repo_id)
@@ -173,3 +184,32 @@ def test_a_needs_review_model_waits_for_a_decision_in_its_own_run(
     assert row is not None and row.outcome is ModelOutcome.NOT_PUBLISHED and "rejected by bob" in row.reason, row
     assert screening is not None and screening.verdict is Verdict.REJECTED
     assert entry.model == chain.ref
+
+    # ---- the next weekly run does not ask again while a request waits; once it expired, the request is closed
+    # (its suspended run cancelled, its row says so) and the model is dispatched to ask again.
+    third = ModelRef(repo_id=chain.ref.repo_id, revision=sha40("review", "third"))
+    report = needs_review(chain, third, "LLAMA 3 COMMUNITY LICENSE AGREEMENT v3")
+    waiting = start_model_run(chain, third, run_id)
+    assert waiting.state is not None and waiting.state.name == "Suspended", waiting.state
+    next_run = store_run(chain)
+    assert review_jobs(chain.settings, [report], next_run) == []
+    with chain.store() as store:
+        row = store.model_row(next_run, third.repo_id)
+        assert row is not None and row.outcome is ModelOutcome.NEEDS_REVIEW and str(waiting.id) in row.reason
+        for asked in store.awaiting_review(third.repo_id):  # the request, and the next run's row that points at it
+            store.record_model_row(asked.model_copy(update={"review_expires_at": utcnow() - timedelta(minutes=1)}))
+    later = store_run(chain)
+    (job,) = review_jobs(chain.settings, [report], later)
+    assert job.ref == third and job.review
+    with chain.store() as store:
+        closed = store.model_row(run_id, third.repo_id)
+    assert closed is not None and closed.outcome is ModelOutcome.NOT_PUBLISHED
+    assert "expired unanswered" in closed.reason and later in closed.reason
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(waiting.id).state
+    assert state is not None and state.is_cancelled(), state
+
+
+def store_run(chain: PublishChain) -> str:
+    with chain.store() as store:
+        return store.start_run(kind="review-test").run_id
