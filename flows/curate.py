@@ -24,6 +24,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
 
 from decisions.reconciliation import diff_catalog, diff_markdown, status_changes
 from decisions.selection import select_candidates
@@ -155,12 +156,19 @@ class RunRecord:
                 reason=failed,
             )
         key = "curation-run" if self.kind == "weekly" else "rerun-model"
+        ui_url = str(PREFECT_UI_URL.value() or "")
         create_markdown_artifact(
-            key=key, markdown=run_markdown(summary, self.candidates, self.reports, rows, self.diff)
+            key=key,
+            markdown=run_markdown(summary, self.candidates, self.reports, rows, self.diff, ui_url=ui_url),
+            description=f"Run {self.run_id}: how each model ended, the stage that decided it, and a link to its run.",
         )
         if self.diff is not None and self.kind == "weekly":
             title = f"Catalog diff, run {self.run_id}"
-            create_markdown_artifact(key="catalog-diff", markdown=diff_markdown(self.diff, title=title))
+            create_markdown_artifact(
+                key="catalog-diff",
+                markdown=diff_markdown(self.diff, title=title),
+                description=f"What run {self.run_id} changed in the catalog: added, updated, flagged, withdrawn, why.",
+            )
         return summary
 
 
