@@ -121,11 +121,11 @@ def _ask(tracker: RowTracker, report: ScreeningReport, settings: Settings) -> Re
         markdown=markdown,
         description=f"What a maintainer must review before {report.ref.repo_id} is curated, and how to decide.",
     )
-    where = "this flow run (Resume in the Prefect UI)" if can_suspend() else "`curate review approve|reject`"
+    where = "Resume its run" if can_suspend() else "`curate review`"
     tracker.save(
         stage="review",
         outcome=ModelOutcome.NEEDS_REVIEW,
-        reason=f"waiting for a maintainer until {expires:%Y-%m-%d %H:%M} UTC: decide in {where}",
+        reason=f"waits for a maintainer until {expires:%Y-%m-%d %H:%M} UTC ({where})",
         review_expires_at=expires,
     )
     if not can_suspend():

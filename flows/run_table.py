@@ -1,7 +1,7 @@
 """The `curation-run` artifact: one row per model of a run, leading with how it ended and the stage that decided it.
 
-Read at a glance (a browser at 1500 px shows the first columns): outcome, deciding stage, a short why, a link to
-the model's own flow run (its logs, its artifacts, a review form when it waits for one); then what each stage
+Read at a glance (a browser at 1500 px shows the first columns): outcome, deciding stage, a link to the model's
+own flow run (its logs, its artifacts, a review form when it waits for one), a short why; then what each stage
 said, cut short, and discovery's reason and the revision last.
 
 Rows come from the run's candidates (discovery's decision, screening's verdict) and the models' `ModelRow`s in
@@ -27,7 +27,7 @@ from registry.schema import (
 )
 
 CHAIN_COLUMNS = ("review", "stage", "validate", "publish")
-COLUMNS = ("model", "outcome", "decided at", "why", "run", *CHAIN_COLUMNS, "screen", "discover", "revision")
+COLUMNS = ("model", "outcome", "decided at", "run", "why", *CHAIN_COLUMNS, "screen", "discover", "revision")
 
 
 def screen_text(report: ScreeningReport | None) -> str:
@@ -53,7 +53,7 @@ def outcome_counts(candidates: list[Candidate], reports: list[ScreeningReport], 
     return dict(sorted(counts.items()))
 
 
-SHORT = 160
+SHORT = 120
 """A table cell's sentence is cut at this many characters (the full text is in the model's run and artifacts)."""
 
 
@@ -101,8 +101,8 @@ def _row(
     repo_id: str, revision: str | None, c: Candidate | None, r: ScreeningReport | None, row: ModelRow | None, ui: str
 ) -> str:
     outcome, stage = decided(c, r, row)
-    cells = [code(repo_id), f"**{cell(outcome)}**", cell(stage), cell(short(_why(c, r, row)))]
-    cells.append(flow_run_link(row.flow_run_id if row else None, ui))
+    cells = [code(repo_id), f"**{cell(outcome)}**", cell(stage), flow_run_link(row.flow_run_id if row else None, ui)]
+    cells.append(cell(short(_why(c, r, row))))
     cells += [cell(short(row.stages.get(s, "-"), 80)) if row else "-" for s in CHAIN_COLUMNS]
     cells.append(cell(short(screen_text(r), 80)) if r is not None else "-")
     discover = f"{c.decision.value}: {c.reason}" if c is not None else (row.stages.get("discover", "-") if row else "-")
@@ -118,8 +118,8 @@ def run_markdown(
     diff: CatalogDiff | None,
     ui_url: str = "",
 ) -> str:
-    """The run's summary, then one row per model: its outcome and the stage that decided it first, a short why and
-    a link to its flow run, then what each stage said (short), discovery's reason and the revision last."""
+    """The run's summary, then one row per model: its outcome and the stage that decided it first, a link to its
+    flow run and a short why, then what each stage said (short), discovery's reason and the revision last."""
     by_repo = {row.repo_id: row for row in rows}
     screened = {r.ref.repo_id: r for r in reports}
     lines = [

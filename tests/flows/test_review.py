@@ -5,8 +5,10 @@ changed asks again, and a rejection from `curate review reject` ends it.
 
 The chain's records come from the `publish_chain` fixture (staged weights in Azurite, a signed image, a passed
 validation), so the resumed run goes straight to publishing (`first_stage="publish"`); its screening is
-replaced by a needs-review one (`LicenseRef-llama3`). Runtime: ~1-2 min (a Prefect worker and four flow-run
-processes).
+replaced by a needs-review one (`LicenseRef-llama3`). While the first request waits, a real browser (Debian's
+chromium, headless, 1500 px) opens the Prefect UI: the suspended run's Resume form (its fields, the request above
+them) and the `curation-run` table (outcome, deciding stage and the run link within view); screenshots stay
+under the test's tmp_path. Runtime: ~1 min (a Prefect worker, a UI server, five flow-run processes).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
@@ -34,6 +38,7 @@ from flows.model import curate_model
 from flows.placement import pool_has_worker
 from flows.review_gate import review_artifact_key
 from flows.review_requests import review_jobs
+from flows.run_table import run_markdown
 from registry import finding_codes as codes
 from registry.schema import (
     Finding,
@@ -46,6 +51,7 @@ from registry.schema import (
     Verdict,
     utcnow,
 )
+from tests.fixtures.browser import chromium_page
 from tests.fixtures.catalog import sha40
 from tests.fixtures.publishing import PublishChain
 from tests.flows.test_weekly import latest_artifact
@@ -118,9 +124,57 @@ def run_input(run: FlowRun, part: str) -> Any:
     return json.loads(asyncio.run(read()))
 
 
+RESUME_BUTTON = "Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Resume')"
+FORM_LABELS = (
+    "Array.from(document.querySelectorAll('[role=dialog] .schema-form-property__label')).map(e => e.innerText)"
+)
+HEADERS = (  # each column's name, and whether it is within the table's visible width
+    "Array.from(document.querySelectorAll('th')).map(th => [th.innerText.trim(),"
+    " th.getBoundingClientRect().right <= th.closest('.p-table').getBoundingClientRect().right])"
+)
+
+
+def publish_run_table(chain: PublishChain, run_id: str, ui: str) -> UUID:
+    """The `curation-run` artifact of this run as the weekly run writes it (its rows, a link to each model's run)."""
+    with chain.store() as store:
+        rows = store.model_rows(run_id)
+        summary = store.finish_run(run_id, status="completed", candidates=0, selected=0, outcomes={})
+    return run_table_flow(run_markdown(summary, [], [], rows, None, ui_url=ui))
+
+
+@flow(name="review-test-run-table")
+def run_table_flow(markdown: str) -> UUID:
+    return create_markdown_artifact(key="curation-run", markdown=markdown, description="the run table under test")
+
+
+def check_in_a_browser(run: FlowRun, run_id: str, chain: PublishChain, work: Path, ui: str) -> None:
+    """In a real browser at 1500 px: the suspended run's Resume form shows the request and the typed fields, and
+    the `curation-run` table leads with the outcome, the deciding stage and a link to the model's run."""
+    artifact = publish_run_table(chain, run_id, ui)
+    with chromium_page(work) as page:
+        page.navigate(f"{ui}/runs/flow-run/{run.id}")
+        page.wait_for(f"!!{RESUME_BUTTON}")
+        page.evaluate(f"{RESUME_BUTTON}.click()")
+        assert page.wait_for(f"{FORM_LABELS}.length && {FORM_LABELS}") == ["Decision", "Reason", "Reviewer"]
+        dialog = page.evaluate("document.querySelector('[role=dialog]').innerText")
+        assert "approve" in dialog and "reject" in dialog and "LicenseRef-llama3" in dialog, dialog
+        page.screenshot(work / "resume-form.png")
+        page.navigate(f"{ui}/artifacts/artifact/{artifact}")
+        headers = page.wait_for(f"{HEADERS}.length && {HEADERS}")
+        names = [name for name, _ in headers]
+        assert names[:4] == ["model", "outcome", "decided at", "run"], names
+        assert all(visible for _, visible in headers[:4]), headers
+        link = page.evaluate("Array.from(document.querySelectorAll('td a')).map(a => a.href).join(' ')")
+        assert f"/runs/flow-run/{run.id}" in link, link
+        page.screenshot(work / "curation-run.png")
+    assert (work / "resume-form.png").stat().st_size > 0 and (work / "curation-run.png").stat().st_size > 0
+
+
 def test_a_needs_review_model_waits_for_a_decision_in_its_own_run(
     publish_chain: PublishChain,
     process_workers: Callable[[str], Callable[[], subprocess.Popen[bytes]]],
+    prefect_ui: str,
+    tmp_path: Path,
 ) -> None:
     chain = publish_chain
     deployment = curate_model.to_deployment(
@@ -150,6 +204,7 @@ def test_a_needs_review_model_waits_for_a_decision_in_its_own_run(
     assert schema["properties"]["decision"]["enum"] == ["approve", "reject"], schema
     description = run_input(run, "description")
     assert "LicenseRef-llama3" in description and first.license.file_sha256 in description
+    check_in_a_browser(run, run_id, chain, tmp_path, prefect_ui)
 
     # ---- an approval submitted as flow-run input resumes it; the entry carries the approval.
     done = resume(run, {"decision": "approve", "reason": "llama3 terms allow redistribution", "reviewer": "ada"})

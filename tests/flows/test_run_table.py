@@ -61,10 +61,10 @@ def test_the_run_table_has_a_row_per_model_and_the_summary_counts_them() -> None
     table = run_markdown(summary, candidates, reports, rows, None)
     assert "- models: 2 failed, 1 screening rejected" in table
     ok_row = next(line for line in table.splitlines() if "`org/ok`" in line)
-    assert ok_row.startswith("| `org/ok` | **failed at stage (attempt 2)** | stage | stage: the Hub failed")
+    assert ok_row.startswith("| `org/ok` | **failed at stage (attempt 2)** | stage | - | stage: the Hub failed")
     assert "\\| retried" in ok_row  # escaped, one row
     gone_row = next(line for line in table.splitlines() if "`org/gone`" in line)  # no candidate, still a row
-    assert "| **failed at discover** | discover | discover: not found |" in gone_row
+    assert "| **failed at discover** | discover | - | discover: not found |" in gone_row
     assert Decision.SELECTED.value in ok_row
     nc_row = next(line for line in table.splitlines() if "`org/nc`" in line)
     assert "| **screening rejected** | screen |" in nc_row
@@ -86,7 +86,7 @@ def test_the_run_table_leads_with_the_outcome_links_the_run_and_keeps_sentences_
     summary = RunSummary(run_id=RUN, status="completed")
     table = run_markdown(summary, [candidate], [], [row], None, ui_url="http://127.0.0.1:4200/")
     header = next(line for line in table.splitlines() if line.startswith("| model |"))
-    assert [c.strip() for c in header.strip("|").split("|")][:5] == ["model", "outcome", "decided at", "why", "run"]
+    assert [c.strip() for c in header.strip("|").split("|")][:5] == ["model", "outcome", "decided at", "run", "why"]
     long_row = next(line for line in table.splitlines() if "`org/long`" in line)
     assert "| **needs-review** | review |" in long_row
     assert "[run](http://127.0.0.1:4200/runs/flow-run/0b6c3f3e-0000-4000-8000-000000000001)" in long_row
