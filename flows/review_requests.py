@@ -129,10 +129,9 @@ def resume_with(run: FlowRun, decision: ReviewDecision) -> str | None:
     return str(details or result.status.value)
 
 
-def request_of(row: ModelRow, report: ScreeningReport | None) -> ReviewRequest:
-    assert row.revision is not None  # a row that asks for review has screened a revision
+def request_of(row: ModelRow, ref: ModelRef, report: ScreeningReport | None) -> ReviewRequest:
     return ReviewRequest(
-        ref=ModelRef(repo_id=row.repo_id, revision=row.revision),
+        ref=ref,
         run_id=row.run_id,
         flow_run_id=row.flow_run_id,
         asked_at=row.updated_at,
@@ -156,5 +155,5 @@ def open_requests(settings: Settings, repo_id: str | None = None) -> list[tuple[
             report = store.screening(ref, settings.policy_digest("screen"))
             decided = report is not None and ReviewSubject(report, tuple(store.reviews(ref.repo_id))).covering()
             if not decided:
-                found[(row.repo_id, row.revision)] = (row, request_of(row, report))
+                found[(row.repo_id, row.revision)] = (row, request_of(row, ref, report))
     return list(found.values())

@@ -19,7 +19,7 @@ from flows.cli.exit_codes import ExitCode
 from flows.cli.output import JsonOption, console, emit, emit_rows, fail
 from flows.cli.params import repo_id_argument, revision_option
 from registry.review_records import ReviewOutcome, ReviewRequest, ReviewShow
-from registry.schema import ModelRef, ModelRow, ReviewVerdict, ScreeningReport, Verdict
+from registry.schema import ModelRow, ReviewVerdict, ScreeningReport, Verdict
 from registry.settings import Settings
 
 if TYPE_CHECKING:
@@ -101,12 +101,12 @@ def _to_decide(current: Settings, repo_id: str, revision: str | None) -> tuple[S
     from flows.review_requests import open_requests
     from registry.catalog import CatalogStore
 
-    rows = [row for row, request in open_requests(current, repo_id) if revision in (None, request.ref.revision)]
+    found = [(row, r) for row, r in open_requests(current, repo_id) if revision in (None, r.ref.revision)]
+    rows = [row for row, _ in found]
     policy = current.policy_digest("screen")
     with CatalogStore.from_settings(current) as store:
-        if rows:
-            assert rows[0].revision is not None
-            report = store.screening(ModelRef(repo_id=repo_id, revision=rows[0].revision), policy)
+        if found:
+            report = store.screening(found[0][1].ref, policy)
         else:
             screened = [s for s in store.screenings(repo_id) if s.policy_digest == policy]
             report = next((s for s in screened if revision in (None, s.ref.revision)), None)
