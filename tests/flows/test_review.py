@@ -33,7 +33,7 @@ from prefect.deployments.runner import RunnerDeployment
 from typer.testing import CliRunner
 
 from flows.cli.app import app
-from flows.fanout import settled
+from flows.fanout import ModelJob, curate_models, settled
 from flows.model import curate_model
 from flows.placement import pool_has_worker
 from flows.review_gate import review_artifact_key
@@ -45,6 +45,7 @@ from registry.schema import (
     LicenseReference,
     ModelOutcome,
     ModelRef,
+    ModelRow,
     ReviewVerdict,
     ScreeningReport,
     Severity,
@@ -240,11 +241,16 @@ def test_a_needs_review_model_waits_for_a_decision_in_its_own_run(
     assert screening is not None and screening.verdict is Verdict.REJECTED
     assert entry.model == chain.ref
 
-    # ---- the next weekly run does not ask again while a request waits; once it expired, the request is closed
+    # ---- the weekly fan-out dispatches a needs-review model and goes on once its run is suspended; the next
+    # weekly run does not ask again while a request waits; once it expired, the request is closed
     # (its suspended run cancelled, its row says so) and the model is dispatched to ask again.
     third = ModelRef(repo_id=chain.ref.repo_id, revision=sha40("review", "third"))
     report = needs_review(chain, third, "LLAMA 3 COMMUNITY LICENSE AGREEMENT v3")
-    waiting = start_model_run(chain, third, run_id)
+    deployed = {**chain.overrides, "orchestration": {"dispatch": "deployment", "pool": POOL}}
+    (dispatched,) = fan_out(third, run_id, deployed)
+    assert dispatched.outcome is ModelOutcome.NEEDS_REVIEW and dispatched.flow_run_id, dispatched  # not waited for
+    with get_client(sync_client=True) as client:
+        waiting = client.read_flow_run(UUID(dispatched.flow_run_id))
     assert waiting.state is not None and waiting.state.name == "Suspended", waiting.state
     next_run = store_run(chain)
     assert review_jobs(chain.settings, [report], next_run) == []
@@ -263,6 +269,12 @@ def test_a_needs_review_model_waits_for_a_decision_in_its_own_run(
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(waiting.id).state
     assert state is not None and state.is_cancelled(), state
+
+
+@flow(name="review-test-fan-out")
+def fan_out(ref: ModelRef, run_id: str, overrides: dict[str, Any]) -> list[ModelRow]:
+    """What the weekly run does with a needs-review model: dispatch it, and not wait once it is suspended."""
+    return curate_models([ModelJob(ref, review=True)], run_id, overrides, {})
 
 
 def store_run(chain: PublishChain) -> str:
