@@ -138,9 +138,10 @@ def _ask(tracker: RowTracker, report: ScreeningReport, settings: Settings) -> Re
 
 
 def review_gate(tracker: RowTracker, ref: ModelRef, settings: Settings) -> ModelRow | None:
-    """None when the model may go on (screened accepted, or approved); else its row, ended or waiting."""
+    """None when the model may go on (screened accepted, or approved); else its row, ended or waiting. Only a
+    needs-review screening, or one a maintainer decided, is this gate's business."""
     report, decisions = _screened(settings, ref)
-    if report is None or report.verdict is Verdict.ACCEPTED:
+    if report is None or (report.verdict is not Verdict.NEEDS_REVIEW and not report.reviews):
         return None
     if report.verdict is Verdict.NEEDS_REVIEW:
         decision = ReviewSubject(report, tuple(decisions)).covering() or _ask(tracker, report, settings)
