@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from decisions.review import decision_text
 from registry.artifacts import cell, code
 from registry.catalog_diff import CatalogDiff, DiffItem, DiffKind, UpstreamObservation
 from registry.entries import entry_content, same_content
@@ -34,6 +35,7 @@ from registry.schema import (
     CatalogEntry,
     EntryStatus,
     Finding,
+    ReviewVerdict,
     RuntimeImage,
     ScanSummary,
     ScreeningReport,
@@ -99,6 +101,12 @@ def new_revision_rejected(subject: Observed) -> str | None:
     report = _new_screening(subject)
     if report is None or _licence_findings(report) or report.verdict is not Verdict.REJECTED:
         return None
+    rejections = [d for d in report.reviews if d.verdict is ReviewVerdict.REJECT]
+    if rejections:
+        return (
+            f"revision {_short(report.ref.revision)} was rejected by maintainer review ({decision_text(rejections[0])})"
+            f"; the entry still serves revision {_short(subject.entry.model.revision)}"
+        )
     codes = ", ".join(sorted({f.code for f in report.findings if f.severity.rank >= Severity.MEDIUM.rank})[:5])
     return (
         f"revision {_short(report.ref.revision)} was rejected by screening ({codes or 'see its report'}); the "

@@ -1,13 +1,14 @@
 """The weekly pipeline and the per-model rerun: orchestration only, every rule lives in the packages below.
 
 weekly-curation: discover -> screen -> build/refresh images -> one `curate-model` flow run per accepted model
-(stage -> derive -> validate -> publish: flows/model.py), fanned out over the `curation` work pool's workers and
-bounded by `orchestration.max_parallel_models` (flows/fanout.py) -> reconcile the catalog (withdraw or flag
-entries whose repo disappeared, whose licence changed, or whose image now fails) -> export -> audit a sample of
-published entries' regional copies (flows/audit.py). A model whose task the pipeline does not serve ends
-"unsupported task: <task>" before staging (flows/task_gate.py). Published entries
-bound to a runtime image that has since moved are curated again too: their cells are re-validated on the new
-digest, and the entry moves to it only when they pass (decisions/publication.py `IMAGE_MOVE`).
+(stage -> derive -> validate -> publish: flows/model.py) and per model waiting for a maintainer's review (its run
+suspends for the decision: flows/review_gate.py, flows/review_requests.py), fanned out over the `curation` work
+pool's workers and bounded by `orchestration.max_parallel_models` (flows/fanout.py) -> reconcile the catalog
+(withdraw or flag entries whose repo disappeared, whose licence changed, or whose image now fails) -> export ->
+audit a sample of published entries' regional copies (flows/audit.py). A model whose task the pipeline does not
+serve ends "unsupported task: <task>" before staging (flows/task_gate.py). Published entries bound to a runtime
+image that has since moved are curated again too: their cells are re-validated on the new digest, and the entry
+moves to it only when they pass (decisions/publication.py `IMAGE_MOVE`).
 
 Every stage is keyed by its own part of the policy and skips work already done at that key, so a week with no
 upstream change redoes nothing. One model's failure is that model's row (`curation-run`), never the run's; the
@@ -23,6 +24,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
 
 from decisions.reconciliation import diff_catalog, diff_markdown, status_changes
 from decisions.selection import select_candidates
@@ -33,6 +35,7 @@ from flows.fanout import ModelJob, curate_models
 from flows.limits import ensure_limits
 from flows.model import outcome_of
 from flows.placement import pools_online
+from flows.review_requests import review_jobs
 from flows.run_table import outcome_counts, run_markdown
 from flows.screen import screen_candidates
 from flows.settings import settings_from
@@ -153,12 +156,19 @@ class RunRecord:
                 reason=failed,
             )
         key = "curation-run" if self.kind == "weekly" else "rerun-model"
+        ui_url = str(PREFECT_UI_URL.value() or "")
         create_markdown_artifact(
-            key=key, markdown=run_markdown(summary, self.candidates, self.reports, rows, self.diff)
+            key=key,
+            markdown=run_markdown(summary, self.candidates, self.reports, rows, self.diff, ui_url=ui_url),
+            description=f"Run {self.run_id}: how each model ended, the stage that decided it, and a link to its run.",
         )
         if self.diff is not None and self.kind == "weekly":
             title = f"Catalog diff, run {self.run_id}"
-            create_markdown_artifact(key="catalog-diff", markdown=diff_markdown(self.diff, title=title))
+            create_markdown_artifact(
+                key="catalog-diff",
+                markdown=diff_markdown(self.diff, title=title),
+                description=f"What run {self.run_id} changed in the catalog: added, updated, flagged, withdrawn, why.",
+            )
         return summary
 
 
@@ -201,7 +211,8 @@ def _weekly(
     online = pools_online(settings)
     refresh_images(overrides, logger.info)
     jobs = [ModelJob(ref) for ref in accepted]
-    jobs += image_move_jobs(settings, {ref.repo_id for ref in accepted})
+    jobs += review_jobs(settings, record.reports, record.run_id)
+    jobs += image_move_jobs(settings, {job.ref.repo_id for job in jobs})
     curate_models(jobs, record.run_id, overrides, online)
     record.diff = reconcile_catalog(settings, previous, record.candidates, record.reports)
     audit_regional_copies(overrides, logger.info)
@@ -244,7 +255,7 @@ def _rerun(record: RunRecord, candidate: Candidate, from_stage: str, overrides: 
         store.record_candidates(record.run_id, [candidate])
         previous = store.entries()
     report = _screened(record, candidate, overrides, STAGE_ORDER.index(from_stage) <= STAGE_ORDER.index("screen"))
-    if report is not None and report.verdict is Verdict.ACCEPTED:
+    if report is not None and report.verdict in (Verdict.ACCEPTED, Verdict.NEEDS_REVIEW):
         first = "stage" if STAGE_ORDER.index(from_stage) <= STAGE_ORDER.index("stage") else from_stage
         ensure_limits(settings)
         if first in ("stage", "validate"):
@@ -254,6 +265,7 @@ def _rerun(record: RunRecord, candidate: Candidate, from_stage: str, overrides: 
             first_stage=first,
             force_stage=from_stage == "stage",
             force_validation=from_stage in ("stage", "validate"),
+            review=report.verdict is Verdict.NEEDS_REVIEW,
         )
         curate_models([job], record.run_id, overrides, pools_online(settings))
     elif report is not None:

@@ -6,6 +6,9 @@ deployment, picked up by any worker of the `curation` pool on any machine; `inli
 as subflows of the calling flow (tests, a machine without workers); `auto` is `deployment` when the pool has an
 online worker, else `inline`.
 
+A model that screened needs-review may suspend for a maintainer's decision (flows/review_gate.py): the dispatcher
+stops waiting for it once it is suspended, and its row says it waits; the rest of the run goes on.
+
 A dispatched run is tagged `WATCHED_TAG` and sends a heartbeat every 30 s; when its worker or process dies the
 crash automation (flows/limits.py) marks it Crashed, and it is dispatched again, up to
 `orchestration.crash_retries` times (any worker of the pool may take it: the killed one is gone). Whatever
@@ -15,10 +18,12 @@ had reached, with the reason.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound, PrefectException
@@ -43,6 +48,9 @@ class ModelJob:
     force_stage: bool = False
     force_validation: bool = False
     note: str = ""
+    review: bool = False
+    """screened needs-review: its run may suspend for a maintainer (flows/review_gate.py); the dispatcher stops
+    waiting for it then, and dispatches it as a top-level run (Prefect suspends no subflow)."""
 
     def parameters(self, run_id: str, overrides: dict[str, Any] | None, online: dict[str, str]) -> dict[str, Any]:
         return {
@@ -104,6 +112,19 @@ def _finished_row(settings: Settings, run_id: str, job: ModelJob, attempts: int)
     return row
 
 
+def settled(run: FlowRun, timeout_s: float, poll_s: float = 2.0) -> FlowRun:
+    """`run` once it is final or suspended (waiting for a review: the weekly run does not wait for that), or
+    as it is after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(run.id)
+            state = run.state
+            if (state is not None and (state.is_final() or state.is_paused())) or time.monotonic() > deadline:
+                return run
+            time.sleep(poll_s)
+
+
 @task(name="dispatch-model", task_run_name="curate {job.ref.repo_id}")
 def dispatch_model(job: ModelJob, run_id: str, overrides: dict[str, Any] | None, online: dict[str, str]) -> ModelRow:
     """Run one model's flow run on the curation pool; re-dispatch it once more per allowed crash."""
@@ -116,17 +137,20 @@ def dispatch_model(job: ModelJob, run_id: str, overrides: dict[str, Any] | None,
             run = run_deployment(
                 name,
                 parameters=job.parameters(run_id, overrides, online),
-                timeout=o.model_timeout_s,
+                timeout=0 if job.review else o.model_timeout_s,
                 tags=[WATCHED_TAG],
                 job_variables={"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}},
+                as_subflow=not job.review,
             )
         except (ObjectNotFound, PrefectException) as exc:
             return _ended(settings, job, run_id, f"deployment {name} could not run: {exc}", attempt, None)
         if not isinstance(run, FlowRun):  # run_deployment is sync-compatible: a coroutine only in async code
             raise TypeError("dispatch_model must run synchronously")
+        if job.review:
+            run = settled(run, o.model_timeout_s)
         row = _finished_row(settings, run_id, job, attempt)
         state = run.state
-        if row is not None and state is not None and state.is_completed():
+        if row is not None and state is not None and (state.is_completed() or state.is_paused()):
             return row
         status = state.name if state is not None else "unknown"
         why = f"flow run {run.id} ended {status}: {(state.message if state else '') or 'no message'}"

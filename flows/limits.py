@@ -133,6 +133,7 @@ def crash_automation(settings: Settings) -> AutomationCore:
                 "prefect.flow-run.Failed",
                 "prefect.flow-run.Cancelled",
                 "prefect.flow-run.Crashed",
+                "prefect.flow-run.Suspended",  # waiting for a maintainer (flows/review_gate.py): no process to beat
             },
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
             match_related=ResourceSpecification(
@@ -163,5 +164,6 @@ def ensure_crash_detection(settings: Settings) -> None:
             return
         first = existing[0]
         within = getattr(first.trigger, "within", None)
-        if within != wanted.trigger.within or not first.enabled:  # type: ignore[union-attr]
+        expect = getattr(first.trigger, "expect", None)
+        if within != wanted.trigger.within or expect != wanted.trigger.expect or not first.enabled:  # type: ignore[union-attr]
             client.update_automation(first.id, wanted)

@@ -1,7 +1,8 @@
 """One model's chain as one flow run: stage -> derive -> validate -> publish (`curate-model`, docs/scale.md).
 
-Before staging, a model whose task the pipeline does not serve ends `not-published` with the reason
-"unsupported task: <task>" (flows/task_gate.py) and is never downloaded.
+Before staging, a model that screened needs-review waits for a maintainer's decision, suspended and holding no
+worker (flows/review_gate.py); a model whose task the pipeline does not serve ends `not-published` with the
+reason "unsupported task: <task>" (flows/task_gate.py) and is never downloaded.
 
 The weekly run dispatches one `curate-model` flow run per model (the `curate-model/<pool>` deployment on the
 `curation` work pool, or an in-process subflow: flows/fanout.py); a maintainer's rerun calls it too. It is the
@@ -24,6 +25,7 @@ from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 
 from flows.publish import publish_model
+from flows.review_gate import review_gate
 from flows.settings import settings_from
 from flows.stage import stage_weights
 from flows.task_gate import unsupported_task
@@ -211,6 +213,6 @@ def curate_model(
         tracker.note("queued", note)
     tracker.save()
     opts = ChainOptions(first_stage, force_stage, force_validation, online_pools)
-    row = _chain(tracker, ref, run_id, overrides, opts)
+    row = review_gate(tracker, ref, settings) or _chain(tracker, ref, run_id, overrides, opts)
     get_run_logger().info("%s: %s at %s (%s)", ref, row.outcome.value, row.stage, row.reason[:300])
     return row

@@ -49,6 +49,8 @@ from registry.schema import (
     CatalogEntry,
     ModelRef,
     Provenance,
+    ReviewDecision,
+    ReviewVerdict,
     StageName,
     StageOutcome,
     StageResult,
@@ -96,15 +98,22 @@ def tool_versions(inputs: GateInputs) -> dict[str, str]:
 
 
 def provenance(store: CatalogStore, inputs: GateInputs, policy_digest: str, run_id: str | None) -> Provenance:
-    """Flow run ids per stage (newest successful result), the records' own timestamps, tool versions."""
+    """Flow run ids per stage (newest successful result), the records' own timestamps, tool versions, and the
+    maintainer approvals the screening was accepted on."""
     ref = inputs.ref
     run_ids: dict[str, str] = {}
     for result in store.stage_results(ref):  # newest first
         if result.outcome is StageOutcome.OK and result.run_id and result.stage.value not in run_ids:
             run_ids[result.stage.value] = result.run_id
     stamps: dict[str, datetime] = {}
+    approvals: tuple[ReviewDecision, ...] = ()
     if inputs.screening is not None:
         stamps["screened"] = inputs.screening.screened_at
+        approvals = tuple(d for d in inputs.screening.reviews if d.verdict is ReviewVerdict.APPROVE)
+    for approval in approvals:
+        stamps["approved"] = approval.decided_at
+        if approval.flow_run_id:
+            run_ids["review"] = approval.flow_run_id
     if inputs.weights is not None:
         stamps["staged"] = inputs.weights.staged_at
     for validation in passed_templates(inputs):
@@ -121,6 +130,7 @@ def provenance(store: CatalogStore, inputs: GateInputs, policy_digest: str, run_
         timestamps=stamps,
         tool_versions=tool_versions(inputs),
         policy_digest=policy_digest,
+        approvals=approvals,
     )
 
 

@@ -2,10 +2,11 @@
 
 Orchestration only; every rule lives in `scanners`. One task per candidate, mapped in parallel; the tasks
 carry the `hub` tag, whose Prefect concurrency limit (created from `hub.concurrency` when missing) bounds Hub
-calls across a run. Results are cached by (repo, revision, policy digest, scanner version, token present): a
-rerun at the same revision reads the persisted report under `data_dir` and makes no Hub call. Every report is
-recorded in the catalog store, with a table artifact of all decisions and a markdown report per rejected
-model.
+calls across a run. Results are cached by (repo, revision, policy digest, scanner version, token present, the
+repository's maintainer review decisions): a rerun at the same revision reads the persisted report under
+`data_dir` and makes no Hub call; a new review decision screens again and applies it (decisions/review.py).
+Every report is recorded in the catalog store, with a table artifact of all decisions and a markdown report per
+rejected model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
 
+from decisions.review import decision_text, decisions_digest, reviewed
 from flows.retries import only_retryable
 from flows.settings import settings_from
 from registry.artifacts import artifact_key, cell, code
@@ -33,6 +35,7 @@ from registry.schema import (
     Candidate,
     Decision,
     ModelRef,
+    ReviewDecision,
     ScreeningReport,
     StageName,
     StageOutcome,
@@ -56,17 +59,24 @@ _OUTCOME = {
 }
 
 
-def cache_key(repo_id: str, revision: str, policy_digest: str, has_token: bool) -> str:
-    """The cache key of one screening: same repo, revision, policy and token presence -> same report."""
-    raw = f"screen|{SCANNER_VERSION}|{repo_id}|{revision}|{policy_digest}|token={has_token}"
+def cache_key(repo_id: str, revision: str, policy_digest: str, has_token: bool, reviews: str = "") -> str:
+    """The cache key of one screening: same repo, revision, policy, token presence and review decisions (their
+    digest) -> same report."""
+    raw = f"screen|{SCANNER_VERSION}|{repo_id}|{revision}|{policy_digest}|token={has_token}|reviews={reviews}"
     return "screen-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def review_decisions(settings: Settings, repo_id: str) -> list[ReviewDecision]:
+    with CatalogStore.from_settings(settings) as store:
+        return store.reviews(repo_id)
 
 
 def _task_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     candidate: Candidate = parameters["candidate"]
     settings = settings_from(parameters.get("overrides"))
+    reviews = decisions_digest(review_decisions(settings, candidate.repo_id))
     return cache_key(
-        candidate.repo_id, candidate.revision, settings.policy_digest("screen"), settings.hub.token is not None
+        candidate.repo_id, candidate.revision, settings.policy_digest("screen"), settings.hub.token is not None, reviews
     )
 
 
@@ -102,19 +112,23 @@ def ensure_concurrency_limit(tag: str, limit: int) -> int:
     task_run_name="screen {candidate.ref.repo_id}",
 )
 def screen_candidate(candidate: Candidate, overrides: dict[str, Any] | None = None) -> ScreeningReport:
-    """Screen one candidate at its pinned revision (Hub reads only: headers and small files)."""
+    """Screen one candidate at its pinned revision (Hub reads only: headers and small files), then apply the
+    maintainer review decision that covers it, if any."""
     settings = settings_from(overrides)
     source = hub_source(settings.hub)
     try:
-        return screen_repo(source, candidate.repo_id, candidate.revision, settings)
+        report = screen_repo(source, candidate.repo_id, candidate.revision, settings)
     finally:
         source.close()
+    return reviewed(report, review_decisions(settings, candidate.repo_id))
 
 
 def reasons_of(report: ScreeningReport) -> list[str]:
-    """One line per finding that made the verdict what it is (rejections first, then review items)."""
+    """One line per finding that made the verdict what it is (a maintainer's decision first, then rejections,
+    then review items)."""
+    decided = [f"maintainer review: {decision_text(d)}" for d in report.reviews]
     rejecting = [describe(f) for f in report.findings if disposition(f) is Verdict.REJECTED]
-    return rejecting + list(report.review)
+    return decided + rejecting + list(report.review)
 
 
 def result_rows(reports: list[ScreeningReport]) -> list[dict[str, Any]]:

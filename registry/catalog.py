@@ -19,7 +19,7 @@ from uuid import uuid4
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from registry.catalog_db import CatalogDatabase
+from registry.catalog_reviews import ReviewLog
 from registry.catalog_tables import (
     STORE_VERSION,
     candidates_table,
@@ -58,8 +58,8 @@ def _new_run_id() -> str:
     return f"{utcnow():%Y%m%dT%H%M%SZ}-{uuid4().hex[:10]}"
 
 
-class CatalogStore(CatalogDatabase):
-    """The catalog: runs, candidates, stage results, typed records and entries with history.
+class CatalogStore(ReviewLog):
+    """The catalog: runs, candidates, stage results, typed records, entries with history and review decisions.
 
     Thread-safe; several processes may write the same database at once. Use as a context manager or `close()`.
     """

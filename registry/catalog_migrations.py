@@ -39,11 +39,17 @@ RECORD_STEPS: dict[int, tuple[str, Step]] = {
         "no-capacity, not-run); older not-validated results read as not-run",
         _no_data_change,
     ),
+    7: (
+        "ReviewDecision added; ScreeningReport.reviews, Provenance.approvals, ModelRow.review_expires_at (defaults); "
+        "ModelOutcome needs-review added (issue 17)",
+        _no_data_change,
+    ),
 }
 """record schema version reached -> (what changed, the step from the version before)."""
 
 TABLE_STEPS: dict[int, tuple[str, Step]] = {
     2: ("table model_runs added (one row per model per run; created by create_all)", _no_data_change),
+    3: ("table reviews added (maintainer review decisions, issue 17; created by create_all)", _no_data_change),
 }
 """table layout version reached -> (what changed, the step from the version before)."""
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-STORE_VERSION = 2
+STORE_VERSION = 3
 """Version of the table layout below; bumped (with a migration in `_ensure_schema`) when it changes."""
 
 
@@ -178,4 +178,16 @@ model_runs_table = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
     data_column(),
     sa.UniqueConstraint("run_id", "repo_id", name="uq_model_runs_key"),
+)
+
+reviews_table = sa.Table(
+    "reviews",
+    metadata,
+    id_column(),
+    sa.Column("decision_id", sa.String(128), nullable=False, unique=True),
+    *ref_columns(),
+    sa.Column("verdict", sa.String(20), nullable=False),
+    sa.Column("reviewer", sa.String(200), nullable=False),
+    sa.Column("decided_at", UtcDateTime, nullable=False, index=True),
+    data_column(),
 )

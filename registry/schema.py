@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from registry.identifiers import check_repo_id, check_sha
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """Version of these records; bumped with a step in registry/catalog_migrations.py whenever a record changes."""
 
 
@@ -157,6 +157,32 @@ class LicenseReference(Record):
     file_sha256: str | None = None
 
 
+class ReviewVerdict(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class ReviewScope(Record):
+    """Exactly what a maintainer's review decision covers (decisions/review.py: when it carries over)."""
+
+    ref: ModelRef
+    license_expression: str | None = Field(default=None, description="the SPDX expression (else what was declared)")
+    license_file_sha256: str | None = None
+    finding_codes: tuple[str, ...] = Field(default=(), description="every finding code of the screening, sorted")
+
+
+class ReviewDecision(Record):
+    """A maintainer's decision on a model that screened needs-review: who, when, why, and what it covers."""
+
+    decision_id: str
+    scope: ReviewScope
+    verdict: ReviewVerdict
+    reviewer: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+    decided_at: datetime = Field(default_factory=utcnow)
+    flow_run_id: str | None = Field(default=None, description="the curate-model run that asked for it")
+
+
 class ScreeningReport(Record):
     ref: ModelRef
     verdict: Verdict
@@ -167,6 +193,7 @@ class ScreeningReport(Record):
     policy_digest: str = ""
     bytes_read: int = 0
     screened_at: datetime = Field(default_factory=utcnow)
+    reviews: tuple[ReviewDecision, ...] = Field(default=(), description="the maintainer decision the verdict applies")
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -449,6 +476,7 @@ class Provenance(Record):
     timestamps: dict[str, datetime] = Field(default_factory=dict)
     tool_versions: dict[str, str] = Field(default_factory=dict)
     policy_digest: str = ""
+    approvals: tuple[ReviewDecision, ...] = Field(default=(), description="maintainer approvals it was published on")
 
 
 class EntryStatus(StrEnum):
@@ -497,6 +525,9 @@ class VerificationReport(Record):
     checks: tuple[VerificationCheck, ...] = ()
     ok: bool = False
     verified_at: datetime = Field(default_factory=utcnow)
+    approvals: tuple[ReviewDecision, ...] = Field(
+        default=(), description="the maintainer approvals in the entry's (signed) provenance"
+    )
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -553,6 +584,7 @@ class ModelOutcome(StrEnum):
     UNCHANGED = "unchanged"
     NOT_PUBLISHED = "not-published"
     FAILED = "failed"
+    NEEDS_REVIEW = "needs-review"
 
 
 class ModelRow(Record):
@@ -568,6 +600,7 @@ class ModelRow(Record):
     flow_run_id: str | None = None
     attempts: int = 1
     unchanged_since: str | None = Field(default=None, description="the run whose results still stand")
+    review_expires_at: datetime | None = Field(default=None, description="needs-review: when the request expires")
     updated_at: datetime = Field(default_factory=utcnow)
 
 

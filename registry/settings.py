@@ -16,11 +16,12 @@ from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from registry.errors import RegistryError
 from registry.identifiers import check_http_url
+from registry.review_settings import ReviewSettings
 
 DEFAULT_CONFIG_NAME = "curation.toml"
 _PACKAGED_DEFAULT = Path(__file__).resolve().parent.parent / DEFAULT_CONFIG_NAME
@@ -458,6 +459,7 @@ class Settings(BaseSettings):
     slo: SloPolicy = Field(default_factory=SloPolicy)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
 
     _config_path: Path | None = None
 
@@ -574,8 +576,6 @@ def load_settings(**overrides: Any) -> Settings:
 
     Nested overrides are merged into the lower-precedence values rather than replacing whole sections.
     """
-    from pydantic import ValidationError
-
     try:
         base = Settings()
         if not overrides:

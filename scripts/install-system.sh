@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system parts of the local stack from Debian and npm (idempotent; skips what is present).
 # Docker Engine + CNCF registry + skopeo + debootstrap (stage 3), PostgreSQL client bits are already on the image,
-# Node's azurite (stage 4). Needs root (as on CI and the dev machines).
+# Node's azurite (stage 4), headless chromium (the Prefect UI DOM test). Needs root (as on CI and the dev machines).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 need=()
@@ -9,6 +9,7 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # headless, for the Prefect UI DOM test (tests/flows/test_review.py)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

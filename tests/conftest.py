@@ -35,5 +35,6 @@ pytest_plugins = [
     "tests.fixtures.docker",
     "tests.fixtures.registry_auth",
     "tests.fixtures.publishing",
+    "tests.fixtures.browser",
     "tests.fixtures.ground_truth",
 ]

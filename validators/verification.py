@@ -216,4 +216,5 @@ def verify_catalog_entry(
         key_pinned=key_pinned,
         checks=tuple(checks),
         ok=all(c.passed for c in checks),
+        approvals=entry.provenance.approvals,
     )

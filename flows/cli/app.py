@@ -41,10 +41,10 @@ def main(
 
 def _register() -> None:
     # Command groups register themselves here, one module each (their heavy imports stay inside the commands).
-    from flows.cli import catalog, dev, discover, images, plan, run, screen, stage, validate_tools
+    from flows.cli import catalog, dev, discover, images, plan, review, run, screen, stage, validate_tools
     from flows.cli import verify as verify_cli
 
-    for group in (discover, run, screen, stage, images, plan, validate_tools, catalog, dev, verify_cli):
+    for group in (discover, run, screen, review, stage, images, plan, validate_tools, catalog, dev, verify_cli):
         group.register(app)
 
 

@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flows.cli.context import settings
@@ -54,6 +55,9 @@ def report_table(report: VerificationReport) -> Table:
     for check in report.checks:
         mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
         table.add_row(mark, check.name, check.detail)
+    for approval in report.approvals:
+        when = f"{approval.decided_at:%Y-%m-%d %H:%M} UTC"
+        table.add_row("", "approved", escape(f"by {approval.reviewer} on {when}: {approval.reason}"))
     pinned = "pinned" if report.key_pinned else "NOT pinned: pass --root with the root.json you trust"
     table.caption = f"key {report.key_id[:16]} from {report.key_source or '-'}, {pinned}"
     return table

@@ -16,6 +16,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "decisions.md"
 DECISIONS = {
     "select a candidate",
     "screen verdict",
+    "maintainer review",
+    "expire a review request",
     "image gate",
     "cell verdict",
     "publish",

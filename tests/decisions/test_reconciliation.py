@@ -188,3 +188,17 @@ def test_observe_upstream_uses_the_run_then_the_hub() -> None:
     assert observed["org/seen"].screening == report and observed["org/seen"].revision == report.ref.revision
     assert observed["org/gone"].gone
     assert observed["org/asked"].revision == "b" * 40 and observed["org/asked"].screening is None
+
+
+def test_a_new_revision_rejected_by_a_maintainer_is_explained_in_the_diff() -> None:
+    from decisions.review import new_decision, reviewed
+    from registry.schema import ReviewVerdict
+
+    ref = new_revision("maintainer")
+    report = screened(ref, Verdict.NEEDS_REVIEW, spdx="LicenseRef-llama3")
+    rejection = new_decision(report, ReviewVerdict.REJECT, "bob", "the new acceptable-use clause is not acceptable")
+    seen = UpstreamObservation(repo_id=REF.repo_id, revision=ref.revision, screening=reviewed(report, [rejection]))
+    diff = diff_catalog([ENTRY], [ENTRY], {REF.repo_id: seen})
+    (item,) = diff.items
+    assert item.kind is DiffKind.FLAGGED and "rejected by maintainer review" in item.reason
+    assert "rejected by bob" in item.reason and "acceptable-use" in diff_markdown(diff)

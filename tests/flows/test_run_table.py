@@ -61,7 +61,33 @@ def test_the_run_table_has_a_row_per_model_and_the_summary_counts_them() -> None
     table = run_markdown(summary, candidates, reports, rows, None)
     assert "- models: 2 failed, 1 screening rejected" in table
     ok_row = next(line for line in table.splitlines() if "`org/ok`" in line)
-    assert "failed at stage (attempt 2)" in ok_row and "\\| retried" in ok_row  # escaped, one row
+    assert ok_row.startswith("| `org/ok` | **failed at stage (attempt 2)** | stage | - | stage: the Hub failed")
+    assert "\\| retried" in ok_row  # escaped, one row
     gone_row = next(line for line in table.splitlines() if "`org/gone`" in line)  # no candidate, still a row
-    assert "failed at discover: discover: not found" in gone_row
+    assert "| **failed at discover** | discover | - | discover: not found |" in gone_row
     assert Decision.SELECTED.value in ok_row
+    nc_row = next(line for line in table.splitlines() if "`org/nc`" in line)
+    assert "| **screening rejected** | screen |" in nc_row
+
+
+def test_the_run_table_leads_with_the_outcome_links_the_run_and_keeps_sentences_short() -> None:
+    ref = sample_ref("org/long")
+    candidate = Candidate(ref=ref, rank=1, reason="trending #1; " + "a very long discovery sentence " * 20)
+    row = ModelRow(
+        run_id=RUN,
+        repo_id="org/long",
+        revision=ref.revision,
+        stage="review",
+        outcome=ModelOutcome.NEEDS_REVIEW,
+        reason="waiting for a maintainer until 2026-12-06 03:00 UTC: decide in this flow run",
+        stages={"review": "waiting"},
+        flow_run_id="0b6c3f3e-0000-4000-8000-000000000001",
+    )
+    summary = RunSummary(run_id=RUN, status="completed")
+    table = run_markdown(summary, [candidate], [], [row], None, ui_url="http://127.0.0.1:4200/")
+    header = next(line for line in table.splitlines() if line.startswith("| model |"))
+    assert [c.strip() for c in header.strip("|").split("|")][:5] == ["model", "outcome", "decided at", "run", "why"]
+    long_row = next(line for line in table.splitlines() if "`org/long`" in line)
+    assert "| **needs-review** | review |" in long_row
+    assert "[run](http://127.0.0.1:4200/runs/flow-run/0b6c3f3e-0000-4000-8000-000000000001)" in long_row
+    assert "…" in long_row and "a very long discovery sentence " * 4 not in long_row

@@ -121,3 +121,32 @@ def test_curate_screen_cli_explains_every_finding(
     result = runner.invoke(app, [*base, "flow/nope"])
     assert result.exit_code == ExitCode.NOT_FOUND and "not found" in result.stderr.lower()
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_maintainer_decision_is_part_of_the_screening_cache_key(prefect_harness: None, tmp_path: Path) -> None:
+    from decisions.review import new_decision
+    from devstack.samples.licenses import LLAMA3_EXCERPT
+    from registry.schema import ReviewVerdict
+
+    store = RepoStore(tmp_path / "store")
+    card = model_card({"license": "other", "license_name": "llama3", "license_link": "LICENSE"})
+    files = {
+        "README.md": card,
+        "LICENSE": LLAMA3_EXCERPT.encode(),
+        "config.json": json.dumps({"model_type": "llama"}).encode(),
+        "model.safetensors": tiny_safetensors(),
+    }
+    candidate = Candidate(ref=ModelRef(repo_id="flow/llama3", revision=store.commit("flow/llama3", files)))
+    with HubServer(store) as hub:
+        overrides = {"hub": {"endpoint": hub.url, "max_retries": 0}, "data_dir": str(tmp_path / "data")}
+        (first,) = screen_candidates([candidate], overrides=overrides, run_id="run-1")
+        assert first.verdict is Verdict.NEEDS_REVIEW and first.license.file_sha256, first
+        before = len(hub.requests.entries())
+        (cached,) = screen_candidates([candidate], overrides=overrides, run_id="run-2")
+        assert cached.verdict is Verdict.NEEDS_REVIEW and len(hub.requests.entries()) == before
+        approval = new_decision(first, ReviewVerdict.APPROVE, "ada", "llama3 terms read")
+        with CatalogStore.from_settings(load_settings(**overrides)) as catalog:
+            catalog.record_review(approval)
+        (approved,) = screen_candidates([candidate], overrides=overrides, run_id="run-3")
+        assert approved.verdict is Verdict.ACCEPTED and approved.reviews == (approval,)
+        assert len(hub.requests.entries()) > before  # a new decision is a new cache key: screened again

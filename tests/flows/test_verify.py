@@ -91,6 +91,24 @@ def test_good_entry_verifies_end_to_end(publish_chain: PublishChain, monkeypatch
 
 
 @pytest.mark.integration
+def test_an_approved_entry_shows_its_approval(publish_chain: PublishChain) -> None:
+    from decisions.review import new_decision
+    from registry.schema import ReviewVerdict, Verdict
+
+    chain = publish_chain
+    with chain.store() as store:
+        screening = store.screening(chain.ref, chain.settings.policy_digest("screen"))
+        assert screening is not None
+        approval = new_decision(screening, ReviewVerdict.APPROVE, "ada", "community licence read: fine", "f-1")
+        store.record_screening(screening.model_copy(update={"verdict": Verdict.ACCEPTED, "reviews": (approval,)}))
+    entry_id = publish_directly(chain)
+    code, report = verify(chain, entry_id)
+    assert code == 0 and report.ok and report.approvals == (approval,)
+    view = runner.invoke(app, ["verify", entry_id, "--export-dir", str(chain.settings.catalog_export_dir)])
+    assert view.exit_code == 0 and "approved" in view.stdout and "by ada" in view.stdout, view.stdout
+
+
+@pytest.mark.integration
 def test_tampered_blob_in_one_region_fails(publish_chain: PublishChain) -> None:
     entry_id = publish_directly(publish_chain)
     name = model_prefix(publish_chain.ref) + "model.safetensors"

@@ -614,3 +614,21 @@ def test_shared_catalog_fixture_is_a_fresh_sqlite_store(catalog: CatalogStore, t
     assert catalog.runs() == [] and catalog.entries() == []
     catalog.publish(sample_entry())
     assert [e.id for e in catalog.entries()] == ["qwen--qwen3-0.6b"]
+
+
+def test_review_decisions_are_recorded_once_and_pending_rows_listed(catalog: CatalogStore) -> None:
+    from registry.schema import ModelOutcome, ModelRef, ModelRow, ReviewDecision, ReviewScope, ReviewVerdict
+
+    ref = ModelRef(repo_id="org/reviewed", revision="a" * 40)
+    decision = ReviewDecision(
+        decision_id="run-f1", scope=ReviewScope(ref=ref), verdict=ReviewVerdict.APPROVE, reviewer="ada", reason="ok"
+    )
+    assert catalog.record_review(decision) == decision
+    again = decision.model_copy(update={"reason": "a second submission of the same run's input"})
+    assert catalog.record_review(again) == decision
+    assert catalog.reviews("org/reviewed") == [decision] and catalog.reviews("org/other") == []
+    assert catalog.reviews(revision="b" * 40) == []
+    run = catalog.start_run()
+    catalog.record_model_row(ModelRow(run_id=run.run_id, repo_id=ref.repo_id, outcome=ModelOutcome.NEEDS_REVIEW))
+    catalog.record_model_row(ModelRow(run_id=run.run_id, repo_id="org/done", outcome=ModelOutcome.PUBLISHED))
+    assert [row.repo_id for row in catalog.awaiting_review()] == [ref.repo_id]

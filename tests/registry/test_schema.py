@@ -134,6 +134,23 @@ def _validation() -> ValidationResult:
     )
 
 
+def _decision() -> schema.ReviewDecision:
+    return schema.ReviewDecision(
+        decision_id="run-0f3c9a3e-0000-4000-8000-000000000003",
+        scope=schema.ReviewScope(
+            ref=REF,
+            license_expression="LicenseRef-llama3",
+            license_file_sha256=sha64("l"),
+            finding_codes=("license.needs-review",),
+        ),
+        verdict=schema.ReviewVerdict.APPROVE,
+        reviewer="ada",
+        reason="Llama 3 community licence: redistribution with attribution is fine for the catalog",
+        decided_at=T0,
+        flow_run_id="0f3c9a3e-0000-4000-8000-000000000003",
+    )
+
+
 def _examples() -> dict[type[Record], Record]:
     """One realistic, fully populated instance of every record in registry/schema.py."""
     latency = LatencyStats(mean=0.21, p50=0.2, p90=0.31, p99=0.52)
@@ -187,7 +204,10 @@ def _examples() -> dict[type[Record], Record]:
             policy_digest=sha64("policy"),
             bytes_read=2_097_152,
             screened_at=T0,
+            reviews=(_decision(),),
         ),
+        _decision(),
+        _decision().scope,
         _image().scan,  # type: ignore[list-item]
         sample_signature(IMAGE_DIGEST, "127.0.0.1:5000/vllm:sig"),
         _image().sbom,  # type: ignore[list-item]
@@ -216,6 +236,7 @@ def _examples() -> dict[type[Record], Record]:
             checks=(schema.VerificationCheck(name="entry-signature", passed=True, detail="signed"),),
             ok=True,
             verified_at=T0,
+            approvals=(_decision(),),
         ),
         StageResult(
             ref=REF,
