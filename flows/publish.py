@@ -54,10 +54,10 @@ from registry.schema import (
     StageName,
     StageOutcome,
     StageResult,
-    VerificationCheck,
     utcnow,
 )
 from registry.settings import Settings
+from registry.verification_records import VerificationCheck
 from validators.verification import verify_artifacts
 
 _TOOLS = {"transformers": "transformers", "prefect": "prefect", "model-signing": "model-signing"}

@@ -21,8 +21,9 @@ from pydantic import ValidationError
 from registry.catalog_client import CatalogTrustError, delegated_catalog_key, fetch_catalog_files
 from registry.entries import INDEX_SIGNATURE, PublicationError, entry_digest, verify_index
 from registry.keys import SigningKeyError, key_id, load_public_key
-from registry.schema import CatalogEntry, VerificationCheck, VerificationReport
+from registry.schema import CatalogEntry
 from registry.settings import StorageSettings
+from registry.verification_records import VerificationCheck, VerificationReport
 from validators.verification import verify_catalog_entry
 
 

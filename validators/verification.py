@@ -28,8 +28,9 @@ from registry.errors import RegistryError
 from registry.image_signatures import verify_image
 from registry.keys import key_id
 from registry.oci import ImageName, OciError
-from registry.schema import CatalogEntry, EntryStatus, RegionCopy, VerificationCheck, VerificationReport
+from registry.schema import CatalogEntry, EntryStatus, RegionCopy
 from registry.settings import StorageSettings
+from registry.verification_records import VerificationCheck, VerificationReport
 from validators.errors import ValidatorError
 from validators.weights_signing import repair_advice, verify_remote
 

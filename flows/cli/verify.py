@@ -31,8 +31,8 @@ from registry.blobs import RegionalBlobStore
 from registry.catalog_client import cache_dir_for
 from registry.errors import RegistryError
 from registry.keys import SigningKeyError
-from registry.schema import VerificationReport
 from registry.settings import Settings
+from registry.verification_records import VerificationReport
 from validators.catalog_verification import CatalogSource, UnknownEntryError, verify_published
 
 _ENTRY = entry_id_argument()

@@ -39,8 +39,9 @@ from flows.stage_progress import ProgressEvent, add_progress_listener
 from registry.blobs import RegionalBlobStore, model_prefix, signature_blob_name
 from registry.catalog import CatalogStore
 from registry.entries import entry_id
-from registry.schema import ModelRef, StagedWeights, StageName, StageOutcome, VerificationReport
+from registry.schema import ModelRef, StagedWeights, StageName, StageOutcome
 from registry.settings import Settings, load_settings
+from registry.verification_records import VerificationReport
 from tests.fixtures.azurite import fresh_catalog_container, fresh_container
 from tests.fixtures.publishing import make_publishable
 

@@ -26,8 +26,9 @@ from registry.catalog_export import export_catalog
 from registry.catalog_tuf import signer_from_pem, update_repository
 from registry.entries import PublicationError, sign_entry, verify_entry
 from registry.keys import generate_private_pem, load_private_key, public_pem, signing_key
-from registry.schema import EntryStatus, VerificationReport
+from registry.schema import EntryStatus
 from registry.settings import load_settings
+from registry.verification_records import VerificationReport
 from tests.fixtures.publishing import PublishChain, push_tiny_image
 from validators.catalog_verification import index_check
 

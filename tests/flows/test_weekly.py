@@ -60,9 +60,9 @@ from registry.schema import (
     StageResult,
     ValidationVerdict,
     Verdict,
-    VerificationReport,
 )
 from registry.settings import Settings, load_settings
+from registry.verification_records import VerificationReport
 from tests.fixtures.azurite import fresh_catalog_container
 
 # The whole weekly pipeline runs four times here (~17-27 min on 2 shared cores): allow more than the default 900 s.

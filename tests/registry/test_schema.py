@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 import registry.schema as schema
+import registry.verification_records as vr
 from registry.schema import (
     SCHEMA_VERSION,
     BenchmarkMetrics,
@@ -225,15 +226,15 @@ def _examples() -> dict[type[Record], Record]:
         entry.templates[0],
         entry.provenance,
         entry,
-        schema.VerificationCheck(name="weights:eastus", passed=False, detail="model.safetensors was altered"),
-        schema.VerificationReport(
+        vr.VerificationCheck(name="weights:eastus", passed=False, detail="model.safetensors was altered"),
+        vr.VerificationReport(
             entry_id=entry.id,
             repo_id=entry.model.repo_id,
             revision=entry.model.revision,
             entry_digest=f"sha256:{sha64('entry')}",
             key_id=sha64("key"),
             key_source="catalog-export/keys/key.pem",
-            checks=(schema.VerificationCheck(name="entry-signature", passed=True, detail="signed"),),
+            checks=(vr.VerificationCheck(name="entry-signature", passed=True, detail="signed"),),
             ok=True,
             verified_at=T0,
             approvals=(_decision(),),
