@@ -1,11 +1,15 @@
 # The two commands a newcomer needs: `make demo` (a weekly curation run on the local stack) and `make test`.
-.PHONY: demo test lint setup down lock lock-upgrade lock-check bench-screen bench-stage bench-throughput bench-scale
+.PHONY: demo test test-fast lint setup down lock lock-upgrade lock-check bench-screen bench-stage bench-throughput bench-scale
 
 demo:
 	bash scripts/demo.sh
 
 test:
 	bash scripts/test.sh
+
+# The edit-test loop: lint, then every test that needs neither the integration servers nor Docker (~2 min).
+test-fast: lint
+	.venv/bin/python -m pytest -q -p no:cacheprovider -m "not integration and not docker"
 
 setup:
 	bash scripts/install-system.sh
