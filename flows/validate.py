@@ -52,20 +52,14 @@ from registry.schema import (
 from registry.settings import Settings
 from scanners.safetensors_headers import scan_safetensors_file
 from validators.bench_report import flat_row, plot_sweep, publish_table_artifact
-from validators.cells import cell_verdict, slo_gate, suite_task
+from validators.cells import TRANSCRIPTION_BENCHMARK, benchmark_kind, cell_verdict, slo_gate, suite_task
 from validators.conformance import publish_artifact, report_markdown, run_suite
 from validators.conformance_checks.base import Target
 from validators.containers import LABEL_CELL, ContainerSpec, run_container
 from validators.errors import ValidatorError
 from validators.planner import plan
 from validators.revalidation import cell_inputs
-from validators.tasks import (
-    CHAT,
-    SPEECH_RECOGNITION,
-    VISION_CHAT,
-    detect_task,
-    read_evidence,
-)
+from validators.tasks import detect_task, read_evidence
 from validators.throughput import LoadSpec, run_benchmark
 from validators.transcription_bench import TranscriptionLoad, run_transcription_benchmark
 
@@ -210,17 +204,13 @@ def _cell_markdown(result: ValidationResult, plot: Path | None) -> str:
 
 
 def _benchmark(
-    settings: Settings,
-    task_name: str,
-    template: DeploymentTemplate,
-    spec: ContainerSpec,
-    model: str,
-    tokenizer_dir: Path | None,
+    settings: Settings, template: DeploymentTemplate, spec: ContainerSpec, model: str, tokenizer_dir: Path | None
 ) -> tuple[BenchmarkMetrics, ...] | None:
-    """The task's bounded benchmark: streamed chat (text prompts, also for vision-language chat), transcription
-    uploads for speech recognition, none for embeddings."""
+    """The template's bounded benchmark (`validators.cells.benchmark_kind`): streamed chat (text prompts, also for
+    vision-language chat), transcription uploads for speech recognition, none for embeddings."""
     v = settings.validation
-    if task_name == SPEECH_RECOGNITION:
+    kind = benchmark_kind(template)
+    if kind == TRANSCRIPTION_BENCHMARK:
         speech = TranscriptionLoad(
             concurrencies=v.bench_concurrencies,
             max_requests=v.bench_max_requests,
@@ -229,7 +219,7 @@ def _benchmark(
             clip_seconds=v.bench_audio_seconds,
         )
         return run_transcription_benchmark(spec.base_url + "/v1", model, speech)
-    if task_name not in (CHAT, VISION_CHAT):
+    if kind is None:
         return None
     load = LoadSpec(
         profile="sweep",
@@ -289,7 +279,7 @@ def _exercise(
         report = run_suite(
             Target(spec.base_url + "/v1", ref.repo_id, task=task_name, tool_call_parser=template.tool_call_parser)
         )
-        metrics = _benchmark(settings, task_name, template, spec, ref.repo_id, tokenizer_dir)
+        metrics = _benchmark(settings, template, spec, ref.repo_id, tokenizer_dir)
     return report, metrics
 
 

@@ -33,6 +33,7 @@ from registry.schema import (
 )
 from registry.settings import SloGate, SloPolicy, ValidationSettings
 from validators.conformance import TASKS, checks_for
+from validators.tasks import CHAT, SPEECH_RECOGNITION, VISION_CHAT
 
 TOOL_CALLS_CHECK = "chat.tool_calls"
 WILDCARD = "*"
@@ -51,6 +52,21 @@ class CellVerdict:
 def suite_task(task: str) -> str:
     """The conformance suite's task name for a template task (one of `validators.conformance.TASKS`)."""
     return _TASK_ALIASES.get(task, task)
+
+
+STREAMED_BENCHMARK = "streamed"
+TRANSCRIPTION_BENCHMARK = "transcription"
+_BENCHMARK_OF_TASK = {
+    CHAT: STREAMED_BENCHMARK,
+    VISION_CHAT: STREAMED_BENCHMARK,  # text prompts through the same streamed chat benchmark
+    SPEECH_RECOGNITION: TRANSCRIPTION_BENCHMARK,
+}
+
+
+def benchmark_kind(template: DeploymentTemplate) -> str | None:
+    """Which bounded benchmark this template's cell runs: streamed chat, transcription uploads, or None (e.g.
+    embeddings, which have none)."""
+    return _BENCHMARK_OF_TASK.get(suite_task(template.task))
 
 
 def required_checks(policy: ValidationSettings, template: DeploymentTemplate) -> tuple[str, ...]:

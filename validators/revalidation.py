@@ -41,10 +41,16 @@ from registry.schema import (
     ValidationVerdict,
 )
 from registry.settings import Settings
-from validators.cells import accepted_deviations, required_checks, slo_gate, suite_task
+from validators.cells import (
+    TRANSCRIPTION_BENCHMARK,
+    accepted_deviations,
+    benchmark_kind,
+    required_checks,
+    slo_gate,
+    suite_task,
+)
 from validators.conformance import SUITE_VERSION, checks_for
 from validators.errors import ConformanceError
-from validators.tasks import CHAT, SPEECH_RECOGNITION, VISION_CHAT
 
 _TEMPLATE_LAUNCH = {
     "runtime",
@@ -69,14 +75,14 @@ def cell_policy(settings: Settings, template: DeploymentTemplate) -> dict[str, A
         "required": list(required_checks(v, template)),
         "max_benchmark_error_rate": v.max_benchmark_error_rate,
     }
-    task = suite_task(template.task)
+    kind = benchmark_kind(template)
+    if kind is None:
+        return policy  # no benchmark for this task
     bounds = {"bench_concurrencies", "bench_max_requests", "bench_max_duration_s"}
-    if task in (CHAT, VISION_CHAT):
-        bounds |= {"bench_input_tokens", "bench_output_tokens"}
-    elif task == SPEECH_RECOGNITION:
+    if kind == TRANSCRIPTION_BENCHMARK:
         bounds |= {"bench_audio_seconds"}
     else:
-        return policy  # no benchmark for this task
+        bounds |= {"bench_input_tokens", "bench_output_tokens"}
     policy["benchmark"] = v.model_dump(mode="json", include=bounds)
     gate = slo_gate(settings.slo, template)
     policy["slo"] = gate.model_dump(mode="json") if gate is not None else None

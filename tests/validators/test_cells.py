@@ -21,7 +21,10 @@ from registry.schema import (
 from registry.settings import AcceptedDeviation, SloGate, SloPolicy, ValidationSettings, load_settings
 from tests.validators.observed import observed
 from validators.cells import (
+    STREAMED_BENCHMARK,
+    TRANSCRIPTION_BENCHMARK,
     CellEvidence,
+    benchmark_kind,
     benchmark_problem,
     cell_rule,
     cell_verdict,
@@ -364,3 +367,16 @@ def test_the_cell_verdict_is_a_rule_of_the_one_shape() -> None:
     outcome = rule.evaluate(CellEvidence(_template(), empty, None, HF_SERVE))
     assert outcome.verdict is Verdict.REJECTED
     assert outcome.reasons[0].startswith("required conformance checks not met")
+
+
+@pytest.mark.parametrize(
+    ("task", "kind"),
+    [
+        ("chat", STREAMED_BENCHMARK),
+        ("image-text-to-text", STREAMED_BENCHMARK),
+        ("automatic-speech-recognition", TRANSCRIPTION_BENCHMARK),
+        ("embeddings", None),
+    ],
+)
+def test_each_task_runs_its_own_benchmark_or_none(task: str, kind: str | None) -> None:
+    assert benchmark_kind(_template(task=task)) == kind
