@@ -303,31 +303,34 @@ def _record_validate_stage(
     reason = f"{len(passed)} of {len(results)} template(s) passed" + (f" ({'; '.join(others)})" if others else "")
     if kept:
         reason += f"; {sum(1 for r in results if reused(r, run_id))} unchanged since {', '.join(kept)}"
-    with CatalogStore.from_settings(settings) as catalog:
-        catalog.record_stage(
-            StageResult(
-                ref=ref,
-                stage=StageName.VALIDATE,
-                outcome=StageOutcome.OK if passed else StageOutcome.FAILED,
-                reason=reason,
-                policy_digest=settings.policy_digest("validate"),
-                run_id=run_id or str(flow_run.id or "") or None,
-                payload={"passed": passed, "unchanged_since": kept},
-            )
-        )
+    outcome = StageOutcome.OK if passed else StageOutcome.FAILED
+    _record_stage(settings, ref, outcome, reason, run_id, {"passed": passed, "unchanged_since": kept})
 
 
 def _record_unsupported(settings: Settings, ref: ModelRef, reason: str, run_id: str | None) -> None:
     """The staged files say the pipeline serves none of the model's tasks: the stage is SKIPPED, with why."""
+    _record_stage(settings, ref, StageOutcome.SKIPPED, reason, run_id, {})
+
+
+def _record_stage(
+    settings: Settings,
+    ref: ModelRef,
+    outcome: StageOutcome,
+    reason: str,
+    run_id: str | None,
+    payload: dict[str, Any],
+) -> None:
+    """The `validate` stage result of this model, under the validate stage's policy digest."""
     with CatalogStore.from_settings(settings) as catalog:
         catalog.record_stage(
             StageResult(
                 ref=ref,
                 stage=StageName.VALIDATE,
-                outcome=StageOutcome.SKIPPED,
+                outcome=outcome,
                 reason=reason,
                 policy_digest=settings.policy_digest("validate"),
                 run_id=run_id or str(flow_run.id or "") or None,
+                payload=payload,
             )
         )
 
