@@ -35,6 +35,7 @@ from registry.settings import Settings
 from registry.verification_records import VerificationReport
 from validators.catalog_verification import CatalogSource, UnknownEntryError, verify_published
 
+_MAX_KEY_BYTES = 64 * 1024
 _ENTRY = entry_id_argument()
 _EXPORT = typer.Option(
     None, "--export-dir", help="Fetch the catalog from this local export instead of a region's catalog container."
@@ -114,7 +115,10 @@ def verify(
     config = settings()
     source = source_for(config, export_dir, region, root)
     try:
-        pinned_key = public_key.read_bytes() if public_key is not None else None
+        pinned_key = None
+        if public_key is not None:
+            with public_key.open("rb") as handle:
+                pinned_key = handle.read(_MAX_KEY_BYTES)  # a PEM key is < 1 KiB; a huge file is not one
         report = verify_published(source, entry_id, config.storage, pinned_key=pinned_key)
     except OSError as exc:
         message = f"cannot read the public key {public_key}: {exc.strerror}; pass --public-key PEM"
