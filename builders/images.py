@@ -38,11 +38,12 @@ from builders.locks import locked_pip_env, pins, require_lock, requirement_block
 from builders.recipes.base import Recipe
 from builders.recipes.offline import ENTRYPOINT_REQUIREMENTS_FILE, SDIST_FILES_DIR, split_lock
 from builders.wheel_server import serve_wheels
-from registry.credentials import RegistryCredentials
+from registry.credentials import RegistryAuthError, RegistryCredentials, registry_credentials
 from registry.oci import ImageName, OciClient, OciError
 
 LABEL_RUNTIME = "io.curation.runtime"
 LABEL_RECIPE = "io.curation.recipe-digest"
+LABEL_UPSTREAM = "io.curation.upstream"  # a wrapper's upstream image, `repository@sha256:...` (builders/wrap.py)
 DEFAULT_WHEEL_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "wheels"
 TRANSIENT_WHEELS = "build-wheels"  # beside the wheel cache: <cache>/../build-wheels/<runtime>/, deleted after a push
 LOCAL_WHEELS = Path("/opt/wheels")  # where the local CPU torch wheel lives on the dev machines and CI
@@ -171,6 +172,7 @@ def _labels(recipe: Recipe, digest: str, revision: str) -> dict[str, str]:
         "org.opencontainers.image.description": recipe.description,
         LABEL_RUNTIME: recipe.runtime,
         LABEL_RECIPE: digest,
+        **({LABEL_UPSTREAM: recipe.upstream} if recipe.upstream else {}),
     }
 
 
@@ -318,7 +320,7 @@ def build_image(
     try:
         built = False
         if force or not _find_local(client, reference, digest):
-            _require_base(client, recipe)
+            _require_base(client, recipe, log)
             labels = _labels(recipe, digest, revision or source_revision())
             try:
                 _build(client, recipe, inputs, reference, labels, wheel_dir, log)
@@ -337,7 +339,9 @@ def build_image(
     return BuiltImage(recipe.runtime, recipe.version, reference, pushed_digest, digest, built=built, pushed=True)
 
 
-def _require_base(client: docker.DockerClient, recipe: Recipe) -> None:
+def _require_base(client: docker.DockerClient, recipe: Recipe, log: Log = _quiet) -> None:
+    if recipe.upstream is not None:
+        _pull_upstream(client, recipe.upstream, log)
     if recipe.base_image is None:
         return
     try:
@@ -346,6 +350,35 @@ def _require_base(client: docker.DockerClient, recipe: Recipe) -> None:
         raise ImageBuildError(
             f"base image {recipe.base_image} is not in the engine; `curate dev up` imports it "
             "(devstack.docker_engine.ensure_base_image)"
+        ) from exc
+
+
+def _pull_upstream(client: docker.DockerClient, pinned: str, log: Log) -> None:
+    """Pull a wrapper's upstream image by its digest (never a tag), unless the engine has it already."""
+    name = ImageName.parse(pinned)
+    if name.digest is None or name.tag is not None:
+        raise ImageBuildError(f"refusing to pull {pinned}: upstream images are pulled by a pinned digest only")
+    try:
+        client.images.get(pinned)
+        return
+    except ImageNotFound:
+        pass
+    try:
+        credentials = registry_credentials(name.registry)
+    except RegistryAuthError as exc:
+        raise ImageBuildError(str(exc)) from exc
+    log(f"pulling {pinned}")
+    try:
+        client.api.pull(
+            f"{name.registry}/{name.repository}",
+            tag=name.digest,
+            auth_config=credentials.docker_auth_config() if credentials is not None else None,
+        )
+        client.images.get(pinned)
+    except (APIError, ImageNotFound) as exc:
+        raise ImageBuildError(
+            f"upstream {pinned} unreachable: {exc}; build on a machine that reaches {name.registry}, or set "
+            "images.upstream_mirror to a registry that serves it"
         ) from exc
 
 

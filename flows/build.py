@@ -28,17 +28,20 @@ from pydantic import BaseModel, ConfigDict
 from builders.errors import BuildersError
 from builders.images import BuiltImage, build_image
 from builders.locks import proposed_updates
-from builders.recipes import get_recipe
+from builders.recipes import Recipe, all_recipes, get_recipe
 from builders.sbom import complete_license_refs, validate_spdx
 from builders.signing import attach_sbom, attach_scan_report, sign_image
+from builders.wrap import wrapper_recipe
 from decisions.reconciliation import flagged_by_rescan
 from flows.settings import settings_from
 from registry.artifacts import artifact_key, cell
 from registry.catalog import CatalogStore
+from registry.errors import RegistryError
 from registry.image_signatures import verify_image
 from registry.keys import signing_key
 from registry.schema import EntryStatus, RuntimeImage, ScanSummary
 from registry.settings import Settings
+from registry.upstream import UpstreamNotPinnedError, pinned_runtimes, upstream_sources
 from scanners.errors import ScannerError
 from scanners.image_gate import allow_reasons, gate, summary_markdown
 from scanners.trivy import TrivyOptions, db_updated_at, sbom_spdx, scan_image, trivy_version
@@ -94,9 +97,26 @@ def _already_recorded(settings: Settings, built: BuiltImage) -> RuntimeImage | N
     return image
 
 
-def _publish_one(runtime: str, settings: Settings, docker_host: str, registry: str, force: bool) -> ImageOutcome:
+def image_recipes(runtime: str, settings: Settings) -> list[Recipe | ImageOutcome]:
+    """What to build for `runtime`: its recipe built here, or one wrapper per upstream image pinned by digest
+    (builders/wrap.py), with an outcome saying why for each upstream image that is not pinned."""
+    declared = pinned_runtimes(settings.images).get(runtime)
+    if declared is None or declared.built_here:
+        return [get_recipe(runtime)]
+    planned: list[Recipe | ImageOutcome] = []
+    for upstream in upstream_sources(declared):
+        try:
+            pinned = upstream.pinned_source(settings.images.upstream_mirror)
+        except UpstreamNotPinnedError as exc:
+            planned.append(ImageOutcome(runtime=runtime, reason=f"not available ({upstream.vendor}): {exc}"))
+            continue
+        planned.append(wrapper_recipe(declared, upstream.vendor, pinned))
+    return planned
+
+
+def _publish_one(recipe: Recipe, settings: Settings, docker_host: str, registry: str, force: bool) -> ImageOutcome:
     logger = get_run_logger()
-    recipe = get_recipe(runtime)
+    runtime = recipe.runtime
     built = build_image(recipe, docker_host=docker_host, registry=registry, force=force, log=logger.debug)
     logger.info("%s: %s (%s)", runtime, built.reference, "built" if built.built else "reused")
     recorded = _already_recorded(settings, built)
@@ -139,6 +159,7 @@ def _publish_one(runtime: str, settings: Settings, docker_host: str, registry: s
         reference=built.reference,
         digest=built.digest,
         recipe_digest=built.recipe_digest,
+        upstream=recipe.upstream or "",
         sbom=sbom,
         scan=summary,
         signature=signature,
@@ -172,7 +193,6 @@ def build_runtime_images(
     Default runtimes: `images.runtimes`, plus the opted-in large images of `images.weekly_runtimes` when
     `weekly` (the weekly build-runtime-images deployment sets it; weekly-curation and `make demo` do not).
     """
-    logger = get_run_logger()
     settings = settings_from(settings_overrides)
     host = _docker_host(docker_host)
     target = registry or settings.images.registry
@@ -182,19 +202,32 @@ def build_runtime_images(
         if policy is not None and not policy.enabled:
             outcomes.append(ImageOutcome(runtime=runtime, reason="disabled in curation.toml [runtimes]"))
             continue
+        outcomes += _publish_runtime(runtime, settings, host, target, force)
+    if propose_updates:
+        propose_dependency_updates([o.runtime for o in outcomes if "disabled" not in o.reason])
+    failed = [o for o in outcomes if not o.passed and "disabled" not in o.reason]
+    if failed and fail_on_gate:
+        raise ImageGateError("; ".join(f"{o.runtime}: {o.reason}" for o in failed))
+    return outcomes
+
+
+def _publish_runtime(runtime: str, settings: Settings, host: str, target: str, force: bool) -> list[ImageOutcome]:
+    """Every image of one runtime: its recipe, or its wrapped upstream images (one per pinned vendor)."""
+    logger = get_run_logger()
+    outcomes: list[ImageOutcome] = []
+    try:
+        planned = image_recipes(runtime, settings)
+    except (BuildersError, RegistryError) as exc:
+        planned = [ImageOutcome(runtime=runtime, reason=str(exc))]
+    for item in planned:
         try:
-            outcome = _publish_one(runtime, settings, host, target, force)
+            outcome = item if isinstance(item, ImageOutcome) else _publish_one(item, settings, host, target, force)
         except (BuildersError, ScannerError) as exc:
             logger.error("%s: %s", runtime, exc)
             outcome = ImageOutcome(runtime=runtime, reason=str(exc))
         if not outcome.passed:
             logger.error("%s: not published: %s", runtime, outcome.reason)
         outcomes.append(outcome)
-    if propose_updates:
-        propose_dependency_updates([o.runtime for o in outcomes if "disabled" not in o.reason])
-    failed = [o for o in outcomes if not o.passed and "disabled" not in o.reason]
-    if failed and fail_on_gate:
-        raise ImageGateError("; ".join(f"{o.runtime}: {o.reason}" for o in failed))
     return outcomes
 
 
@@ -218,8 +251,8 @@ def propose_dependency_updates(runtimes: list[str], index_args: tuple[str, ...] 
         "| --- | --- |",
     ]
     for runtime in runtimes:
-        recipe = get_recipe(runtime)
-        if not recipe.requirements:
+        recipe = all_recipes().get(runtime)  # a wrapped upstream image has no lock of its own
+        if recipe is None or not recipe.requirements:
             continue
         try:
             updates = proposed_updates(recipe.requirements, recipe.lock, index_args=index_args)

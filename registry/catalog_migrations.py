@@ -44,6 +44,11 @@ RECORD_STEPS: dict[int, tuple[str, Step]] = {
         "ModelOutcome needs-review added (issue 17)",
         _no_data_change,
     ),
+    8: (
+        "RuntimeImage.upstream (added, default empty): the pinned upstream image a wrapper is built FROM (issue 13, "
+        "mirror-and-wrap); images built here read as empty",
+        _no_data_change,
+    ),
 }
 """record schema version reached -> (what changed, the step from the version before)."""
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from registry.identifiers import check_repo_id, check_sha
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """Version of these records; bumped with a step in registry/catalog_migrations.py whenever a record changes."""
 
 
@@ -242,6 +242,10 @@ class RuntimeImage(Record):
     reference: str = Field(description="<registry>/<runtime>:<version>-<recipe digest>")
     digest: str = Field(description="sha256:... manifest digest in the registry")
     recipe_digest: str = ""
+    upstream: str = Field(
+        default="",
+        description="a wrapped upstream image's `repository@sha256:...` it was built FROM; empty: built here",
+    )
     sbom: SbomRef | None = None
     scan: ScanSummary | None = None
     signature: Signature | None = None

@@ -156,6 +156,14 @@ class ImageSettings(_Section):
     weekly_runtimes: tuple[str, ...] = Field(
         default=(), description="large images only the weekly build-runtime-images deployment builds (opt in)"
     )
+    pins_file: str = Field(
+        default="", description="upstream image digests (`curate images pin`); empty = registry/runtimes/pins.json"
+    )
+    upstream_mirror: str = Field(
+        default="",
+        description="registry host[:port] that serves upstream images under their own repository paths (a "
+        "pull-through mirror); empty = the upstream registries themselves",
+    )
 
     @classmethod
     def decision_fields(cls) -> set[str]:
@@ -524,7 +532,7 @@ class Settings(BaseSettings):
 
 
 POLICY_STAGES = ("discover", "screen", "images", "stage", "validate")
-_IMAGE_OPERATIONAL = {"trivy_cache_dir", "trivy_skip_db_update", "trivy_db_repository"}
+_IMAGE_OPERATIONAL = {"trivy_cache_dir", "trivy_skip_db_update", "trivy_db_repository", "pins_file", "upstream_mirror"}
 _STAGE_POLICY: dict[str, Any] = {
     "discover": {"discovery": True},
     "screen": {"licenses": True, "screening": True},

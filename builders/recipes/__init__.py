@@ -34,4 +34,5 @@ def get_recipe(runtime: str) -> Recipe:
     except RuntimeSpecError as exc:
         raise RecipeError(f"{exc}; images built here: {', '.join(sorted(_RECIPES))}") from exc
     why = "; ".join(filter(None, (declared.image_unavailable(vendor) for vendor in declared.vendors)))
-    raise NotBuildableError(f"runtime {runtime} is not built here: {why}")
+    wrapped = "its upstream images are wrapped by `curate images build` once pinned (builders/wrap.py)"
+    raise NotBuildableError(f"runtime {runtime} is not built here: {why or wrapped}")

@@ -50,6 +50,11 @@ class Recipe(BaseModel):
     description: str = ""
     source: str = Field(default="", description="upstream project URL (OCI label org.opencontainers.image.source)")
     base_image: str | None = Field(default=None, description="local base image a buildable recipe starts from")
+    upstream: str | None = Field(
+        default=None,
+        description="`repository@sha256:...` a wrapper (builders/wrap.py) is built FROM: pulled by digest before the "
+        "build, never by tag",
+    )
     build_files: dict[str, str] = Field(
         default_factory=dict, description="build context files (name -> text), Dockerfile included"
     )

@@ -15,8 +15,10 @@ from registry.catalog import CatalogStore
 from registry.image_signatures import ImageVerificationError, verify_image
 from registry.keys import signing_key
 from registry.oci import ImageName, OciError
-from registry.runtimes import all_runtimes
+from registry.runtimes import Runtime, all_runtimes
+from registry.runtimes.pins import Pins, save_pins
 from registry.schema import RuntimeImage
+from registry.upstream import UpstreamSource, pin_upstream, pinned_runtimes, pins_path, recorded_pins, upstream_sources
 
 images_app = typer.Typer(help="Build, scan, sign and verify runtime images.", no_args_is_help=True)
 
@@ -116,19 +118,21 @@ class RuntimeImageRow(BaseModel):
     image: RuntimeImage | None = None
 
 
-def runtime_rows(images: dict[str, RuntimeImage | None]) -> list[RuntimeImageRow]:
-    """Every declared runtime with its current signed image (from `images`: runtime -> newest signed), or why it
-    has none: built here but not built yet, or an upstream image that is not pinned by digest or mirrored."""
+def runtime_rows(
+    images: dict[str, RuntimeImage | None], runtimes: dict[str, Runtime] | None = None
+) -> list[RuntimeImageRow]:
+    """Every declared runtime (`runtimes`: with the policy's upstream pins) with its current signed image (from
+    `images`: runtime -> newest signed), or why it has none: built here but not built yet, an upstream image that
+    is not pinned by digest, or one pinned but not mirrored and wrapped yet."""
     rows: list[RuntimeImageRow] = []
-    for name, runtime in all_runtimes().items():
+    for name, runtime in (runtimes or all_runtimes()).items():
         image = images.get(name)
         gaps = {v: why for v in runtime.vendors if (why := runtime.image_unavailable(v)) is not None}
         if image is not None:
             reason = ""
-            if not runtime.built_here:
-                gaps = {}  # a mirrored, wrapped upstream image is recorded
-        elif runtime.built_here:
-            reason = f"not available: not built yet; run `curate images build --runtime {name}`"
+        elif runtime.built_here or len(gaps) < len(runtime.vendors):
+            verb = "built" if runtime.built_here else "mirrored and wrapped"
+            reason = f"not available: not {verb} yet; run `curate images build --runtime {name}`"
         else:
             reason = "not available: " + "; ".join(dict.fromkeys(gaps.values()))
         rows.append(
@@ -169,7 +173,8 @@ def list_images(
     (scanned, signed, verified) image."""
     from flows.validate import current_image
 
-    with CatalogStore.from_settings(settings()) as store:
+    policy = settings()
+    with CatalogStore.from_settings(policy) as store:
         if history:
             images = store.images(runtime)
         else:
@@ -177,8 +182,82 @@ def list_images(
     if history:
         emit_rows(images, as_json, "No images recorded: run `curate images build`.", lambda: _images_table(images))
         return
-    rows = [row for row in runtime_rows(current) if runtime is None or row.runtime == runtime]
+    declared = pinned_runtimes(policy.images)
+    rows = [row for row in runtime_rows(current, declared) if runtime is None or row.runtime == runtime]
     emit_rows(rows, as_json, f"No runtime {runtime!r} (registry/runtimes/).", lambda: _runtimes_table(rows))
+
+
+class PinRow(BaseModel):
+    """One upstream image pinned by `curate images pin`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    runtime: str
+    vendor: str
+    reference: str = Field(description="the declared upstream reference (registry/runtimes/<runtime>.py)")
+    resolved_from: str = Field(description="where the tag was resolved: the reference, or images.upstream_mirror")
+    digest: str
+    previous: str | None = Field(description="the digest recorded before, or null")
+    changed: bool
+    pins_file: str
+
+
+def _pin_targets(names: list[str], runtimes: dict[str, Runtime]) -> list[UpstreamSource]:
+    upstream = {name: upstream_sources(runtime) for name, runtime in runtimes.items() if not runtime.built_here}
+    if "all" in names:
+        names = sorted(upstream)
+    unknown = [name for name in names if name not in upstream]
+    if unknown:
+        known = ", ".join(sorted(upstream))
+        raise fail(f"{', '.join(unknown)}: not a runtime with upstream images; choose {known} or all", ExitCode.USAGE)
+    return [source for name in dict.fromkeys(names) for source in upstream[name]]
+
+
+@images_app.command("pin")
+def pin(
+    runtime: list[str] = typer.Option(
+        ..., "--runtime", "-r", help="Upstream runtime to pin (repeatable): tei, tensorrt-llm, nim, or all."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Resolve each upstream image's declared tag to its manifest digest (OCI distribution API, from the upstream
+    registry or images.upstream_mirror) and record it in the pins file; all resolve, or nothing is written."""
+    images = settings().images
+    targets = _pin_targets(list(runtime), pinned_runtimes(images))
+    before = recorded_pins(images)
+    pins: Pins = before
+    rows: list[PinRow] = []
+    path = pins_path(images)
+    with err_console.status(f"resolving {len(targets)} upstream image tag(s)"):
+        for target in targets:
+            pinned = pin_upstream(target, images)
+            old = before.pins.get(f"{target.runtime}/{target.vendor}")
+            previous = old.digest if old is not None and old.reference == pinned.reference else None
+            if previous == pinned.digest and old is not None:
+                pinned = old  # unchanged: keep when it was first pinned
+            pins = pins.with_pin(target.runtime, target.vendor, pinned)
+            row = PinRow(
+                runtime=target.runtime,
+                vendor=target.vendor,
+                reference=pinned.reference,
+                resolved_from=pinned.resolved_from,
+                digest=pinned.digest,
+                previous=previous,
+                changed=previous != pinned.digest,
+                pins_file=str(path),
+            )
+            rows.append(row)
+    save_pins(pins, path)
+
+    def render() -> None:
+        table = Table(title=f"Upstream pins ({path})")
+        for column in ("runtime", "vendor", "reference", "digest", "changed"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(row.runtime, row.vendor, row.reference, row.digest, "yes" if row.changed else "no")
+        console.print(table)
+
+    emit(rows, as_json, render)
 
 
 @images_app.command("verify")

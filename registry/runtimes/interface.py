@@ -5,7 +5,8 @@ holding one `Runtime` record. The planner (validators/planner.py), the image bui
 validation launcher (flows/validate.py) read only these records, so no runtime fact is written twice:
 
 - how its image is obtained: `BuiltHere` (from public packages, builders/recipes/<runtime>.py) or `Upstream`
-  (an upstream image per vendor, pinned by digest, to be mirrored and wrapped with the shared entrypoint);
+  (an upstream image per vendor, pinned by digest in registry/runtimes/pins.json by `curate images pin`, then
+  mirrored and wrapped with the shared entrypoint by builders/wrap.py);
 - the tasks it serves and the accelerator vendors it supports;
 - `server`: how the shared entrypoint starts the runtime's own server on the verified local copy of the weights
   (the repo id is only ever the served name; no runtime is given a Hub repo id);
@@ -22,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from registry.errors import RegistryError
 
@@ -69,10 +70,18 @@ class BuiltHere(_Frozen):
 class UpstreamImage(_Frozen):
     """One upstream image: its reference (a version tag, never `latest`) and the digest it is pinned by."""
 
-    reference: str
+    reference: str = Field(description="registry/repository:tag, declared once; pinned by `curate images pin`")
     digest: str | None = Field(
         default=None, description="sha256:... recorded by a pin step on a machine that reaches the registry"
     )
+
+    @field_validator("reference")
+    @classmethod
+    def _version_tag(cls, value: str) -> str:
+        last = value.rsplit("/", 1)[-1]
+        if "/" not in value or "@" in value or ":" not in last or last.endswith(":latest"):
+            raise ValueError(f"upstream reference {value!r} must be registry/repository:<version tag>, never latest")
+        return value
 
     @property
     def pinned(self) -> str | None:
@@ -179,7 +188,8 @@ class Runtime(_Frozen):
         return isinstance(self.image, BuiltHere)
 
     def image_unavailable(self, vendor: str) -> str | None:
-        """Why this runtime has no image for `vendor` from its declaration alone (None: it may have one)."""
+        """Why this runtime has no image for `vendor` from its declaration alone (None: it may have one: built
+        here, or an upstream image pinned by digest, once built or mirrored and wrapped)."""
         if vendor not in self.vendors:
             return f"{self.name} does not run on {vendor} accelerators (it supports {', '.join(self.vendors)})"
         if isinstance(self.image, BuiltHere):
@@ -192,10 +202,10 @@ class Runtime(_Frozen):
         if upstream.digest is None:
             host = upstream.reference.split("/", 1)[0]
             return (
-                f"upstream image {upstream.reference} is not pinned by digest (no pin step has reached {host} from "
-                "here) and not mirrored or wrapped with the shared entrypoint"
+                f"no pinned digest for {upstream.reference}: run `curate images pin --runtime {self.name}` on a "
+                f"machine that reaches {host}"
             )
-        return f"upstream image {upstream.pinned} is pinned but not yet mirrored and wrapped with the shared entrypoint"
+        return None  # pinned: it has an image once `curate images build` has mirrored and wrapped it
 
     def template_args(self, knobs: TemplateKnobs) -> tuple[str, ...]:
         """The argv a deployment template carries (`DeploymentTemplate.runtime_args`), spelt this runtime's way;

@@ -33,7 +33,7 @@ def test_image_not_available_says_why() -> None:
     unbuilt = image_problem(_template("vllm", "nvidia", "H100_80GB"), None) or ""
     assert unbuilt.startswith(IMAGE_NOT_AVAILABLE) and "curate images build --runtime vllm" in unbuilt
     upstream = image_problem(_template("tei", "nvidia", "H100_80GB"), None) or ""
-    assert "not pinned by digest" in upstream
+    assert "no pinned digest" in upstream
     assert image_problem(_template("vllm", "nvidia", "H100_80GB"), _image("vllm")) is None
     assert image_problem(_template("hf-serve", "cpu", "cpu"), _image("hf-serve")) is None
 

@@ -30,7 +30,7 @@ def test_every_runtime_has_a_digest_or_says_why_not() -> None:
     for upstream in ("tei", "tensorrt-llm", "nim"):
         row = rows[upstream]
         assert not row.available and row.digest is None and row.source == "upstream"
-        assert row.reason.startswith("not available: upstream image ") and "not pinned by digest" in row.reason
+        assert row.reason.startswith("not available: no pinned digest for ") and "curate images pin" in row.reason
 
 
 def test_images_list_json_without_any_image(tmp_path: Path) -> None:

@@ -147,4 +147,4 @@ def test_image_availability_is_declared_per_vendor() -> None:
     assert "does not run on amd" in (get_runtime("hf-serve").image_unavailable("amd") or "")
     for name in ("tei", "tensorrt-llm", "nim"):
         reason = get_runtime(name).image_unavailable("nvidia") or ""
-        assert "not pinned by digest" in reason
+        assert "no pinned digest" in reason
