@@ -153,17 +153,9 @@ class ImageSettings(_Section):
     trivy_skip_db_update: bool = False
     trivy_db_repository: str = ""
     runtimes: tuple[str, ...] = ("hf-serve",)
-    weekly_runtimes: tuple[str, ...] = Field(
-        default=(), description="large images only the weekly build-runtime-images deployment builds (opt in)"
-    )
-    pins_file: str = Field(
-        default="", description="upstream image digests (`curate images pin`); empty = registry/runtimes/pins.json"
-    )
-    upstream_mirror: str = Field(
-        default="",
-        description="registry host[:port] that serves upstream images under their own repository paths (a "
-        "pull-through mirror); empty = the upstream registries themselves",
-    )
+    weekly_runtimes: tuple[str, ...] = Field(default=(), description="large images the weekly build adds (opt in)")
+    pins_file: str = Field(default="", description="upstream digests (images pin); empty: registry/runtimes/pins.json")
+    upstream_mirror: str = Field(default="", description="registry serving the upstream images under their paths")
 
     @classmethod
     def decision_fields(cls) -> set[str]:
