@@ -339,6 +339,8 @@ def server_argv(spec: dict[str, Any], snap: Path, repo_id: str, extra: list[str]
     if clash:
         raise UsageError(f"{', '.join(clash)} may not be passed: the entrypoint gives the server the verified model")
     argv = [str(a) for a in spec["argv"]]
+    if spec.get("via_env"):
+        return argv + [str(a) for a in spec.get("fixed_args", ())] + extra
     kind = spec.get("model_path", "snapshot")
     if kind != "hf-cache":
         model = str(snap) if kind == "snapshot" else str(model_file(snap, os.environ.get("MODEL_FILE")))
@@ -346,6 +348,14 @@ def server_argv(spec: dict[str, Any], snap: Path, repo_id: str, extra: list[str]
     if spec.get("served_name_arg"):
         argv += [spec["served_name_arg"], repo_id]
     return argv + [str(a) for a in spec.get("fixed_args", ())] + extra
+
+
+def server_env(spec: dict[str, Any], snap: Path, repo_id: str) -> dict[str, str]:
+    """For a server configured by environment (`via_env`, NIM): the variables that name the verified model."""
+    if not spec.get("via_env"):
+        return {}
+    named = {spec.get("model_arg"): str(snap), spec.get("served_name_arg"): repo_id}
+    return {str(name): value for name, value in named.items() if name}
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -427,7 +437,7 @@ def prepare(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, 
     if command is not None:
         return [a.replace("{model_dir}", str(snap)) for a in command], clean
     spec = load_server_spec(Path(env.get("CURATION_SERVER_SPEC", SERVER_SPEC)))
-    return server_argv(spec, snap, repo_id, rest), clean
+    return server_argv(spec, snap, repo_id, rest), clean | server_env(spec, snap, repo_id)
 
 
 def log(message: str) -> None:

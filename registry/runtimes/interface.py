@@ -58,6 +58,9 @@ class ServerCommand(_Frozen):
     reserved_args: tuple[str, ...] = Field(
         default=(), description="flags a caller may not pass (they would name another model or a download)"
     )
+    via_env: bool = Field(
+        default=False, description="model_arg and served_name_arg are environment variables (NIM), not flags"
+    )
 
 
 class BuiltHere(_Frozen):

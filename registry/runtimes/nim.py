@@ -18,7 +18,10 @@ RUNTIME = Runtime(
     tasks=("chat",),
     vendors=("nvidia",),
     server=ServerCommand(
-        argv=("/opt/nim/start_server.sh",), model_arg="NIM_MODEL_NAME", served_name_arg="NIM_SERVED_MODEL_NAME"
+        argv=("/opt/nim/start_server.sh",),
+        model_arg="NIM_MODEL_NAME",
+        served_name_arg="NIM_SERVED_MODEL_NAME",
+        via_env=True,
     ),
     port=8000,
     health_path="/v1/health/ready",

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from builders.recipes import get_recipe
 from builders.recipes import model_entrypoint as ep
 from registry.blobs import MANIFEST_NAME, SIGNATURE_NAME, SIGNATURES_DIR, signature_blob_name
 from registry.keys import KeyPair
+from registry.runtimes import get_runtime
 from registry.schema import Signature
 from tests.builders.staged import new_key
 from validators.weights_signing import sign_weights
@@ -66,8 +66,7 @@ def _env(staged: Path, key: KeyPair, hf_home: Path, **extra: str) -> dict[str, s
 
 
 def _spec(tmp_path: Path, runtime: str) -> str:
-    server = get_recipe(runtime).server
-    assert server is not None
+    server = get_runtime(runtime).server
     path = tmp_path / f"{runtime}-server.json"
     path.write_text(server.model_dump_json())
     return str(path)
@@ -151,6 +150,10 @@ def test_each_runtime_gets_the_model_its_way(tmp_path: Path) -> None:
     assert infinity[:4] == ["infinity_emb", "v2", "--model-id", str(snap)]
     sglang = command("sglang")
     assert sglang[3:7] == ["--model-path", str(snap), "--served-model-name", REPO]
+    # NIM is configured by environment: the verified copy and the served name are variables, not arguments.
+    nim_argv, nim_env = ep.prepare([], _env(staged, key, hf, CURATION_SERVER_SPEC=_spec(tmp_path, "nim")))
+    assert nim_argv == ["/opt/nim/start_server.sh"]
+    assert nim_env["NIM_MODEL_NAME"] == str(snap) and nim_env["NIM_SERVED_MODEL_NAME"] == REPO
     # The converter use: any command, with the verified directory substituted.
     assert command("llama-cpp", "--exec", "python", "convert.py", "{model_dir}") == ["python", "convert.py", str(snap)]
 
