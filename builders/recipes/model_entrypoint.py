@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The shared entrypoint of every runtime image built here (runs inside the image; the pipeline never imports it).
+"""The shared entrypoint of every runtime image built here and every wrapped upstream image (builders/wrap.py; runs
+inside the image, the pipeline never imports it).
 
 Nothing is served until the staged weights are proven to be what the pipeline signed:
 
@@ -12,8 +13,9 @@ Nothing is served until the staged weights are proven to be what the pipeline si
 3. stream every signed file into the Hugging Face cache layout (`$HF_HOME/hub/models--org--name/snapshots/rev`),
    checking size and sha256 against the signed digest as it arrives;
 4. verify the whole directory once more with model-signing's own verifier (the exact signed file set);
-5. exec the runtime's own server (`/opt/curation/server.json`, written from the recipe's `ServerCommand`) on
-   the local copy with HF_HUB_OFFLINE=1, the repo id only as the served model name; the SAS URL and the key
+5. exec the runtime's own server (`/opt/curation/server.json`, written from the runtime's `ServerCommand`) on
+   the local copy with HF_HUB_OFFLINE=1, the repo id only as the served model name (a `via_env` server, NIM,
+   gets both as the environment variables its `model_arg` and `served_name_arg` name); the SAS URL and the key
    are removed from the server's environment.
 
 Any failure prints one line, `curation-entrypoint: refusing to start: <file> in region <region>: <why>`, and
