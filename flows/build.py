@@ -160,6 +160,7 @@ def _publish_one(recipe: Recipe, settings: Settings, docker_host: str, registry:
         digest=built.digest,
         recipe_digest=built.recipe_digest,
         upstream=recipe.upstream or "",
+        vendors=recipe.accelerators,
         sbom=sbom,
         scan=summary,
         signature=signature,

@@ -135,9 +135,17 @@ def _home_region(settings: Settings, template: DeploymentTemplate) -> str:
 # --------------------------------------------------------------------------------------------- one cell
 
 
-def current_image(catalog: CatalogStore, runtime: str) -> RuntimeImage | None:
-    """The image a cell of `runtime` runs on now: the newest signed one recorded (None: there is none)."""
-    return next((image for image in catalog.images(runtime) if image.signature is not None), None)
+def current_image(catalog: CatalogStore, runtime: str, vendor: str | None = None) -> RuntimeImage | None:
+    """The image a cell of `runtime` (on `vendor`'s accelerators) runs on now: the newest signed one recorded that
+    serves that vendor (None: there is none). A wrapped upstream image serves its upstream image's vendor only."""
+    return next(
+        (
+            image
+            for image in catalog.images(runtime)
+            if image.signature is not None and (vendor is None or not image.vendors or vendor in image.vendors)
+        ),
+        None,
+    )
 
 
 IMAGE_NOT_AVAILABLE = "image not available"
@@ -160,7 +168,7 @@ def image_problem(template: DeploymentTemplate, image: RuntimeImage | None) -> s
 def _image_or_why_not(settings: Settings, template: DeploymentTemplate) -> RuntimeImage | str:
     """The signed image a cell of `template` runs on, or why there is none (`image_problem`)."""
     with CatalogStore.from_settings(settings) as catalog:
-        image = current_image(catalog, template.runtime)
+        image = current_image(catalog, template.runtime, template.vendor)
     problem = image_problem(template, image)
     if problem is not None or image is None:
         return problem or IMAGE_NOT_AVAILABLE

@@ -222,18 +222,18 @@ def _plan_cells(
     ref = weights.ref
     with CatalogStore.from_settings(settings) as catalog:
         newest = {r.template.id: r for r in latest_validations(catalog.validations(ref))}
-        images = {runtime: current_image(catalog, runtime) for runtime in {t.runtime for t in planned}}
+        images = {(t.runtime, t.vendor): current_image(catalog, t.runtime, t.vendor) for t in planned}
     kept: list[ValidationResult] = []
     to_run: list[tuple[DeploymentTemplate, Placement, Outcome]] = []
     for planned_template in planned:
         template = planned_template.model_copy(update={"model": ref})
         previous = newest.get(template.id)
-        inputs = cell_inputs(settings, template, weights, images.get(template.runtime))
+        inputs = cell_inputs(settings, template, weights, images.get((template.runtime, template.vendor)))
         decision = REVALIDATION.evaluate(CellHistory(inputs, previous))
         if decision.accepted and not force and previous is not None:
             kept.append(previous)
             continue
-        unavailable = image_problem(template, images.get(template.runtime))
+        unavailable = image_problem(template, images.get((template.runtime, template.vendor)))
         placement = (
             Placement(None, reason=unavailable, cause=CellStatus.IMAGE_NOT_AVAILABLE)
             if unavailable is not None

@@ -45,8 +45,8 @@ RECORD_STEPS: dict[int, tuple[str, Step]] = {
         _no_data_change,
     ),
     8: (
-        "RuntimeImage.upstream (added, default empty): the pinned upstream image a wrapper is built FROM (issue 13, "
-        "mirror-and-wrap); images built here read as empty",
+        "RuntimeImage.upstream and .vendors (added, default empty): the pinned upstream image a wrapper is built FROM "
+        "and the vendors an image serves (issue 13, mirror-and-wrap); older images read as built here, any vendor",
         _no_data_change,
     ),
 }

@@ -246,6 +246,7 @@ class RuntimeImage(Record):
         default="",
         description="a wrapped upstream image's `repository@sha256:...` it was built FROM; empty: built here",
     )
+    vendors: tuple[str, ...] = Field(default=(), description="accelerator vendors it serves; empty: its runtime's")
     sbom: SbomRef | None = None
     scan: ScanSummary | None = None
     signature: Signature | None = None

@@ -43,3 +43,34 @@ def test_images_list_json_without_any_image(tmp_path: Path) -> None:
     assert [row["runtime"] for row in json.loads(one.stdout)] == ["tei"]
     history = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), "images", "list", "--history", "--json"])
     assert json.loads(history.stdout) == []
+
+
+def test_a_cell_runs_on_the_newest_signed_image_that_serves_its_vendor(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from flows.validate import current_image
+    from registry.catalog import CatalogStore
+    from registry.schema import Signature
+    from registry.settings import load_settings
+
+    def signed(digit: str, vendors: tuple[str, ...], minutes: int) -> RuntimeImage:
+        digest = "sha256:" + digit * 64
+        signature = Signature(key_id="k", signed_digest=digest, reference="r")
+        built_at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)
+        reference = f"127.0.0.1:5000/tei:1.8.2-{digit * 12}"
+        return RuntimeImage(
+            runtime="tei", version="1.8.2", reference=reference, digest=digest, vendors=vendors,
+            signature=signature, built_at=built_at,
+        )  # fmt: skip
+
+    with CatalogStore.from_settings(load_settings(data_dir=tmp_path / "data")) as store:
+        cpu, nvidia = signed("2", ("cpu",), 1), signed("3", ("nvidia",), 2)
+        store.record_image(cpu)
+        store.record_image(nvidia)
+        assert current_image(store, "tei", "cpu") == cpu
+        assert current_image(store, "tei", "nvidia") == nvidia
+        assert current_image(store, "tei") == nvidia
+        assert current_image(store, "tei", "amd") is None
+        legacy = signed("4", (), 3)  # recorded before images named their vendors: serves any
+        store.record_image(legacy)
+        assert current_image(store, "tei", "cpu") == legacy
