@@ -97,6 +97,32 @@ def _already_recorded(settings: Settings, built: BuiltImage) -> RuntimeImage | N
     return image
 
 
+def _sign_and_record(
+    recipe: Recipe, built: BuiltImage, settings: Settings, summary: ScanSummary, report: bytes
+) -> RuntimeImage:
+    """Attach the SBOM and scan report to an image that passed its gate, sign and verify it, and record it."""
+    sbom_bytes = complete_license_refs(sbom_spdx(built.pinned, TrivyOptions.from_settings(settings)))
+    sbom = attach_sbom(built.reference, built.digest, sbom_bytes, validate_spdx(sbom_bytes))
+    attach_scan_report(built.reference, built.digest, report)
+    key = signing_key(settings)
+    signature = sign_image(built.reference, built.digest, key)
+    verify_image(built.reference, key.public_key(), expected_digest=built.digest)
+    image = RuntimeImage(
+        runtime=recipe.runtime,
+        version=recipe.version,
+        reference=built.reference,
+        digest=built.digest,
+        recipe_digest=built.recipe_digest,
+        upstream=recipe.upstream or "",
+        vendors=recipe.accelerators,
+        sbom=sbom,
+        scan=summary,
+        signature=signature,
+    )
+    CatalogStore.from_settings(settings).record_image(image)
+    return image
+
+
 def image_recipes(runtime: str, settings: Settings) -> list[Recipe | ImageOutcome]:
     """What to build for `runtime`: its recipe built here, or one wrapper per upstream image pinned by digest
     (builders/wrap.py), with an outcome saying why for each upstream image that is not pinned."""
@@ -146,26 +172,7 @@ def _publish_one(recipe: Recipe, settings: Settings, docker_host: str, registry:
             reason="gate failed: " + ", ".join(summary.blocking),
             scan=summary,
         )
-    options = TrivyOptions.from_settings(settings)
-    sbom_bytes = complete_license_refs(sbom_spdx(pinned, options))
-    sbom = attach_sbom(built.reference, built.digest, sbom_bytes, validate_spdx(sbom_bytes))
-    attach_scan_report(built.reference, built.digest, report)
-    key = signing_key(settings)
-    signature = sign_image(built.reference, built.digest, key)
-    verify_image(built.reference, key.public_key(), expected_digest=built.digest)
-    image = RuntimeImage(
-        runtime=runtime,
-        version=recipe.version,
-        reference=built.reference,
-        digest=built.digest,
-        recipe_digest=built.recipe_digest,
-        upstream=recipe.upstream or "",
-        vendors=recipe.accelerators,
-        sbom=sbom,
-        scan=summary,
-        signature=signature,
-    )
-    CatalogStore.from_settings(settings).record_image(image)
+    image = _sign_and_record(recipe, built, settings, summary, report)
     return ImageOutcome(
         runtime=runtime,
         reference=built.reference,
