@@ -48,7 +48,8 @@ def wrapper_dockerfile(runtime: Runtime, upstream: str) -> str:
     """The two-stage Dockerfile that puts the entrypoint layer on `upstream` (`repository@sha256:...`)."""
     return f"""\
 # {runtime.name} {runtime.version}: the upstream image pinned by digest, wrapped with the shared entrypoint
-# (builders/wrap.py). The entrypoint brings its own Python; the upstream image is not changed otherwise.
+# (builders/wrap.py). The entrypoint brings its own Python (checked with it here, through its own loader); the
+# upstream image is not changed otherwise.
 FROM {LOCAL_BASE_IMAGE} AS entrypoint
 ARG WHEELS
 COPY {ENTRYPOINT_REQUIREMENTS_FILE} /tmp/{ENTRYPOINT_REQUIREMENTS_FILE}
@@ -61,9 +62,9 @@ RUN mkdir -p {PYTHON_ROOT}/usr/bin {PYTHON_ROOT}/usr/lib /out/var/lib/hf \\
  && python3 -m venv /tmp/pip \\
  && /tmp/pip/bin/{_PIP} \\
       --require-hashes --no-deps --target {_SITE} -r /tmp/{ENTRYPOINT_REQUIREMENTS_FILE} \\
+ && {" ".join(WRAPPED_ENTRYPOINT[:4])} -c "import model_signing, ssl" \\
  && find {CURATION_DIR} -name '__pycache__' -prune -exec rm -rf {{}} + \\
- && chmod 1777 /out/var/lib/hf \\
- && {" ".join(WRAPPED_ENTRYPOINT[:4])} -c "import model_signing, ssl"
+ && chmod 1777 /out/var/lib/hf
 
 FROM {upstream}
 COPY --from=entrypoint {CURATION_DIR} {CURATION_DIR}
