@@ -119,17 +119,23 @@ class RuntimeImageRow(BaseModel):
 
 
 def runtime_rows(
-    images: dict[str, RuntimeImage | None], runtimes: dict[str, Runtime] | None = None
+    images: dict[str, RuntimeImage | None],
+    runtimes: dict[str, Runtime] | None = None,
+    served: dict[str, set[str]] | None = None,
 ) -> list[RuntimeImageRow]:
     """Every declared runtime (`runtimes`: with the policy's upstream pins) with its current signed image (from
     `images`: runtime -> newest signed), or why it has none: built here but not built yet, an upstream image that
-    is not pinned by digest, or one pinned but not mirrored and wrapped yet."""
+    is not pinned by digest, or one pinned but not mirrored and wrapped yet (`served`: runtime -> the vendors a
+    signed image serves, so an upstream runtime wrapped for one vendor says which others are not)."""
     rows: list[RuntimeImageRow] = []
     for name, runtime in (runtimes or all_runtimes()).items():
         image = images.get(name)
         gaps = {v: why for v in runtime.vendors if (why := runtime.image_unavailable(v)) is not None}
         if image is not None:
             reason = ""
+            if served is not None and not runtime.built_here:  # a wrapper serves its upstream image's vendor only
+                wrap = f"pinned, not mirrored and wrapped yet; run `curate images build --runtime {name}`"
+                gaps |= {v: wrap for v in runtime.vendors if v not in gaps and v not in served.get(name, set())}
         elif runtime.built_here or len(gaps) < len(runtime.vendors):
             verb = "built" if runtime.built_here else "mirrored and wrapped"
             reason = f"not available: not {verb} yet; run `curate images build --runtime {name}`"
@@ -179,11 +185,14 @@ def list_images(
             images = store.images(runtime)
         else:
             current = {name: current_image(store, name) for name in all_runtimes()}
+            served = {
+                name: {v for v in rt.vendors if current_image(store, name, v)} for name, rt in all_runtimes().items()
+            }
     if history:
         emit_rows(images, as_json, "No images recorded: run `curate images build`.", lambda: _images_table(images))
         return
     declared = pinned_runtimes(policy.images)
-    rows = [row for row in runtime_rows(current, declared) if runtime is None or row.runtime == runtime]
+    rows = [row for row in runtime_rows(current, declared, served) if runtime is None or row.runtime == runtime]
     emit_rows(rows, as_json, f"No runtime {runtime!r} (registry/runtimes/).", lambda: _runtimes_table(rows))
 
 

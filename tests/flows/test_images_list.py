@@ -74,3 +74,22 @@ def test_a_cell_runs_on_the_newest_signed_image_that_serves_its_vendor(tmp_path:
         legacy = signed("4", (), 3)  # recorded before images named their vendors: serves any
         store.record_image(legacy)
         assert current_image(store, "tei", "cpu") == legacy
+
+
+def test_an_upstream_runtime_wrapped_for_one_vendor_says_which_others_are_not() -> None:
+    from datetime import UTC, datetime
+
+    from registry.runtimes.pins import PinnedDigest, Pins
+
+    pins = Pins()
+    for vendor, tag in (("cpu", "cpu-1.8.2"), ("nvidia", "hopper-1.8.2")):
+        reference = f"ghcr.io/huggingface/text-embeddings-inference:{tag}"
+        pin = PinnedDigest(reference=reference, digest=DIGEST, resolved_from=reference, pinned_at=datetime.now(UTC))
+        pins = pins.with_pin("tei", vendor, pin)
+    runtimes = all_runtimes(pins)
+    [unwrapped] = [r for r in runtime_rows({}, runtimes) if r.runtime == "tei"]
+    assert unwrapped.reason == "not available: not mirrored and wrapped yet; run `curate images build --runtime tei`"
+    cpu_only: dict[str, RuntimeImage | None] = {"tei": _image("tei").model_copy(update={"vendors": ("cpu",)})}
+    [row] = [r for r in runtime_rows(cpu_only, runtimes, {"tei": {"cpu"}}) if r.runtime == "tei"]
+    assert row.available and list(row.unavailable_vendors) == ["nvidia"]
+    assert row.unavailable_vendors["nvidia"].startswith("pinned, not mirrored and wrapped yet")
