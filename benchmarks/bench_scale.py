@@ -21,8 +21,11 @@ model runs, and the speed-up against one worker. Writes docs/benchmarks/scale.md
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import os
 import platform
+import pstats
 import sys
 import tempfile
 import time
@@ -83,7 +86,45 @@ def overrides_for(stack: BenchStack, workers: int, pool: str, catalog_url: str) 
     }
 
 
-def run_once(stack: BenchStack, workers: int) -> Result:
+@dataclass(frozen=True)
+class SecondWeek:
+    """The same weekly run again with nothing new upstream: how long, against the first, and where the time went."""
+
+    workers: int
+    makespan_s: float
+    first_s: float
+    cpu_busy: float
+    hub_requests: int
+    outcomes: dict[str, int]
+    profile: dict[str, tuple[int, float]]
+
+
+def second_week(stack: BenchStack, workers: int, overrides: dict[str, Any], first_s: float) -> SecondWeek:
+    from flows.curate import weekly_curation
+
+    stack.hub.requests.clear()
+    profiler = cProfile.Profile()
+    busy0, total0 = cpu_times()
+    started = time.time()
+    summary = profiler.runcall(weekly_curation, overrides=overrides)
+    finished = time.time()
+    busy1, total1 = cpu_times()
+    calls = io.StringIO()
+    pstats.Stats(profiler, stream=calls).sort_stats("cumulative").print_stats(r"(flows|registry|decisions)/", 40)
+    print(calls.getvalue(), flush=True)  # where the weekly run's own thread spent its time
+    return SecondWeek(
+        workers=workers,
+        makespan_s=finished - started,
+        first_s=first_s,
+        cpu_busy=(busy1 - busy0) / max(total1 - total0, 1.0),
+        hub_requests=len(stack.hub.requests.entries()),
+        outcomes=dict(summary.outcomes),
+        profile=stack.profile(started),
+    )
+
+
+def run_once(stack: BenchStack, workers: int, *, again: bool) -> tuple[Result, SecondWeek | None]:
+    """One weekly run with `workers` workers on a fresh catalog; with `again`, a second one with nothing new."""
     from flows.curate import weekly_curation
 
     pool = f"bench-curation-w{workers}"
@@ -97,11 +138,12 @@ def run_once(stack: BenchStack, workers: int) -> Result:
         summary = weekly_curation(overrides=overrides)
         finished = time.time()
         busy1, total1 = cpu_times()
-    downloads = [
-        (r.started_at, r.finished_at)
-        for r in stack.hub.requests.entries()
-        if r.method == "GET" and r.range is None and r.path.endswith(".safetensors") and "/resolve/" in r.path
-    ]
+        downloads = [
+            (r.started_at, r.finished_at)
+            for r in stack.hub.requests.entries()
+            if r.method == "GET" and r.range is None and r.path.endswith(".safetensors") and "/resolve/" in r.path
+        ]
+        week2 = second_week(stack, workers, overrides, finished - started) if again else None
     return Result(
         workers=workers,
         makespan_s=finished - started,
@@ -111,7 +153,7 @@ def run_once(stack: BenchStack, workers: int) -> Result:
         peak_models=peak(stack.flow_spans("curate-model", started)),
         outcomes=dict(summary.outcomes),
         status=summary.status,
-    )
+    ), week2
 
 
 def markdown(results: list[Result], args: argparse.Namespace, setup_s: float) -> str:
@@ -170,6 +212,28 @@ def notes(results: list[Result]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def second_week_markdown(week: SecondWeek) -> str:
+    """The second run with nothing new: its time against the first, and its ten costliest flow and task runs."""
+    share = week.makespan_s / week.first_s
+    models = ", ".join(f"{n} {k}" for k, n in week.outcomes.items())
+    lines = [
+        "",
+        "## A second week with nothing new",
+        "",
+        f"Right after the {week.workers}-worker run, the same weekly run again on the same catalog, nothing changed "
+        f"upstream: **{week.makespan_s:.1f} s, {100 * share:.1f}% of the first run's {week.first_s:.0f} s** "
+        f"(goal: under 5% and under 60 s: {'met' if share < 0.05 and week.makespan_s < 60 else 'not met'}); "
+        f"machine CPU {100 * week.cpu_busy:.0f}% busy; {week.hub_requests} Hub requests; models: {models or 'none'}.",
+        "",
+        "Where it went (Prefect's run times; a flow's time includes its subflows and tasks):",
+        "",
+        "| flow or task run | runs | seconds in all |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {name} | {count} | {seconds:.1f} |" for name, (count, seconds) in list(week.profile.items())[:12]]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=40)
@@ -179,15 +243,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     results: list[Result] = []
+    week2: SecondWeek | None = None
     with ExitStack() as cleanup:
         t0 = time.monotonic()
         stack = start_stack(work, models=args.models, latency_s=args.latency, cleanup=cleanup)
         setup_s = time.monotonic() - t0
         for workers in args.workers:
-            result = run_once(stack, workers)
-            print(result, flush=True)
+            result, again = run_once(stack, workers, again=week2 is None)
+            print(result, again, flush=True)
             results.append(result)
-    text = markdown(results, args, setup_s)
+            week2 = week2 or again
+    text = markdown(results, args, setup_s) + (second_week_markdown(week2) if week2 else "")
     print(text)
     if args.write_doc:
         OUT.write_text(text)

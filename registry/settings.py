@@ -112,6 +112,13 @@ class StorageSettings(_Section):
         ge=0,
         description="the weekly audit re-hashes at most this many bytes of published entries' regional copies",
     )
+    audit_cycle_weeks: int = Field(
+        default=4,
+        ge=1,
+        le=52,
+        description="the weekly audit re-hashes every published entry's copies once in this many ISO weeks "
+        "(each entry has its week of the cycle); a run audits the entries whose week it is",
+    )
 
 
 class SigningSettings(_Section):
