@@ -3,17 +3,20 @@
 Setup, all on this machine: PostgreSQL (a private cluster) holds Prefect's database and the catalog store; a
 `prefect server` runs on it; the Hub test server serves N copies of the tiny sample model and answers every
 request after a stated latency (an injected delay); Azurite serves the three regions of curation.toml; a private
-dockerd + registry run the cells. The cells are I/O-bound: the runtime image is a light stand-in
-(benchmarks/scale_standin.py: the hf-serve entrypoint's verified fetch of the staged weights, then an
-OpenAI-compatible server whose answers take a fixed time), recorded as the hf-serve image; GPU cells end "no worker
-online" at once (no GPU pool has a worker).
+dockerd + registry run the cells. The cells are I/O-bound: the runtime image is hf-serve's as
+builders/recipes/offline.py builds it (the shared entrypoint and its locked model-signing venv fetch and verify the
+staged weights) with only the server the entrypoint execs replaced by a stand-in whose answers take a fixed time
+(benchmarks/scale_standin.py), recorded as the signed hf-serve image; GPU cells end "no worker online" at once (no
+GPU pool has a worker).
 
 For each worker count W: a fresh catalog database, blob container and work pool; W `prefect worker` processes
 (`--limit 1`: one model at a time each, like one machine each); `weekly_curation` in this process dispatching
 `curate-model` flow runs (`orchestration.max_parallel_models` = 8). Measured: the makespan of the weekly run,
 peak concurrent Hub weight downloads (whole-file safetensors GETs at the Hub server) and blob uploads
 (`upload-primary` task runs, which run inside their `blob-uploads` slot) against their limits, peak concurrent
-model runs, and the speed-up against one worker. Writes docs/benchmarks/scale.md with --write-doc.
+model runs, and the speed-up against one worker. After the first worker count's run, the weekly run once more with
+nothing new upstream: its time against the first, and where it went (Prefect's flow and task run times, and a
+cProfile of the run's own thread, printed). Writes docs/benchmarks/scale.md with --write-doc.
 
     python -m benchmarks.bench_scale [--models 40] [--workers 1 2 4] [--latency 0.25] [--write-doc]
 """
