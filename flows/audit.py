@@ -30,9 +30,10 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict
 
 from flows.settings import settings_from
-from flows.stage_repair import audit_regions, repair_artifact, repair_staged
+from flows.stage_repair import RepairAction, audit_regions, repair_artifact, repair_staged
 from registry.catalog import CatalogStore
 from registry.schema import CatalogEntry, EntryStatus
+from validators.weights_audit import RegionAudit
 
 
 class WeightsAudit(BaseModel):
@@ -80,6 +81,20 @@ def due_for_audit(entries: list[CatalogEntry], when: datetime, cycle_weeks: int)
     ]
 
 
+def table_rows(entry_id: str, audits: dict[str, RegionAudit], actions: list[RepairAction]) -> list[dict[str, Any]]:
+    """The `weights-audit` rows of one entry: one per region."""
+    return [
+        {
+            "entry": entry_id,
+            "region": region,
+            "bytes re-hashed": audit.bytes_read,
+            "problems": "; ".join(f"{p.name}: {p.problem.value}" for p in audit.problems) or "none",
+            "repaired": ", ".join(a.blob for a in actions if a.region == region) or "-",
+        }
+        for region, audit in audits.items()
+    ]
+
+
 @flow(name="audit-published-weights", log_prints=True)
 def audit_published_weights(
     overrides: dict[str, Any] | None = None, byte_budget: int | None = None, full: bool = False
@@ -120,23 +135,12 @@ def audit_published_weights(
             unrepairable.append(entry.id)
             logger.error("%s: no region holds the signature the entry names; stage it again with --force", entry.id)
         repaired += len(actions)
-        for region, audit in audits.items():
-            fixed = [a.blob for a in actions if a.region == region]
-            rows.append(
-                {
-                    "entry": entry.id,
-                    "region": region,
-                    "bytes re-hashed": audit.bytes_read,
-                    "problems": "; ".join(f"{p.name}: {p.problem.value}" for p in audit.problems) or "none",
-                    "repaired": ", ".join(fixed) or "-",
-                }
-            )
+        rows += table_rows(entry.id, audits, actions)
     create_table_artifact(
         key="weights-audit",
         table=rows,
-        description=f"{len(audited)} of {len(published)} due ({len(catalog)} published) entries audited, "
-        f"{read} bytes re-hashed, "
-        f"{problems} problem(s), {repaired} repaired" + (" (byte budget reached)" if exhausted else ""),
+        description=f"{len(audited)} of {len(published)} due ({len(catalog)} published) entries audited, {read} bytes "
+        f"re-hashed, {problems} problem(s), {repaired} repaired" + (" (byte budget reached)" if exhausted else ""),
     )
     logger.info("audited %d entries (%d bytes): %d problem(s), %d repaired", len(audited), read, problems, repaired)
     return WeightsAudit(
