@@ -5,25 +5,19 @@ image, and process workers on demand. Every process is started here and stopped 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from devstack.azurite import AzuriteStack, start_azurite, stop_azurite
-from devstack.docker_engine import (
-    BASE_IMAGE,
-    DockerStack,
-    build_and_push,
-    ensure_base_image,
-    start_docker,
-    stop_docker,
-)
+from devstack.docker_engine import DockerStack, ensure_base_image, start_docker, stop_docker
 from devstack.fleet import clone_repo, keep_only
 from devstack.hub_server import HubServer
 from devstack.net import free_port, wait_for_http
@@ -35,10 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "curation-samples/tiny-llama-chat"
 REGIONS = ("eastus", "westeurope", "southeastasia")  # the regions of curation.toml
 PAGE = 200  # the API's largest page
-STANDIN_FILES = (
-    REPO_ROOT / "benchmarks" / "scale_standin.py",
-    REPO_ROOT / "builders" / "recipes" / "hf_serve_entrypoint.py",
-)
+STANDIN = REPO_ROOT / "benchmarks" / "scale_standin.py"
+STANDIN_IN_IMAGE = "/opt/standin/scale_standin.py"
 # The conformance checks the stand-in answers as an OpenAI server would (it has no seed, stop or logprobs).
 REQUIRED_CHAT = [
     "models.listing",
@@ -168,6 +160,41 @@ class BenchStack:
                 found += batch
         return _spans([(r.start_time, r.end_time) for r in found], since)
 
+    def profile(self, since: float) -> dict[str, tuple[int, float]]:
+        """Flow and task runs that started after `since`, by name: (how many, seconds in all); where a run spends
+        its time. Task names lose their model id and Prefect's suffix; flow runs go by their flow's name."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterStartTime,
+            TaskRunFilter,
+            TaskRunFilterStartTime,
+        )
+
+        after = datetime.fromtimestamp(since - 1, tz=UTC)
+        totals: dict[str, tuple[int, float]] = {}
+
+        def add(name: str, seconds: float) -> None:
+            count, total = totals.get(name, (0, 0.0))
+            totals[name] = (count + 1, total + seconds)
+
+        with get_client(sync_client=True) as client:
+            flows: dict[Any, str] = {}
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=after)), limit=PAGE
+            )
+            for run in runs:
+                if run.flow_id not in flows:
+                    flows[run.flow_id] = client.read_flow(run.flow_id).name
+                add(f"flow {flows[run.flow_id]}", run.total_run_time.total_seconds())
+            tasks = client.read_task_runs(
+                task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=after)), limit=PAGE
+            )
+            for task in tasks:
+                name = re.sub(r"-[0-9a-f]{3}$", "", re.sub(r" \S+/\S+", "", task.name))
+                add(f"task {name}", task.total_run_time.total_seconds())
+        return dict(sorted(totals.items(), key=lambda item: -item[1][1]))
+
 
 def _spans(pairs: list[tuple[datetime | None, datetime | None]], since: float) -> list[tuple[float, float]]:
     return [
@@ -200,12 +227,32 @@ def _start_prefect(work: Path, postgres: PostgresCluster, cleanup: ExitStack) ->
 
 
 def _standin_image(docker: DockerStack) -> tuple[str, str]:
-    dockerfile = (
-        f"FROM {BASE_IMAGE}\nCOPY scale_standin.py hf_serve_entrypoint.py /opt/standin/\n"
-        'ENV HF_HOME=/tmp/hf\nUSER 10001\nENTRYPOINT ["python3", "/opt/standin/scale_standin.py"]\n'
+    """hf-serve's image as builders/recipes/offline.py builds it (the Debian base, the entrypoint's locked venv,
+    the shared entrypoint) with the stand-in server as the server the entrypoint execs; (reference, digest)."""
+    from builders.images import build_image
+    from builders.locks import read_lock
+    from builders.recipes.base import recipe_for
+    from builders.recipes.offline import (
+        ENTRYPOINT,
+        ENTRYPOINT_LOCK_NAME,
+        LOCAL_BASE_IMAGE,
+        RUNTIME_REQUIREMENTS_FILE,
+        build_files,
     )
-    reference = f"{docker.registry}/hf-serve:standin"
-    return reference, build_and_push(docker, reference, dockerfile, {p.name: p.read_bytes() for p in STANDIN_FILES})
+    from registry.runtimes.hf_serve import RUNTIME
+    from registry.runtimes.interface import ServerCommand
+
+    server = ServerCommand(argv=("python3", STANDIN_IN_IMAGE), model_arg="--model-dir", served_name_arg="--served-name")
+    runtime = RUNTIME.model_copy(update={"server": server})
+    files = build_files(
+        runtime,
+        read_lock(ENTRYPOINT_LOCK_NAME),
+        extra_files={STANDIN.name: (STANDIN.read_text(encoding="utf-8"), STANDIN_IN_IMAGE)},
+    )
+    files[RUNTIME_REQUIREMENTS_FILE] = "# the stand-in server needs nothing but the standard library\n"
+    recipe = recipe_for(runtime, base_image=LOCAL_BASE_IMAGE, build_files=files, entrypoint=ENTRYPOINT)
+    built = build_image(recipe, docker_host=docker.docker_host, registry=docker.registry)
+    return built.reference, built.digest
 
 
 def _hub(work: Path, models: int, latency_s: float, cleanup: ExitStack) -> HubServer:

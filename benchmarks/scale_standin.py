@@ -1,11 +1,14 @@
-"""A light runtime for the scale benchmark: the hf-serve entrypoint's verified weight fetch, then a stand-in
-OpenAI-compatible server whose answers take a fixed time (I/O-bound, a few milliseconds of CPU per request).
+"""A light runtime for the scale benchmark: the server the shared entrypoint execs in the stand-in image.
 
-Standard library only: it runs in an image built from the local Debian base (python3) with
-builders/recipes/hf_serve_entrypoint.py next to it, started by a validation cell exactly as hf-serve is
-(`--model-id ID --host H --port P`, MODEL_BLOB_URL, MODEL_REVISION). It fetches and verifies the staged weights
-from blob storage (as the real runtime does), then serves /health, /v1/models and /v1/chat/completions (plain
-and streamed): the first token after TTFT_S, one token every ITL_S, `max_tokens` tokens (at most 64).
+The stand-in image is built exactly as hf-serve's (builders/recipes/offline.py: the Debian base, the entrypoint's
+locked venv with model-signing, builders/recipes/model_entrypoint.py as ENTRYPOINT); only the server it execs
+(/opt/curation/server.json) is this file instead of `transformers serve` (benchmarks/scale_stack.py). So each cell
+fetches the staged weights from blob storage and verifies their signature and every sha256 as the real runtime
+does, then this standard-library server answers /health, /v1/models and /v1/chat/completions (plain and
+streamed): the first token after TTFT_S, one token every ITL_S, `max_tokens` tokens (at most 64). I/O-bound: a
+few milliseconds of CPU per request.
+
+    python3 scale_standin.py --model-dir DIR --served-name ORG/NAME --host H --port P
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class StandIn(BaseHTTPRequestHandler):
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             return None
-        return body
+        return dict(body)
 
     def do_POST(self) -> None:
         if self.path != "/v1/chat/completions":
@@ -113,8 +116,8 @@ class StandIn(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "model": self.model}
-        base["created"] = int(time.time())
+        base: dict[str, Any] = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk"}
+        base |= {"model": self.model, "created": int(time.time())}
         time.sleep(TTFT_S)
         for i in range(tokens):
             delta: dict[str, Any] = {"content": " tok"}
@@ -134,19 +137,16 @@ class StandIn(BaseHTTPRequestHandler):
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="standin")
-    parser.add_argument("--model-id", default=os.environ.get("MODEL_ID"))
-    parser.add_argument("--revision", default=os.environ.get("MODEL_REVISION"))
+    parser.add_argument("--model-dir", required=True, help="the verified local copy the entrypoint laid out")
+    parser.add_argument("--served-name", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args, _ = parser.parse_known_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from hf_serve_entrypoint import prepare_model  # the real runtime's verified fetch from blob storage
-
-    prepared = prepare_model("standin", args.model_id, args.revision, Path(os.environ.get("HF_HOME", "/tmp/hf")))
-    if isinstance(prepared, int):
-        return prepared
+    if not Path(args.model_dir).is_dir():
+        print(f"standin: {args.model_dir} is not a directory", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 in a container has no default handler
-    StandIn.model = str(args.model_id)
+    StandIn.model = str(args.served_name)
     server = ThreadingHTTPServer((args.host, args.port), StandIn)
     server.daemon_threads = True
     server.serve_forever()

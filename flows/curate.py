@@ -208,12 +208,12 @@ def _weekly(
     record.reports = screen_candidates(selected, overrides=overrides, run_id=record.run_id)
     accepted = [r.ref for r in record.reports if r.verdict is Verdict.ACCEPTED]
     ensure_limits(settings)
-    online = pools_online(settings)
     refresh_images(overrides, logger.info)
     jobs = [ModelJob(ref) for ref in accepted]
     jobs += review_jobs(settings, record.reports, record.run_id)
     jobs += image_move_jobs(settings, {job.ref.repo_id for job in jobs})
-    curate_models(jobs, record.run_id, overrides, online)
+    # The census waits up to validation.capacity_deadline_s for pools with no worker: only when a cell may run.
+    curate_models(jobs, record.run_id, overrides, pools_online(settings) if jobs else {})
     record.diff = reconcile_catalog(settings, previous, record.candidates, record.reports)
     audit_regional_copies(overrides, logger.info)
     logger.info(

@@ -107,11 +107,9 @@ class StorageSettings(_Section):
     max_concurrency: int = Field(default=4, ge=1)
     regions: dict[str, RegionSettings] = Field(default_factory=dict)
     retries: int = Field(default=3, ge=0, le=10, description="storage SDK retries per request (transient errors)")
-    audit_bytes_per_run: int = Field(
-        default=64 * 1024**3,
-        ge=0,
-        description="the weekly audit re-hashes at most this many bytes of published entries' regional copies",
-    )
+    # The weekly audit of published entries' regional copies (flows/audit.py).
+    audit_bytes_per_run: int = Field(default=64 * 1024**3, ge=0, description="bytes one weekly audit may re-hash")
+    audit_cycle_weeks: int = Field(default=4, ge=1, le=52, description="ISO weeks in which each entry is audited once")
 
 
 class SigningSettings(_Section):

@@ -10,8 +10,9 @@ One test walks the weeks in order (each step depends on the state the previous o
 2. `curate verify` passes for every published entry;
 3. a second run with no upstream change publishes nothing new and redoes no stage, measured on the Hub's request
    log (no file downloads), the store (no new validations, stage results or staged weights), Azurite (no blob
-   written), the images (verified, not scanned again) and the `catalog-diff` artifact; it takes under 5% of the
-   first run and under 60 s (issue 14), image checks included;
+   written), the images (verified, not scanned again) and the `catalog-diff` artifact. It prints how long it took
+   against the first run; how long is measured by the scale benchmark (docs/benchmarks/scale.md), never asserted
+   here (no timed assertions in tests);
 4. a new revision of one sample re-curates exactly that model;
 5. one staged blob tampered in one region makes `curate verify` fail for that entry only;
 6. a run killed mid-stage (a subprocess, SIGKILLed once a blob of the new revision exists in the primary region and
