@@ -24,6 +24,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from builders.derive import REFERENCE
 from builders.errors import BuildersError
 from flows.settings import settings_from
 from flows.stage import verify_staged
@@ -42,9 +43,13 @@ from registry.schema import (
     CellStatus,
     ConformanceReport,
     DeploymentTemplate,
+    DerivedArtifacts,
+    DerivedGguf,
     ModelRef,
     RuntimeImage,
     StagedWeights,
+    StageName,
+    StageOutcome,
     ValidationResult,
     ValidationVerdict,
     utcnow,
@@ -57,7 +62,7 @@ from validators.conformance import publish_artifact, report_markdown, run_suite
 from validators.conformance_checks.base import Target
 from validators.containers import LABEL_CELL, ContainerSpec, run_container
 from validators.errors import ValidatorError
-from validators.planner import plan
+from validators.planner import gguf_templates, is_derived_gguf, plan
 from validators.revalidation import cell_inputs
 from validators.tasks import detect_task, read_evidence
 from validators.throughput import LoadSpec, run_benchmark
@@ -120,9 +125,44 @@ def plan_staged(
             part = staged_parameters(store, region, prefix + name, settings.screening.max_header_bytes)
             for dtype, count in part.items():
                 parameters[dtype] = parameters.get(dtype, 0) + count
-    return plan(
-        weights.ref.repo_id, config, parameters or None, settings, revision=weights.ref.revision, task=task_name
+    ref = weights.ref
+    derived = recorded_derivation(settings, weights)
+    quantizations = tuple(g.quantization for g in derived.ggufs if g.quantization != REFERENCE) if derived else ()
+    planned = plan(ref.repo_id, config, parameters or None, settings, revision=ref.revision, task=task_name)
+    quantized = gguf_templates(
+        ref.repo_id, config, parameters or None, settings, quantizations, revision=ref.revision, task=task_name
     )
+    return planned + quantized
+
+
+def recorded_derivation(settings: Settings, weights: StagedWeights) -> DerivedArtifacts | None:
+    """The GGUF files derived from this staging of the model (flows/derive.py), None when none were."""
+    with CatalogStore.from_settings(settings) as catalog:
+        result = catalog.stage_result(weights.ref, StageName.DERIVE)
+    if result is None or result.outcome is not StageOutcome.OK or weights.signature is None:
+        return None
+    derived = DerivedArtifacts.model_validate(result.payload)
+    return derived if derived.source_signature_digest == weights.signature.signature_digest else None
+
+
+def cell_weights(
+    settings: Settings, template: DeploymentTemplate, weights: StagedWeights
+) -> tuple[StagedWeights, DerivedGguf | None]:
+    """What a cell runs on: the staged weights, or for a derived-GGUF template (`is_derived_gguf`) that GGUF as
+    its own staging (its file, its signature: a new derivation is a new input of the cell) and its record."""
+    if not is_derived_gguf(template) or template.quantization is None:
+        return weights, None
+    derived = recorded_derivation(settings, weights)
+    gguf = derived.gguf(template.quantization) if derived is not None else None
+    if gguf is None:
+        raise ValidationFlowError(
+            f"{template.id} serves a {template.quantization} GGUF not derived from this staging of {weights.ref}; "
+            "run the model's chain again (its derive step makes it)"
+        )
+    view = weights.model_copy(
+        update={"files": (gguf.file,), "signature": gguf.signature, "total_bytes": gguf.file.size}
+    )
+    return view, gguf
 
 
 def _home_region(settings: Settings, template: DeploymentTemplate) -> str:
@@ -243,6 +283,7 @@ def _exercise(
     region: str,
     docker_host: str | None,
     work: Path,
+    gguf: DerivedGguf | None = None,
 ) -> tuple[ConformanceReport, tuple[BenchmarkMetrics, ...] | None]:
     runtime = get_runtime(template.runtime)
     ref = weights.ref
@@ -263,6 +304,7 @@ def _exercise(
         "MODEL_ID": ref.repo_id,
         "MODEL_REVISION": ref.revision,
         **_entrypoint_env(settings, region),
+        **({"MODEL_PREFIX": gguf.prefix, "MODEL_FILE": gguf.file.name} if gguf is not None else {}),
     }
     spec = ContainerSpec(
         image=image.pinned,
@@ -349,14 +391,16 @@ def validate_cell(
                 weights = catalog.staged(ref)
             if weights is None or weights.signature is None:
                 raise ValidationFlowError(f"{ref} is not staged with a signature; run `curate stage {repo_id}` first")
+            weights, gguf = cell_weights(settings, template, weights)
             result = result.model_copy(update={"inputs": cell_inputs(settings, template, weights, image)})
             key = signing_key(settings)
             digest = verify_image(image.reference, key.public_key(), expected_digest=image.digest)
             result = result.model_copy(update={"image_digest": digest})
-            verify_staged(settings, weights, region)
+            verify_staged(settings, weights, region, gguf.prefix if gguf is not None else None)
+            assert weights.signature is not None  # a derived GGUF is always signed
             result = result.model_copy(update={"weights_signature_digest": weights.signature.signature_digest})
             logger.info("image %s and weights of %s verified in %s; starting the runtime", digest, ref, region)
-            report, metrics = _exercise(settings, template, weights, image, region, docker_host, Path(tmp))
+            report, metrics = _exercise(settings, template, weights, image, region, docker_host, Path(tmp), gguf)
             verdict = cell_verdict(template, report, metrics, settings.validation, image.version, settings.slo)
             result = result.model_copy(
                 update={

@@ -44,6 +44,11 @@ RECORD_STEPS: dict[int, tuple[str, Step]] = {
         "ModelOutcome needs-review added (issue 17)",
         _no_data_change,
     ),
+    8: (
+        "StageName derive added, with DerivedArtifacts / DerivedGguf as its payload (GGUF files derived for "
+        "llama.cpp, issue 13)",
+        _no_data_change,
+    ),
 }
 """record schema version reached -> (what changed, the step from the version before)."""
 

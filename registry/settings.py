@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -346,6 +347,27 @@ class AcceptedDeviation(_Section):
             return False
 
 
+class DeriveSettings(_Section):
+    """Stage 4b (flows/derive.py): the GGUF quantizations derived from staged safetensors for llama.cpp, and how
+    close a quantized template's greedy outputs must stay to the unquantized (f16) model's to be published."""
+
+    quantizations: tuple[str, ...] = Field(
+        default=(), description="llama.cpp file types derived besides the f16 reference (e.g. q8_0, q4_k_m)"
+    )
+    min_token_agreement: float = Field(
+        default=0.5, ge=0, le=1, description="greedy-token agreement with the f16 reference a quantized cell needs"
+    )
+    timeout_s: float = Field(default=1800.0, gt=0, description="one conversion or quantization container")
+
+    @field_validator("quantizations")
+    @classmethod
+    def _known_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not re.fullmatch(r"[a-z0-9_]{2,16}", name) or name == "f16":
+                raise ValueError(f"{name!r} is not a llama.cpp file type name like q8_0 or q4_k_m (f16 is always made)")
+        return names
+
+
 class ValidationSettings(_Section):
     """Stage 5 (flows/validate.py): how cells are dispatched and bounded, and what a passing cell needs."""
 
@@ -458,6 +480,7 @@ class Settings(BaseSettings):
     accelerators: dict[str, AcceleratorFamily] = Field(default_factory=dict)
     slo: SloPolicy = Field(default_factory=SloPolicy)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    derive: DeriveSettings = Field(default_factory=DeriveSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
 
@@ -499,7 +522,7 @@ class Settings(BaseSettings):
         """
         if stage is None:
             merged: dict[str, Any] = {}
-            for part in ("screen", "stage", "validate"):
+            for part in ("screen", "stage", "derive", "validate"):
                 merged[part] = self.policy(part)
             return merged
         if stage not in POLICY_STAGES:
@@ -523,13 +546,15 @@ class Settings(BaseSettings):
         return self.hub.token.get_secret_value() if self.hub.token else None
 
 
-POLICY_STAGES = ("discover", "screen", "images", "stage", "validate")
+POLICY_STAGES = ("discover", "screen", "images", "stage", "derive", "validate")
 _IMAGE_OPERATIONAL = {"trivy_cache_dir", "trivy_skip_db_update", "trivy_db_repository"}
 _STAGE_POLICY: dict[str, Any] = {
     "discover": {"discovery": True},
     "screen": {"licenses": True, "screening": True},
     "images": {"images": ImageSettings.decision_fields() - _IMAGE_OPERATIONAL},
+    "derive": {"derive": {"quantizations"}},
     "validate": {
+        "derive": {"min_token_agreement"},
         "runtimes": True,
         "accelerators": {"__all__": AcceleratorFamily.planning_fields()},
         "slo": True,
