@@ -23,7 +23,9 @@ from registry.blobs import derived_gguf_name
 from registry.schema import ModelRef
 
 REFERENCE = "f16"
-_FALLBACK = re.compile(r"using fallback quantization (\w+)")
+# llama.cpp's quantizer (src/llama-quant.cpp, tensor_type_fallback): "warning: <tensor> - ncols 576 not divisible
+# by 256 (required for type q4_K) -> falling back to q5_0"; releases before it said "using fallback quantization".
+_FALLBACK = re.compile(r"(?:-> falling back to|using fallback quantization)\s+(\w+)")
 _MOUNT_SOURCE = "/staged"
 _MOUNT_OUT = "/out"
 LOG_TAIL_CHARS = 3000

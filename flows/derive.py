@@ -43,12 +43,11 @@ from registry.blobs import (
     signature_blob_name,
 )
 from registry.catalog import CatalogStore
+from registry.derived_records import DerivedArtifacts, DerivedGguf
 from registry.errors import RegistryError
 from registry.image_signatures import verify_image
 from registry.keys import public_pem
 from registry.schema import (
-    DerivedArtifacts,
-    DerivedGguf,
     ModelRef,
     RuntimeImage,
     StagedFile,
@@ -227,7 +226,7 @@ def derive_artifacts(
         cached = catalog.stage_result(ref, StageName.DERIVE, policy_digest=key)
     if cached is not None and cached.outcome is StageOutcome.OK:
         logger.info("derive %s: unchanged since %s", ref, cached.run_id)
-        return cached.model_copy(update={"reason": f"unchanged since {cached.run_id or cached.recorded_at:%F}"})
+        return cached.model_copy(update={"reason": f"unchanged since {cached.run_id or cached.recorded_at.date()}"})
     result = _derive(settings, weights, image, host, key)
     with CatalogStore.from_settings(settings) as catalog:
         catalog.record_stage(result)

@@ -269,43 +269,6 @@ class RegionCopy(Record):
     verified_at: datetime | None = None
 
 
-class DerivedGguf(Record):
-    """One GGUF file derived from a model's staged safetensors by llama.cpp (flows/derive.py), staged under its
-    own prefix with its own manifest and model-signing signature."""
-
-    quantization: str = Field(description="the llama.cpp file type asked for: f16 (the reference), q8_0, q4_k_m, ...")
-    file: StagedFile
-    prefix: str = Field(description="its blob prefix inside the weights container (registry/blobs.derived_prefix)")
-    signature: Signature
-    fallbacks: dict[str, int] = Field(
-        default_factory=dict,
-        description="type -> tensors quantized to it instead (rows not a multiple of the type's block size)",
-    )
-
-    @property
-    def applied(self) -> str:
-        """What really applied: the type, or the type with the fallbacks llama.cpp logged."""
-        if not self.fallbacks:
-            return self.quantization
-        used = ", ".join(f"{kind} x{count}" for kind, count in sorted(self.fallbacks.items()))
-        return f"{self.quantization} (fallback: {used})"
-
-
-class DerivedArtifacts(Record):
-    """Everything derived from one staging of a model: linked to the source weights' signature digest (never
-    touched) and keyed by what made it (source digest, llama.cpp image digest, derive policy)."""
-
-    ref: ModelRef
-    source_signature_digest: str
-    image_digest: str
-    key: str = Field(description="sha256 of (source signature digest, image digest, derive policy digest)")
-    ggufs: tuple[DerivedGguf, ...]
-    derived_at: datetime = Field(default_factory=utcnow)
-
-    def gguf(self, quantization: str) -> DerivedGguf | None:
-        return next((g for g in self.ggufs if g.quantization == quantization), None)
-
-
 class StagedWeights(Record):
     ref: ModelRef
     files: tuple[StagedFile, ...]
@@ -473,6 +436,9 @@ class ValidationResult(Record):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     inputs: CellInputs | None = Field(default=None, description="what the verdict was reached on")
+    token_agreement: float | None = Field(
+        default=None, description="a derived quantization's greedy-token agreement with its f16 reference"
+    )
     run_id: str | None = Field(default=None, description="the curation run (catalog run id) the cell ran in")
     not_run: CellStatus | None = Field(
         default=None,

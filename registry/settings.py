@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from registry.derive_settings import DeriveSettings
 from registry.errors import RegistryError
 from registry.identifiers import check_http_url
 from registry.review_settings import ReviewSettings
@@ -347,27 +347,6 @@ class AcceptedDeviation(_Section):
             return False
 
 
-class DeriveSettings(_Section):
-    """Stage 4b (flows/derive.py): the GGUF quantizations derived from staged safetensors for llama.cpp, and how
-    close a quantized template's greedy outputs must stay to the unquantized (f16) model's to be published."""
-
-    quantizations: tuple[str, ...] = Field(
-        default=(), description="llama.cpp file types derived besides the f16 reference (e.g. q8_0, q4_k_m)"
-    )
-    min_token_agreement: float = Field(
-        default=0.5, ge=0, le=1, description="greedy-token agreement with the f16 reference a quantized cell needs"
-    )
-    timeout_s: float = Field(default=1800.0, gt=0, description="one conversion or quantization container")
-
-    @field_validator("quantizations")
-    @classmethod
-    def _known_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        for name in names:
-            if not re.fullmatch(r"[a-z0-9_]{2,16}", name) or name == "f16":
-                raise ValueError(f"{name!r} is not a llama.cpp file type name like q8_0 or q4_k_m (f16 is always made)")
-        return names
-
-
 class ValidationSettings(_Section):
     """Stage 5 (flows/validate.py): how cells are dispatched and bounded, and what a passing cell needs."""
 
@@ -558,17 +537,9 @@ _STAGE_POLICY: dict[str, Any] = {
         "runtimes": True,
         "accelerators": {"__all__": AcceleratorFamily.planning_fields()},
         "slo": True,
-        "validation": {
-            "required",
-            "deviations",
-            "max_benchmark_error_rate",
-            "bench_concurrencies",
-            "bench_max_requests",
-            "bench_max_duration_s",
-            "bench_input_tokens",
-            "bench_output_tokens",
-            "bench_audio_seconds",
-        },
+        "validation": {"required", "deviations", "max_benchmark_error_rate"}
+        | {"bench_concurrencies", "bench_max_requests", "bench_max_duration_s"}
+        | {"bench_input_tokens", "bench_output_tokens", "bench_audio_seconds"},
     },
 }
 

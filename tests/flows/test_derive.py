@@ -21,8 +21,9 @@ from flows.derive import derive_artifacts, derive_text
 from flows.stage import stage_weights
 from registry.blob_errors import BlobIntegrityError
 from registry.blobs import MANIFEST_NAME, RegionalBlobStore, model_prefix, signature_blob_name
+from registry.derived_records import DerivedArtifacts
 from registry.keys import signing_key
-from registry.schema import DerivedArtifacts, StagedWeights, StageOutcome
+from registry.schema import StagedWeights, StageOutcome
 from registry.settings import load_settings
 from tests.fixtures.docker import record_signed_image
 from validators.weights_signing import verify_remote

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 import registry.schema as schema
 import registry.verification_records as vr
+from registry.derived_records import DerivedArtifacts, DerivedGguf
 from registry.schema import (
     SCHEMA_VERSION,
     BenchmarkMetrics,
@@ -22,8 +23,6 @@ from registry.schema import (
     ConformanceReport,
     Decision,
     DeploymentTemplate,
-    DerivedArtifacts,
-    DerivedGguf,
     EntryStatus,
     Finding,
     LatencyStats,
