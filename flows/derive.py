@@ -33,7 +33,7 @@ from builders.derive import DerivedFile, DeriveJob, derive_gguf
 from builders.errors import BuildersError
 from flows.settings import settings_from
 from flows.stage import pipeline_key, put_manifests, store_for
-from flows.validate import current_image, plan_staged
+from flows.validate import current_image, plan_staged, recorded_derivation
 from registry.blobs import (
     MANIFEST_NAME,
     derived_prefix,
@@ -67,6 +67,28 @@ RUNTIME = "llama-cpp"
 def derive_key(source_signature_digest: str, image_digest: str, policy_digest: str) -> str:
     """What a derivation is cached under: the same source weights, llama.cpp image and derive policy."""
     return hashlib.sha256(f"{source_signature_digest}\n{image_digest}\n{policy_digest}".encode()).hexdigest()
+
+
+def derived_weights(
+    settings: Settings, weights: StagedWeights | None, catalog: CatalogStore
+) -> tuple[StagedWeights, ...]:
+    """Each GGUF derived from this staging as a staging of its own (its file, its signature, a copy at its prefix
+    in every region of the source): what a catalog entry lists for its llama.cpp templates."""
+    derived = recorded_derivation(settings, weights, catalog) if weights is not None else None
+    if weights is None or derived is None:
+        return ()
+    found = []
+    with store_for(settings, sorted(weights.regions)) as store:
+        for gguf in derived.ggufs:
+            copies = {
+                region: copy.model_copy(
+                    update={"container_url": store.blob_url(region, gguf.prefix), "manifest_url": ""}
+                )
+                for region, copy in weights.regions.items()
+            }
+            files = {"files": (gguf.file,), "signature": gguf.signature, "total_bytes": gguf.file.size}
+            found.append(weights.model_copy(update={**files, "regions": copies, "staged_at": derived.derived_at}))
+    return tuple(found)
 
 
 def derive_text(result: StageResult) -> str:

@@ -137,10 +137,14 @@ def plan_staged(
     return planned + quantized
 
 
-def recorded_derivation(settings: Settings, weights: StagedWeights) -> DerivedArtifacts | None:
+def recorded_derivation(
+    settings: Settings, weights: StagedWeights, catalog: CatalogStore | None = None
+) -> DerivedArtifacts | None:
     """The GGUF files derived from this staging of the model (flows/derive.py), None when none were."""
-    with CatalogStore.from_settings(settings) as catalog:
-        result = catalog.stage_result(weights.ref, StageName.DERIVE)
+    if catalog is None:
+        with CatalogStore.from_settings(settings) as own:
+            return recorded_derivation(settings, weights, own)
+    result = catalog.stage_result(weights.ref, StageName.DERIVE)
     if result is None or result.outcome is not StageOutcome.OK or weights.signature is None:
         return None
     derived = DerivedArtifacts.model_validate(result.payload)

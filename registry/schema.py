@@ -495,6 +495,9 @@ class CatalogEntry(Record):
     task: str
     templates: tuple[PublishedTemplate, ...]
     weights: StagedWeights
+    derived: tuple[StagedWeights, ...] = Field(
+        default=(), description="GGUF files derived from `weights` for llama.cpp templates (own prefix, signature)"
+    )
     images: dict[str, str] = Field(default_factory=dict, description="runtime -> pinned image reference")
     image_tags: dict[str, str] = Field(
         default_factory=dict, description="runtime -> tag reference the image was built and signed under"

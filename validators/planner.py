@@ -55,6 +55,7 @@ from typing import Any
 
 from registry.runtimes import Runtime, RuntimeSpecError, TemplateKnobs, all_runtimes
 from registry.runtimes.interface import MemoryProfile
+from registry.runtimes.llama_cpp import RUNTIME as LLAMA_CPP
 from registry.schema import DeploymentTemplate, MemoryEstimate, ModelRef, model_slug
 from registry.settings import AcceleratorFamily, RuntimePolicy, Settings
 from validators.model_spec import ModelSpec, RopeExtension, model_spec, weight_bytes
@@ -232,7 +233,7 @@ def _runtimes_for(settings: Settings, task: str, vendor: str) -> Iterator[tuple[
         yield runtime, policy
 
 
-GGUF_RUNTIME = "llama-cpp"
+GGUF_RUNTIME = LLAMA_CPP.name  # the runtime that serves the GGUF files the pipeline derives
 
 
 def derives_gguf(settings: Settings, task: str) -> bool:

@@ -19,11 +19,12 @@ from devstack.samples import SampleSet
 from devstack.samples.expectations import SMOLLM2
 from flows.derive import derive_artifacts, derive_text
 from flows.stage import stage_weights
+from flows.validate import plan_staged, validate_cell
 from registry.blob_errors import BlobIntegrityError
 from registry.blobs import MANIFEST_NAME, RegionalBlobStore, model_prefix, signature_blob_name
 from registry.derived_records import DerivedArtifacts
 from registry.keys import signing_key
-from registry.schema import StagedWeights, StageOutcome
+from registry.schema import StagedWeights, StageOutcome, ValidationVerdict
 from registry.settings import load_settings
 from tests.fixtures.docker import record_signed_image
 from validators.weights_signing import verify_remote
@@ -52,6 +53,15 @@ def derive_env(
         "hub": {"max_retries": 0},
         "runtimes": {"llama-cpp": {"enabled": True}},
         "derive": {"quantizations": ["q8_0", "q4_k_m"]},
+        "validation": {
+            "dispatch": "inline",
+            "health_timeout_s": 180.0,
+            "bench_concurrencies": [1],
+            "bench_max_requests": 2,
+            "bench_max_duration_s": 30.0,
+            "bench_input_tokens": 16,
+            "bench_output_tokens": 4,
+        },
     }
     weights = stage_weights(SMOLLM2, overrides=overrides, regions=["eastus", "westeurope"])
     record_signed_image(load_settings(**overrides), llama_cpp_image.reference, llama_cpp_image.digest, "llama-cpp")
@@ -106,10 +116,26 @@ def test_derive_signs_each_gguf_under_its_own_prefix_linked_to_the_source(
         assert again.outcome is StageOutcome.OK and again.reason.startswith("unchanged since"), again.reason
         assert DerivedArtifacts.model_validate(again.payload).key == artifacts.key
 
-        # A tampered derived blob fails verification, naming the file.
+    # The planner emits one llama.cpp template per derived quantization; the q8_0 cell serves its GGUF in the image
+    # and agrees with the f16 reference it also serves.
+    quantized = {t.quantization: t for t in plan_staged(settings, weights) if t.runtime == "llama-cpp"}
+    assert set(quantized) == {"q8_0", "q4_k_m"}
+    assert quantized["q8_0"].id == "huggingfacetb--smollm2-135m-instruct--8k-cpu-llama-cpp-q8_0"
+    cell = validate_cell(SMOLLM2, weights.ref.revision, quantized["q8_0"], overrides=overrides)
+    q8 = artifacts.gguf("q8_0")
+    assert q8 is not None
+    assert cell.verdict is ValidationVerdict.PASSED, cell.reason
+    assert cell.weights_signature_digest == q8.signature.signature_digest
+    assert cell.token_agreement is not None and cell.token_agreement >= settings.derive.min_token_agreement
+    assert "agreement with the f16 reference" in cell.reason
+
+    # A tampered derived blob fails verification and the cell, naming the file.
+    with RegionalBlobStore(settings.storage, regions=("eastus",)) as store:
         store.put_bytes("eastus", q4.prefix + q4.file.name, b"GGUF" + b"\0" * 64)
         with pytest.raises(BlobIntegrityError, match=q4.file.name):
             verify_remote(store, "eastus", q4.prefix, public, signature_name=signature_blob_name(q4.signature))
+    tampered = validate_cell(SMOLLM2, weights.ref.revision, quantized["q4_k_m"], overrides=overrides)
+    assert tampered.verdict is ValidationVerdict.FAILED and q4.file.name in tampered.reason, tampered.reason
 
 
 def test_derive_says_why_without_a_llama_cpp_image(
