@@ -16,6 +16,7 @@ from pathlib import Path
 
 import docker
 from docker.errors import DockerException
+from requests import RequestException
 
 from builders.errors import BuildersError
 from builders.recipes.llama_cpp import CONVERTER, PYTHON, QUANTIZER
@@ -73,6 +74,8 @@ def _run(client: docker.DockerClient, job: DeriveJob, what: str, command: list[s
     try:
         status = container.wait(timeout=job.timeout_s)
         log = bytes(container.logs(stdout=True, stderr=True)).decode(errors="replace")
+    except RequestException as exc:  # the wait timed out: derive.timeout_s
+        raise DeriveError(f"{what} of {job.ref} did not end within [derive] timeout_s ({job.timeout_s:.0f}s)") from exc
     finally:
         container.remove(force=True)
     code = int(status.get("StatusCode", -1))

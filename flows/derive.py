@@ -58,10 +58,8 @@ from registry.schema import (
 )
 from registry.settings import Settings
 from validators.errors import ValidatorError
-from validators.planner import derives_gguf
-from validators.weights_signing import sign_weights
-
-RUNTIME = "llama-cpp"
+from validators.planner import GGUF_RUNTIME, derives_gguf
+from validators.weights_signing import sign_weights, verify_envelope
 
 
 def derive_key(source_signature_digest: str, image_digest: str, policy_digest: str) -> str:
@@ -131,7 +129,7 @@ def _stage_gguf(settings: Settings, weights: StagedWeights, derived: DerivedFile
     """Sign one GGUF on its own and upload it with its signature and manifest to every region of the source."""
     assert weights.signature is not None
     ref = weights.ref
-    key, _ = pipeline_key(settings)
+    key, public = pipeline_key(settings)
     signed_dir = work / "signed" / derived.quantization
     signed_dir.mkdir(parents=True)
     path = signed_dir / derived.path.name
@@ -142,7 +140,7 @@ def _stage_gguf(settings: Settings, weights: StagedWeights, derived: DerivedFile
     signature = signature.model_copy(
         update={"reference": prefix_signature_reference(settings.storage.container, prefix, signature.signature_digest)}
     )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = verify_envelope(sig_path.read_bytes(), public).files[path.name]  # the sha256 model-signing signed
     file = StagedFile(name=path.name, size=path.stat().st_size, sha256=digest)
     metadata = {"repo": ref.repo_id, "revision": ref.revision, "derived_from": weights.signature.signature_digest}
     regions = sorted(weights.regions) or [settings.storage.primary_region]
@@ -183,7 +181,7 @@ def _result(ref: ModelRef, outcome: StageOutcome, key: str, reason: str = "", pa
 def _skip_reason(settings: Settings, weights: StagedWeights | None, image: object, host: str | None) -> str | None:
     why = _why_not(settings, weights)
     if why is None and image is None:
-        why = f"no signed {RUNTIME} image is recorded (list it in images.runtimes and build it)"
+        why = f"no signed {GGUF_RUNTIME} image is recorded (list it in images.runtimes and build it)"
     if why is None and not host:
         why = "no Docker Engine (set DOCKER_HOST; locally `eval $(curate dev env)`)"
     return why
@@ -237,7 +235,7 @@ def derive_artifacts(
     ref = ModelRef(repo_id=repo_id, revision=revision)
     with CatalogStore.from_settings(settings) as catalog:
         weights = catalog.staged(ref)
-        image = current_image(catalog, RUNTIME)
+        image = current_image(catalog, GGUF_RUNTIME)
     host = docker_host or os.environ.get("DOCKER_HOST")
     why = _skip_reason(settings, weights, image, host)
     if why is not None or weights is None or weights.signature is None or image is None or host is None:
