@@ -46,7 +46,7 @@ RECORD_STEPS: dict[int, tuple[str, Step]] = {
     ),
     8: (
         "StageName derive added, with DerivedArtifacts / DerivedGguf as its payload (GGUF files derived for "
-        "llama.cpp, issue 13); ValidationResult.token_agreement (default none)",
+        "llama.cpp, issue 13); ValidationResult.token_agreement (default none), CatalogEntry.derived (default empty)",
         _no_data_change,
     ),
 }
