@@ -33,7 +33,12 @@ LOG_TAIL_CHARS = 3000
 
 
 class DeriveError(BuildersError):
-    """A GGUF could not be derived (the staged weights did not verify, the converter or quantizer failed)."""
+    """A GGUF could not be derived (no Docker Engine, a container that did not finish, no file written)."""
+
+
+class DeriveRefusedError(DeriveError):
+    """llama.cpp's converter or quantizer (or the entrypoint's verification) exited non-zero: the same inputs give
+    the same answer (e.g. an architecture or tokenizer the converter does not know); the log tail says why."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def _run(client: docker.DockerClient, job: DeriveJob, what: str, command: list[s
         container.remove(force=True)
     code = int(status.get("StatusCode", -1))
     if code != 0:
-        raise DeriveError(f"{what} of {job.ref} exited with {code}; its log ends:\n{log[-LOG_TAIL_CHARS:]}")
+        raise DeriveRefusedError(f"{what} of {job.ref} exited with {code}; its log ends:\n{log[-LOG_TAIL_CHARS:]}")
     return log
 
 

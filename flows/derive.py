@@ -12,7 +12,9 @@ policy lists quantizations (`[derive] quantizations`):
    source weights' signature digest) under its own prefix (`registry.blobs.derived_prefix`) in every region the
    source is staged in; the source prefix and its signature are never touched;
 4. record `DerivedArtifacts` as the model's `derive` stage result, keyed by (source signature digest, llama.cpp
-   image digest, derive policy): the same key again skips the step.
+   image digest, derive policy): the same key again skips the step. A model llama.cpp refuses (its converter or
+   quantizer exits non-zero, e.g. a tokenizer it does not know) is recorded `rejected` under that key and not
+   tried again until an input changes; an infrastructure failure (`failed`) is tried again next run.
 
 Without a signed llama.cpp image (`images.runtimes` lacks `llama-cpp`, or it was not built) or a Docker Engine,
 the step says why and derives nothing; the chain goes on.
@@ -27,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 
-from builders.derive import DerivedFile, DeriveJob, derive_gguf
+from builders.derive import DerivedFile, DeriveJob, DeriveRefusedError, derive_gguf
 from builders.errors import BuildersError
 from flows.settings import settings_from
 from flows.stage import pipeline_key, put_manifests, store_for
@@ -173,7 +174,6 @@ def _result(ref: ModelRef, outcome: StageOutcome, key: str, reason: str = "", pa
         outcome=outcome,
         reason=reason,
         policy_digest=key,
-        run_id=str(flow_run.id or "") or None,
         payload=payload.model_dump(mode="json") if payload is not None else {},
     )
 
@@ -217,6 +217,8 @@ def _derive(settings: Settings, weights: StagedWeights, image: RuntimeImage, hos
             ggufs=ggufs,
         )
         return _result(ref, StageOutcome.OK, key, payload=artifacts)
+    except DeriveRefusedError as exc:  # llama.cpp's answer for these inputs: kept until they change
+        return _result(ref, StageOutcome.REJECTED, key, str(exc)[:4000])
     except (BuildersError, RegistryError, ValidatorError) as exc:
         return _result(ref, StageOutcome.FAILED, key, str(exc)[:4000])
     finally:
@@ -225,11 +227,16 @@ def _derive(settings: Settings, weights: StagedWeights, image: RuntimeImage, hos
 
 @flow(name="derive-artifacts", log_prints=True)
 def derive_artifacts(
-    repo_id: str, revision: str, overrides: dict[str, Any] | None = None, docker_host: str | None = None
+    repo_id: str,
+    revision: str,
+    overrides: dict[str, Any] | None = None,
+    docker_host: str | None = None,
+    run_id: str | None = None,
 ) -> StageResult:
     """Derive, sign and stage the policy's GGUF quantizations of one staged model. A `skipped` result (not
-    recorded) says why nothing was derived; `ok` carries `DerivedArtifacts` (the recorded one when unchanged);
-    `failed` says why (recorded; the chain goes on without GGUF templates)."""
+    recorded) says why nothing was derived; `ok` carries `DerivedArtifacts`; `rejected` (llama.cpp refused these
+    inputs) and `failed` say why. `ok` and `rejected` are reused while the inputs are unchanged; whatever the
+    outcome, the chain goes on (without GGUF templates unless `ok`)."""
     logger = get_run_logger()
     settings = settings_from(overrides)
     ref = ModelRef(repo_id=repo_id, revision=revision)
@@ -244,10 +251,11 @@ def derive_artifacts(
     key = derive_key(weights.signature.signature_digest, image.digest, settings.policy_digest("derive"))
     with CatalogStore.from_settings(settings) as catalog:
         cached = catalog.stage_result(ref, StageName.DERIVE, policy_digest=key)
-    if cached is not None and cached.outcome is StageOutcome.OK:
+    if cached is not None and cached.outcome in (StageOutcome.OK, StageOutcome.REJECTED):
         logger.info("derive %s: unchanged since %s", ref, cached.run_id)
-        return cached.model_copy(update={"reason": f"unchanged since {cached.run_id or cached.recorded_at.date()}"})
-    result = _derive(settings, weights, image, host, key)
+        since = f"unchanged since {cached.run_id or cached.recorded_at.date()}"
+        return cached.model_copy(update={"reason": f"{since}: {cached.reason}" if cached.reason else since})
+    result = _derive(settings, weights, image, host, key).model_copy(update={"run_id": run_id})
     with CatalogStore.from_settings(settings) as catalog:
         catalog.record_stage(result)
     logger.info("derive %s: %s", ref, derive_text(result))

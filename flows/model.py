@@ -100,10 +100,11 @@ class RowTracker:
         return self.save(stage=stage, outcome=ModelOutcome.FAILED, reason=f"{stage}: {why}")
 
 
-def derive(tracker: RowTracker, ref: ModelRef, overrides: dict[str, Any] | None) -> None:
+def derive(tracker: RowTracker, ref: ModelRef, overrides: dict[str, Any] | None, run_id: str) -> None:
     """Stage 4b (flows/derive.py): GGUF files for llama.cpp; whatever it says, the chain goes on (a model without
     them is validated and published with its other templates)."""
-    result, why = outcome_of(derive_artifacts(ref.repo_id, ref.revision, overrides=overrides, return_state=True))
+    state = derive_artifacts(ref.repo_id, ref.revision, overrides=overrides, run_id=run_id, return_state=True)
+    result, why = outcome_of(state)
     tracker.note("derive", derive_text(result) if result is not None else f"failed: {why}")
 
 
@@ -151,7 +152,7 @@ def _chain(
         tracker.note("stage", f"staged to {', '.join(sorted(weights.regions))}")
     if first <= _ORDER.index("derive"):
         tracker.enter("derive")
-        derive(tracker, ref, overrides)
+        derive(tracker, ref, overrides, run_id)
     results: list[ValidationResult] = []
     if first <= _ORDER.index("validate"):
         tracker.enter("validate")
