@@ -98,11 +98,9 @@ def derive_text(result: StageResult) -> str:
     return "GGUF " + ", ".join(g.applied for g in artifacts.ggufs) + (f" ({result.reason})" if result.reason else "")
 
 
-def _why_not(settings: Settings, weights: StagedWeights | None) -> str | None:
-    if weights is None or weights.signature is None:
-        return "not staged with a signature"
-    if not settings.derive.quantizations:
-        return "no quantizations in the policy ([derive] quantizations)"
+def _not_for_llama_cpp(settings: Settings, weights: StagedWeights) -> str | None:
+    """Why the policy gives this model's task to no llama.cpp CPU template (None: it does); reads the staged
+    config, so it runs after the cheap checks and the cache."""
     try:
         templates = plan_staged(settings, weights)
     except (RegistryError, ValidatorError) as exc:
@@ -115,7 +113,7 @@ def _why_not(settings: Settings, weights: StagedWeights | None) -> str | None:
 
 def _download_source(settings: Settings, weights: StagedWeights, into: Path) -> None:
     """This staging's files, manifest and signature as the staged layout (the entrypoint verifies them)."""
-    assert weights.signature is not None  # checked by _why_not
+    assert weights.signature is not None  # checked by _skip_reason
     prefix = model_prefix(weights.ref)
     with store_for(settings, [settings.storage.primary_region]) as store:
         region = store.primary
@@ -179,17 +177,20 @@ def _result(ref: ModelRef, outcome: StageOutcome, key: str, reason: str = "", pa
 
 
 def _skip_reason(settings: Settings, weights: StagedWeights | None, image: object, host: str | None) -> str | None:
-    why = _why_not(settings, weights)
-    if why is None and image is None:
-        why = f"no signed {GGUF_RUNTIME} image is recorded (list it in images.runtimes and build it)"
-    if why is None and not host:
-        why = "no Docker Engine (set DOCKER_HOST; locally `eval $(curate dev env)`)"
-    return why
+    if weights is None or weights.signature is None:
+        return "not staged with a signature"
+    if not settings.derive.quantizations:
+        return "no quantizations in the policy ([derive] quantizations)"
+    if image is None:
+        return f"no signed {GGUF_RUNTIME} image is recorded (list it in images.runtimes and build it)"
+    if not host:
+        return "no Docker Engine (set DOCKER_HOST; locally `eval $(curate dev env)`)"
+    return None
 
 
 def _derive(settings: Settings, weights: StagedWeights, image: RuntimeImage, host: str, key: str) -> StageResult:
     """Download, derive, sign and upload; an `ok` result with `DerivedArtifacts`, or a `failed` one saying why."""
-    assert weights.signature is not None  # _why_not checked it
+    assert weights.signature is not None  # _skip_reason checked it
     ref = weights.ref
     work = settings.data_dir / "derive" / f"{ref.org}--{ref.name}--{ref.revision}"
     shutil.rmtree(work, ignore_errors=True)
@@ -255,6 +256,10 @@ def derive_artifacts(
         logger.info("derive %s: unchanged since %s", ref, cached.run_id)
         since = f"unchanged since {cached.run_id or cached.recorded_at.date()}"
         return cached.model_copy(update={"reason": f"{since}: {cached.reason}" if cached.reason else since})
+    why = _not_for_llama_cpp(settings, weights)
+    if why is not None:
+        logger.info("derive %s: nothing derived: %s", ref, why)
+        return _result(ref, StageOutcome.SKIPPED, "", why)
     result = _derive(settings, weights, image, host, key).model_copy(update={"run_id": run_id})
     with CatalogStore.from_settings(settings) as catalog:
         catalog.record_stage(result)
