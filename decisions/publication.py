@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decisions.errors import PublicationRefusedError
 from registry.entries import entry_id
 from registry.rules import AllOf, Check, CheckAll, Rule
+from registry.runtimes.llama_cpp import RUNTIME as LLAMA_CPP
 from registry.schema import (
     CatalogEntry,
     EntryStatus,
@@ -45,6 +46,16 @@ class GateInputs:
     validations: Sequence[ValidationResult]
     required_regions: tuple[str, ...]
     current: CatalogEntry | None = None
+    derived: tuple[StagedWeights, ...] = ()  # GGUF files derived from `weights` (flows/derive.py), for llama.cpp
+
+    def signatures_of(self, runtime: str) -> dict[str, StagedWeights]:
+        """signature digest -> the weights a template of `runtime` may have been validated on."""
+        if self.weights is None or self.weights.signature is None:
+            return {}
+        found = {self.weights.signature.signature_digest: self.weights}
+        if runtime == LLAMA_CPP.name:
+            found |= {d.signature.signature_digest: d for d in self.derived if d.signature is not None}
+        return found
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -87,9 +98,7 @@ def passed_templates(inputs: GateInputs) -> list[ValidationResult]:
         image = inputs.images.get(result.template.runtime)
         if image is None or image.digest != result.image_digest:
             continue
-        if inputs.weights is None or inputs.weights.signature is None:
-            continue
-        if result.weights_signature_digest != inputs.weights.signature.signature_digest:
+        if result.weights_signature_digest not in inputs.signatures_of(result.template.runtime):
             continue
         listed.append(result)
     return listed
@@ -211,6 +220,8 @@ def build_entry(
         for result in sorted(listed, key=lambda r: r.template.id)
     )
     used = {result.template.runtime for result in listed}
+    served = {r.weights_signature_digest for r in listed}
+    derived = tuple(d for d in inputs.derived if d.signature is not None and d.signature.signature_digest in served)
     return CatalogEntry(
         id=entry_id(inputs.ref.repo_id),
         model=inputs.ref,
@@ -218,6 +229,7 @@ def build_entry(
         task=task,
         templates=templates,
         weights=inputs.weights,
+        derived=derived,
         images={runtime: inputs.images[runtime].pinned for runtime in sorted(used)},
         image_tags={runtime: inputs.images[runtime].reference for runtime in sorted(used)},
         provenance=provenance,

@@ -24,6 +24,7 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 
+from flows.derive import derive_artifacts, derive_text
 from flows.publish import publish_model
 from flows.review_gate import review_gate
 from flows.settings import settings_from
@@ -99,10 +100,12 @@ class RowTracker:
         return self.save(stage=stage, outcome=ModelOutcome.FAILED, reason=f"{stage}: {why}")
 
 
-def derive_artifacts(ref: ModelRef, weights: StagedWeights | None, overrides: dict[str, Any] | None) -> str:
-    """Stage 4b, between staging and validation: artifacts derived from the staged weights (GGUF quantizations,
-    issue 13) are made, signed and staged here. Nothing is derived yet; the step keeps the chain's shape."""
-    return ""
+def derive(tracker: RowTracker, ref: ModelRef, overrides: dict[str, Any] | None, run_id: str) -> None:
+    """Stage 4b (flows/derive.py): GGUF files for llama.cpp; whatever it says, the chain goes on (a model without
+    them is validated and published with its other templates)."""
+    state = derive_artifacts(ref.repo_id, ref.revision, overrides=overrides, run_id=run_id, return_state=True)
+    result, why = outcome_of(state)
+    tracker.note("derive", derive_text(result) if result is not None else f"failed: {why}")
 
 
 def _publish_row(tracker: RowTracker, result: StageResult, kept: str | None) -> ModelRow:
@@ -147,9 +150,9 @@ def _chain(
         if weights is None:
             return tracker.fail("stage", why)
         tracker.note("stage", f"staged to {', '.join(sorted(weights.regions))}")
-    derived = derive_artifacts(ref, weights, overrides)
-    if derived:
-        tracker.note("derive", derived)
+    if first <= _ORDER.index("derive"):
+        tracker.enter("derive")
+        derive(tracker, ref, overrides, run_id)
     results: list[ValidationResult] = []
     if first <= _ORDER.index("validate"):
         tracker.enter("validate")

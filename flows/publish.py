@@ -39,6 +39,7 @@ from decisions.publication import (
     latest_validations,
     passed_templates,
 )
+from flows.derive import derived_weights
 from flows.settings import settings_from
 from registry.artifacts import artifact_key, cell, code
 from registry.catalog import CatalogStore
@@ -70,10 +71,12 @@ PACKAGE = "model-curation"
 def gather_inputs(store: CatalogStore, settings: Settings, ref: ModelRef) -> GateInputs:
     validations = latest_validations(store.validations(ref))
     recorded = {runtime: store.images(runtime) for runtime in {v.template.runtime for v in validations}}
+    weights = store.staged(ref)
     return GateInputs(
         ref=ref,
         screening=store.screening(ref, settings.policy_digest("screen")),
-        weights=store.staged(ref),
+        weights=weights,
+        derived=derived_weights(settings, weights, store),
         images=choose_images(recorded, validations),
         validations=validations,
         required_regions=tuple(settings.storage.regions),

@@ -318,22 +318,36 @@ def put_manifests(
     files: tuple[StagedFile, ...],
     signature: Signature,
     staged_at: datetime,
+    *,
+    prefix: str | None = None,
+    derived_from: str = "",
+    quantization: str = "",
 ) -> str:
-    """Write the signature's own manifest and the latest one (read by runtime images); returns the own name."""
+    """Write the signature's own manifest and the latest one (read by runtime images) under `prefix` (default the
+    model's; a derived file's names the source signature digest it was derived from); returns the own name."""
     manifest = WeightsManifest(
-        repo_id=ref.repo_id, revision=ref.revision, files=files, signature=signature, region=region, staged_at=staged_at
+        repo_id=ref.repo_id,
+        revision=ref.revision,
+        files=files,
+        signature=signature,
+        region=region,
+        staged_at=staged_at,
+        derived_from=derived_from,
+        quantization=quantization,
     ).to_bytes()
-    own = model_prefix(ref) + manifest_blob_name(signature)
+    prefix = prefix or model_prefix(ref)
+    own = prefix + manifest_blob_name(signature)
     store.put_bytes(region, own, manifest)
-    store.put_bytes(region, model_prefix(ref) + MANIFEST_NAME, manifest)
+    store.put_bytes(region, prefix + MANIFEST_NAME, manifest)
     return own
 
 
 # --------------------------------------------------------------------------------------------- checks
 
 
-def verify_staged(settings: Settings, weights: StagedWeights, region: str) -> None:
-    """Verify a staged copy before use: signature by the configured key, every blob by streamed sha256.
+def verify_staged(settings: Settings, weights: StagedWeights, region: str, prefix: str | None = None) -> None:
+    """Verify a staged copy (under `prefix`, default the model's) before use: signature by the configured key,
+    every blob by streamed sha256.
 
     Raises WeightsSignatureError (wrong key, altered signature) or BlobIntegrityError (altered blob).
     """
@@ -347,7 +361,11 @@ def verify_staged(settings: Settings, weights: StagedWeights, region: str) -> No
         )
     with RegionalBlobStore(settings.storage, regions=(region,)) as store:
         signed = verify_remote(
-            store, region, model_prefix(weights.ref), public, signature_name=signature_blob_name(weights.signature)
+            store,
+            region,
+            prefix or model_prefix(weights.ref),
+            public,
+            signature_name=signature_blob_name(weights.signature),
         )
     if signed.statement_digest != weights.signature.signed_digest:
         raise WeightsSignatureError(f"the signature of {weights.ref} in region {region} is not the recorded one")

@@ -13,8 +13,10 @@ stop and remove the container, and record a `ValidationResult` whose verdict fol
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from builders.derive import REFERENCE
 from builders.errors import BuildersError
 from flows.settings import settings_from
 from flows.stage import verify_staged
@@ -31,6 +34,7 @@ from registry.artifacts import artifact_key, cell, code
 from registry.blob_sas import container_read_url
 from registry.blobs import RegionalBlobStore, model_prefix
 from registry.catalog import CatalogStore
+from registry.derived_records import DerivedArtifacts, DerivedGguf
 from registry.errors import RegistryError
 from registry.image_signatures import verify_image
 from registry.keys import public_pem, signing_key
@@ -45,19 +49,22 @@ from registry.schema import (
     ModelRef,
     RuntimeImage,
     StagedWeights,
+    StageName,
+    StageOutcome,
     ValidationResult,
     ValidationVerdict,
     utcnow,
 )
 from registry.settings import Settings
 from scanners.safetensors_headers import scan_safetensors_file
+from validators.agreement import Agreement, greedy_answers, token_agreement
 from validators.bench_report import flat_row, plot_sweep, publish_table_artifact
 from validators.cells import TRANSCRIPTION_BENCHMARK, benchmark_kind, cell_verdict, slo_gate, suite_task
 from validators.conformance import publish_artifact, report_markdown, run_suite
 from validators.conformance_checks.base import Target
 from validators.containers import LABEL_CELL, ContainerSpec, run_container
 from validators.errors import ValidatorError
-from validators.planner import plan
+from validators.planner import GGUF_RUNTIME, gguf_templates, is_derived_gguf, plan
 from validators.revalidation import cell_inputs
 from validators.tasks import detect_task, read_evidence
 from validators.throughput import LoadSpec, run_benchmark
@@ -120,9 +127,49 @@ def plan_staged(
             part = staged_parameters(store, region, prefix + name, settings.screening.max_header_bytes)
             for dtype, count in part.items():
                 parameters[dtype] = parameters.get(dtype, 0) + count
-    return plan(
-        weights.ref.repo_id, config, parameters or None, settings, revision=weights.ref.revision, task=task_name
+    ref = weights.ref
+    derived = recorded_derivation(settings, weights)
+    quantizations = tuple(g.quantization for g in derived.ggufs if g.quantization != REFERENCE) if derived else ()
+    planned = plan(ref.repo_id, config, parameters or None, settings, revision=ref.revision, task=task_name)
+    quantized = gguf_templates(
+        ref.repo_id, config, parameters or None, settings, quantizations, revision=ref.revision, task=task_name
     )
+    return planned + quantized
+
+
+def recorded_derivation(
+    settings: Settings, weights: StagedWeights, catalog: CatalogStore | None = None
+) -> DerivedArtifacts | None:
+    """The GGUF files derived from this staging of the model (flows/derive.py), None when none were."""
+    if catalog is None:
+        with CatalogStore.from_settings(settings) as own:
+            return recorded_derivation(settings, weights, own)
+    result = catalog.stage_result(weights.ref, StageName.DERIVE)
+    if result is None or result.outcome is not StageOutcome.OK or weights.signature is None:
+        return None
+    derived = DerivedArtifacts.model_validate(result.payload)
+    return derived if derived.source_signature_digest == weights.signature.signature_digest else None
+
+
+def cell_weights(
+    settings: Settings, template: DeploymentTemplate, weights: StagedWeights
+) -> tuple[StagedWeights, _Derived | None]:
+    """What a cell runs on: the staged weights, or for a llama.cpp template the GGUF derived from them (its
+    `quantization`, else the f16 one) as its own staging (its file and signature: a new derivation is a new input
+    of the cell), with the f16 reference a quantized GGUF's outputs are compared with (`is_derived_gguf`)."""
+    if template.runtime != GGUF_RUNTIME:
+        return weights, None
+    quantization = template.quantization or REFERENCE
+    derived = recorded_derivation(settings, weights)
+    gguf = derived.gguf(quantization) if derived is not None else None
+    reference = derived.gguf(REFERENCE) if derived is not None else None
+    if gguf is None or reference is None:
+        raise ValidationFlowError(
+            f"{template.id} serves a {quantization} GGUF not derived from this staging of {weights.ref}; "
+            "list it in [derive] quantizations and run the model's chain again (its derive step makes it)"
+        )
+    files = {"files": (gguf.file,), "signature": gguf.signature, "total_bytes": gguf.file.size}
+    return weights.model_copy(update=files), _Derived(gguf, reference if is_derived_gguf(template) else None)
 
 
 def _home_region(settings: Settings, template: DeploymentTemplate) -> str:
@@ -243,6 +290,30 @@ def _benchmark(
     return run_benchmark(spec.base_url + "/v1", model, load, tokenizer_dir=tokenizer_dir, slo=slo)
 
 
+@dataclass(frozen=True)
+class _Derived:
+    """A llama.cpp cell's GGUF and the f16 reference its outputs are compared with (a derived quantization's)."""
+
+    gguf: DerivedGguf
+    reference: DerivedGguf | None
+
+    def env(self, served: DerivedGguf | None = None) -> dict[str, str]:
+        served = served or self.gguf
+        return {"MODEL_PREFIX": served.prefix, "MODEL_FILE": served.file.name}
+
+
+def _tokenizer(store: RegionalBlobStore, region: str, weights: StagedWeights, work: Path) -> Path | None:
+    """The staged tokenizer.json (its sha256 checked against the staging's record), or None when it has none."""
+    staged = next((f for f in weights.files if f.name == "tokenizer.json"), None)
+    if staged is None:
+        return None
+    path = work / "tokenizer" / "tokenizer.json"
+    store.download_to(region, model_prefix(weights.ref) + staged.name, path)
+    if hashlib.sha256(path.read_bytes()).hexdigest() != staged.sha256:
+        raise ValidationFlowError(f"tokenizer.json of {weights.ref} in region {region} is not the staged one")
+    return path.parent
+
+
 def _exercise(
     settings: Settings,
     template: DeploymentTemplate,
@@ -251,44 +322,51 @@ def _exercise(
     region: str,
     docker_host: str | None,
     work: Path,
-) -> tuple[ConformanceReport, tuple[BenchmarkMetrics, ...] | None]:
+    derived: _Derived | None = None,
+) -> tuple[ConformanceReport, tuple[BenchmarkMetrics, ...] | None, Agreement | None]:
     runtime = get_runtime(template.runtime)
     ref = weights.ref
-    port = free_port()
     valid = timedelta(seconds=settings.validation.sas_valid_s)
     with RegionalBlobStore(settings.storage, regions=(region,)) as store:
         url = container_read_url(store, region, valid_for=valid)
-        tokenizer_dir: Path | None = None
-        if any(f.name == "tokenizer.json" for f in weights.files):
-            tokenizer_dir = work / "tokenizer"
-            store.download_to(region, model_prefix(ref) + "tokenizer.json", tokenizer_dir / "tokenizer.json")
+        tokenizer_dir = _tokenizer(store, region, weights, work)
+
     # The template's runtime_args carry its knobs as the runtime spells them (registry/runtimes/); the repo id
     # goes to the shared entrypoint only (MODEL_ID), never to the runtime.
-    launch = runtime.launch(template.runtime_args, port=port, host=LOOPBACK)
-    env = {
-        **launch.env,
-        "MODEL_BLOB_URL": url,
-        "MODEL_ID": ref.repo_id,
-        "MODEL_REVISION": ref.revision,
-        **_entrypoint_env(settings, region),
-    }
-    spec = ContainerSpec(
-        image=image.pinned,
-        command=launch.argv,
-        port=port,
-        health_path=runtime.health_path,
-        environment=env,
-        vendor=template.vendor,
-        gpu_count=template.count if template.vendor != "cpu" else 0,
-        labels={LABEL_CELL: template.id},
-    )
+    def spec_for(env: dict[str, str]) -> ContainerSpec:
+        port = free_port()
+        launch = runtime.launch(template.runtime_args, port=port, host=LOOPBACK)
+        base = {"MODEL_BLOB_URL": url, "MODEL_ID": ref.repo_id, "MODEL_REVISION": ref.revision}
+        return ContainerSpec(
+            image=image.pinned,
+            command=launch.argv,
+            port=port,
+            health_path=runtime.health_path,
+            environment={**launch.env, **base, **_entrypoint_env(settings, region), **env},
+            vendor=template.vendor,
+            gpu_count=template.count if template.vendor != "cpu" else 0,
+            labels={LABEL_CELL: template.id},
+        )
+
+    spec = spec_for(derived.env() if derived is not None else {})
     task_name = suite_task(template.task)
-    with run_container(spec, health_timeout_s=settings.validation.health_timeout_s, docker_host=docker_host):
+    health = settings.validation.health_timeout_s
+    with run_container(spec, health_timeout_s=health, docker_host=docker_host):
         report = run_suite(
             Target(spec.base_url + "/v1", ref.repo_id, task=task_name, tool_call_parser=template.tool_call_parser)
         )
         metrics = _benchmark(settings, template, spec, ref.repo_id, tokenizer_dir)
-    return report, metrics
+        compared = derived.reference if derived is not None else None
+        answers = greedy_answers(spec.base_url + "/v1", ref.repo_id) if compared is not None else ()
+    if compared is None:
+        return report, metrics, None
+    if tokenizer_dir is None:
+        raise ValidationFlowError(f"{ref} has no staged tokenizer.json: the output agreement cannot be measured")
+    reference = spec_for(derived.env(compared) if derived is not None else {})
+    with run_container(reference, health_timeout_s=health, docker_host=docker_host):
+        references = greedy_answers(reference.base_url + "/v1", ref.repo_id)
+    agreement = token_agreement(tokenizer_dir / "tokenizer.json", references, answers, compared.file.name)
+    return report, metrics, agreement
 
 
 def _entrypoint_env(settings: Settings, region: str) -> dict[str, str]:
@@ -326,6 +404,39 @@ def _cell_artifacts(
     return plot
 
 
+def _judged(
+    settings: Settings,
+    result: ValidationResult,
+    image: RuntimeImage,
+    report: ConformanceReport,
+    metrics: tuple[BenchmarkMetrics, ...] | None,
+    agreement: Agreement | None,
+) -> ValidationResult:
+    """The cell's result with its evidence and verdict (validators/cells.py)."""
+    score = agreement.score if agreement is not None else None
+    verdict = cell_verdict(
+        result.template,
+        report,
+        metrics,
+        settings.validation,
+        image.version,
+        settings.slo,
+        agreement=score,
+        min_agreement=settings.derive.min_token_agreement,
+    )
+    return result.model_copy(
+        update={
+            "token_agreement": score,
+            "conformance": report,
+            "benchmark": metrics or (),
+            "verdict": verdict.verdict,
+            "reason": verdict.reason,
+            "accepted_deviations": verdict.accepted_deviations,
+            "stale_deviations": verdict.stale_deviations,
+        }
+    )
+
+
 @flow(name="validate-cell", log_prints=True)
 def validate_cell(
     repo_id: str,
@@ -357,25 +468,19 @@ def validate_cell(
                 weights = catalog.staged(ref)
             if weights is None or weights.signature is None:
                 raise ValidationFlowError(f"{ref} is not staged with a signature; run `curate stage {repo_id}` first")
-            result = result.model_copy(update={"inputs": cell_inputs(settings, template, weights, image)})
+            served, derived = cell_weights(settings, template, weights)
+            result = result.model_copy(update={"inputs": cell_inputs(settings, template, served, image)})
             key = signing_key(settings)
             digest = verify_image(image.reference, key.public_key(), expected_digest=image.digest)
             result = result.model_copy(update={"image_digest": digest})
-            verify_staged(settings, weights, region)
-            result = result.model_copy(update={"weights_signature_digest": weights.signature.signature_digest})
+            verify_staged(settings, served, region, derived.gguf.prefix if derived is not None else None)
+            signed = served.signature.signature_digest if served.signature is not None else ""
+            result = result.model_copy(update={"weights_signature_digest": signed})
             logger.info("image %s and weights of %s verified in %s; starting the runtime", digest, ref, region)
-            report, metrics = _exercise(settings, template, weights, image, region, docker_host, Path(tmp))
-            verdict = cell_verdict(template, report, metrics, settings.validation, image.version, settings.slo)
-            result = result.model_copy(
-                update={
-                    "conformance": report,
-                    "benchmark": metrics or (),
-                    "verdict": verdict.verdict,
-                    "reason": verdict.reason,
-                    "accepted_deviations": verdict.accepted_deviations,
-                    "stale_deviations": verdict.stale_deviations,
-                }
+            report, metrics, agreement = _exercise(
+                settings, template, weights, image, region, docker_host, Path(tmp), derived
             )
+            result = _judged(settings, result, image, report, metrics, agreement)
             plot = _cell_artifacts(settings, template, report, metrics)
         except _CELL_ERRORS as exc:
             logger.warning("cell %s failed: %s", template.id, exc)

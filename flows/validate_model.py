@@ -27,7 +27,14 @@ from decisions.publication import latest_validations
 from flows.limits import slot
 from flows.placement import Placement, place, pools_online
 from flows.settings import settings_from
-from flows.validate import ValidationFlowError, current_image, image_problem, plan_staged, validate_cell
+from flows.validate import (
+    ValidationFlowError,
+    cell_weights,
+    current_image,
+    image_problem,
+    plan_staged,
+    validate_cell,
+)
 from registry.artifacts import artifact_key, cell, code
 from registry.catalog import CatalogStore
 from registry.quotas import Site, gpu_job_variables
@@ -212,6 +219,15 @@ class _Plan:
     to_run: list[tuple[DeploymentTemplate, Placement, Outcome]]
 
 
+def _runs_on(settings: Settings, template: DeploymentTemplate, weights: StagedWeights) -> StagedWeights:
+    """The weights the template's cell runs on (a derived GGUF's own file and signature); the staged weights when
+    its GGUF is gone (the cell then fails saying so)."""
+    try:
+        return cell_weights(settings, template, weights)[0]
+    except ValidationFlowError:
+        return weights
+
+
 def _plan_cells(
     settings: Settings,
     weights: StagedWeights,
@@ -228,7 +244,9 @@ def _plan_cells(
     for planned_template in planned:
         template = planned_template.model_copy(update={"model": ref})
         previous = newest.get(template.id)
-        inputs = cell_inputs(settings, template, weights, images.get((template.runtime, template.vendor)))
+        inputs = cell_inputs(
+            settings, template, _runs_on(settings, template, weights), images.get((template.runtime, template.vendor))
+        )
         decision = REVALIDATION.evaluate(CellHistory(inputs, previous))
         if decision.accepted and not force and previous is not None:
             kept.append(previous)

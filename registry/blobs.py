@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, ExponentialRetry
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from registry.blob_errors import (
     BlobIntegrityError,
@@ -90,6 +90,10 @@ class WeightsManifest(BaseModel):
     signature: Signature
     region: str
     staged_at: datetime
+    derived_from: str = Field(
+        default="", description="a derived file's: the signature digest of the staged weights it was derived from"
+    )
+    quantization: str = Field(default="", description="a derived GGUF's llama.cpp file type")
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(indent=2).encode()
@@ -102,6 +106,24 @@ PROCESS_COUNTERS = TransferCounters()
 def model_prefix(ref: ModelRef) -> str:
     """`<org>/<name>/<revision>/`: where one pinned model lives inside the container."""
     return f"{ref.org}/{ref.name}/{ref.revision}/"
+
+
+def derived_prefix(ref: ModelRef, quantization: str) -> str:
+    """`<org>/<name>/<revision>.gguf/<quantization>/`: one GGUF file derived from the staged weights (flows/derive.py).
+    A sibling of `model_prefix`, never inside it, so the source prefix keeps exactly the file set it signed."""
+    return f"{ref.org}/{ref.name}/{ref.revision}.gguf/{quantization}/"
+
+
+def derived_gguf_name(ref: ModelRef, quantization: str) -> str:
+    """`<name>-<quantization>.gguf`: the file a derived GGUF is staged as (and a llama.cpp cell's MODEL_FILE)."""
+    return f"{ref.name}-{quantization}.gguf"
+
+
+def derived_file_prefix(ref: ModelRef, file_name: str) -> str | None:
+    """The derived prefix a GGUF named by `derived_gguf_name` lives under (None: not such a name)."""
+    head, tail = f"{ref.name}-", ".gguf"
+    quantization = file_name[len(head) : -len(tail)] if file_name.startswith(head) and file_name.endswith(tail) else ""
+    return derived_prefix(ref, quantization) if quantization and "/" not in quantization else None
 
 
 def _hex(digest: str) -> str:
@@ -119,7 +141,12 @@ def signature_blob_name(signature: Signature) -> str:
 
 def signature_reference(container: str, ref: ModelRef, signature_digest: str) -> str:
     """The `Signature.reference` of a staged weights signature: `<container>/<prefix><signature blob>`."""
-    return f"{container}/{model_prefix(ref)}{SIGNATURES_DIR}{_hex(signature_digest)}.sig"
+    return prefix_signature_reference(container, model_prefix(ref), signature_digest)
+
+
+def prefix_signature_reference(container: str, prefix: str, signature_digest: str) -> str:
+    """The `Signature.reference` of the signature of the files under `prefix` (staged or derived)."""
+    return f"{container}/{prefix}{SIGNATURES_DIR}{_hex(signature_digest)}.sig"
 
 
 def manifest_blob_name(signature: Signature) -> str:

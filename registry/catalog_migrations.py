@@ -49,6 +49,11 @@ RECORD_STEPS: dict[int, tuple[str, Step]] = {
         "and the vendors an image serves (issue 13, mirror-and-wrap); older images read as built here, any vendor",
         _no_data_change,
     ),
+    9: (
+        "StageName derive added, with DerivedArtifacts / DerivedGguf as its payload (GGUF files derived for "
+        "llama.cpp, issue 13); ValidationResult.token_agreement (default none), CatalogEntry.derived (default empty)",
+        _no_data_change,
+    ),
 }
 """record schema version reached -> (what changed, the step from the version before)."""
 

@@ -40,7 +40,8 @@ _PROVENANCE_VOLATILE = ("flow_run_ids", "timestamps")
 def entry_content(entry: CatalogEntry) -> dict[str, Any]:
     """What makes an entry "the same" across runs: everything but signature, status, publication time and the
     run ids / timestamps in its provenance (a re-run that redoes nothing must not count as a change)."""
-    data = entry.model_dump(mode="json", exclude={"signature", "status", "status_reason", "published_at"})
+    unsigned = {"signature", "status", "status_reason", "published_at"} | _unset_additions(entry)
+    data = entry.model_dump(mode="json", exclude=unsigned)
     provenance = dict(data.get("provenance") or {})
     for key in _PROVENANCE_VOLATILE:
         provenance.pop(key, None)
@@ -60,8 +61,14 @@ def same_content(a: CatalogEntry, b: CatalogEntry) -> bool:
 # ---------------------------------------------------------------------------------------------- signing
 
 
+def _unset_additions(entry: CatalogEntry) -> set[str]:
+    """Fields added after entries were first signed, left out while empty: an older entry keeps the bytes (and
+    the signature) it was published with."""
+    return set() if entry.derived else {"derived"}
+
+
 def canonical_bytes(entry: CatalogEntry) -> bytes:
-    data = entry.model_dump(mode="json", exclude=_UNSIGNED_FIELDS)
+    data = entry.model_dump(mode="json", exclude=_UNSIGNED_FIELDS | _unset_additions(entry))
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

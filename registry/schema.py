@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from registry.identifiers import check_repo_id, check_sha
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 """Version of these records; bumped with a step in registry/catalog_migrations.py whenever a record changes."""
 
 
@@ -441,6 +441,9 @@ class ValidationResult(Record):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     inputs: CellInputs | None = Field(default=None, description="what the verdict was reached on")
+    token_agreement: float | None = Field(
+        default=None, description="a derived quantization's greedy-token agreement with its f16 reference"
+    )
     run_id: str | None = Field(default=None, description="the curation run (catalog run id) the cell ran in")
     not_run: CellStatus | None = Field(
         default=None,
@@ -497,6 +500,9 @@ class CatalogEntry(Record):
     task: str
     templates: tuple[PublishedTemplate, ...]
     weights: StagedWeights
+    derived: tuple[StagedWeights, ...] = Field(
+        default=(), description="GGUF files derived from `weights` for llama.cpp templates (own prefix, signature)"
+    )
     images: dict[str, str] = Field(default_factory=dict, description="runtime -> pinned image reference")
     image_tags: dict[str, str] = Field(
         default_factory=dict, description="runtime -> tag reference the image was built and signed under"
@@ -517,6 +523,7 @@ class StageName(StrEnum):
     SCREEN = "screen"
     BUILD = "build"
     STAGE = "stage"
+    DERIVE = "derive"
     VALIDATE = "validate"
     PUBLISH = "publish"
 

@@ -19,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from registry.derive_settings import DeriveSettings
 from registry.errors import RegistryError
 from registry.identifiers import check_http_url
 from registry.review_settings import ReviewSettings
@@ -456,6 +457,7 @@ class Settings(BaseSettings):
     accelerators: dict[str, AcceleratorFamily] = Field(default_factory=dict)
     slo: SloPolicy = Field(default_factory=SloPolicy)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    derive: DeriveSettings = Field(default_factory=DeriveSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
 
@@ -497,7 +499,7 @@ class Settings(BaseSettings):
         """
         if stage is None:
             merged: dict[str, Any] = {}
-            for part in ("screen", "stage", "validate"):
+            for part in ("screen", "stage", "derive", "validate"):
                 merged[part] = self.policy(part)
             return merged
         if stage not in POLICY_STAGES:
@@ -521,27 +523,21 @@ class Settings(BaseSettings):
         return self.hub.token.get_secret_value() if self.hub.token else None
 
 
-POLICY_STAGES = ("discover", "screen", "images", "stage", "validate")
+POLICY_STAGES = ("discover", "screen", "images", "stage", "derive", "validate")
 _IMAGE_OPERATIONAL = {"trivy_cache_dir", "trivy_skip_db_update", "trivy_db_repository", "pins_file", "upstream_mirror"}
 _STAGE_POLICY: dict[str, Any] = {
     "discover": {"discovery": True},
     "screen": {"licenses": True, "screening": True},
     "images": {"images": ImageSettings.decision_fields() - _IMAGE_OPERATIONAL},
+    "derive": {"derive": {"quantizations"}},
     "validate": {
+        "derive": {"min_token_agreement"},
         "runtimes": True,
         "accelerators": {"__all__": AcceleratorFamily.planning_fields()},
         "slo": True,
-        "validation": {
-            "required",
-            "deviations",
-            "max_benchmark_error_rate",
-            "bench_concurrencies",
-            "bench_max_requests",
-            "bench_max_duration_s",
-            "bench_input_tokens",
-            "bench_output_tokens",
-            "bench_audio_seconds",
-        },
+        "validation": {"required", "deviations", "max_benchmark_error_rate"}
+        | {"bench_concurrencies", "bench_max_requests", "bench_max_duration_s"}
+        | {"bench_input_tokens", "bench_output_tokens", "bench_audio_seconds"},
     },
 }
 

@@ -11,11 +11,15 @@ missing from the report, skipped (feature declared unsupported) or failed, and n
 `chat.tool_calls` is required only when the template declares a tool-call parser. An accepted deviation whose
 check passes is stale: it waives nothing and is reported so the policy can drop it.
 
-`cell_rule(policy, slo)` is `AllOf(required checks met, benchmark within the error rate, benchmark meets the
-SLO gate)` over a `CellEvidence` (registry/rules.py): accepted means PASSED, rejected means FAILED, with the
-reasons (which SLO, by how much, how many requests were cancelled or timed out) in the cell's result and its
-`cell-<template id>` artifact. `cell_verdict` adds what a passed cell still reports (accepted, optional and stale
-deviations, the SLO table it met).
+A template that serves a GGUF the pipeline derived (a llama.cpp `-<quantization>` template) also needs its greedy
+outputs to agree with the unquantized f16 reference's, measured in its cell (validators/agreement.py), to at
+least `[derive] min_token_agreement`; an agreement that was not measured fails it.
+
+`cell_rule(policy, slo, min_agreement)` is `AllOf(required checks met, benchmark within the error rate, benchmark
+meets the SLO gate, a derived quantization agrees with its reference)` over a `CellEvidence` (registry/rules.py):
+accepted means PASSED, rejected means FAILED, with the reasons (which SLO, by how much, how many requests were
+cancelled or timed out) in the cell's result and its `cell-<template id>` artifact. `cell_verdict` adds what a
+passed cell still reports (accepted, optional and stale deviations, the SLO table it met).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from registry.schema import (
 )
 from registry.settings import SloGate, SloPolicy, ValidationSettings
 from validators.conformance import TASKS, checks_for
+from validators.planner import is_derived_gguf
 from validators.tasks import CHAT, SPEECH_RECOGNITION, VISION_CHAT
 
 TOOL_CALLS_CHECK = "chat.tool_calls"
@@ -226,6 +231,7 @@ class CellEvidence:
     report: ConformanceReport
     metrics: Sequence[BenchmarkMetrics] | None
     runtime_version: str
+    agreement: float | None = None
 
 
 def required_checks_met(policy: ValidationSettings) -> Rule[CellEvidence]:
@@ -269,10 +275,34 @@ def benchmark_meets_slo(slo: SloPolicy) -> Rule[CellEvidence]:
     return CheckAll(objections)
 
 
-def cell_rule(policy: ValidationSettings, slo: SloPolicy) -> Rule[CellEvidence]:
-    """`[validation]` and `[slo]`: every required check passed or is an accepted deviation, the benchmark
-    held within the error rate, and it met its SLO gate."""
-    return AllOf(required_checks_met(policy), benchmark_within_error_rate(policy), benchmark_meets_slo(slo))
+def outputs_agree(min_agreement: float) -> Rule[CellEvidence]:
+    """`[derive] min_token_agreement`: a derived quantization's greedy outputs agree with its f16 reference's."""
+
+    def objection(evidence: CellEvidence) -> str | None:
+        if not is_derived_gguf(evidence.template):
+            return None
+        if evidence.agreement is None:
+            return "the output agreement with the f16 reference was not measured"
+        if evidence.agreement < min_agreement:
+            return (
+                f"greedy-token agreement with the f16 reference {evidence.agreement:.2f} is below "
+                f"[derive] min_token_agreement {min_agreement:.2f}"
+            )
+        return None
+
+    return Check(objection)
+
+
+def cell_rule(policy: ValidationSettings, slo: SloPolicy, min_agreement: float = 0.0) -> Rule[CellEvidence]:
+    """`[validation]`, `[slo]` and `[derive]`: every required check passed or is an accepted deviation, the
+    benchmark held within the error rate and met its SLO gate, and a derived quantization agrees with its
+    reference."""
+    return AllOf(
+        required_checks_met(policy),
+        benchmark_within_error_rate(policy),
+        benchmark_meets_slo(slo),
+        outputs_agree(min_agreement),
+    )
 
 
 def cell_verdict(
@@ -282,9 +312,14 @@ def cell_verdict(
     policy: ValidationSettings,
     runtime_version: str,
     slo: SloPolicy,
+    *,
+    agreement: float | None = None,
+    min_agreement: float = 0.0,
 ) -> CellVerdict:
-    """PASSED or FAILED from the conformance report and the benchmark (None: no benchmark for this task)."""
-    outcome = cell_rule(policy, slo).evaluate(CellEvidence(template, report, metrics, runtime_version))
+    """PASSED or FAILED from the conformance report, the benchmark (None: no benchmark for this task) and, for a
+    derived quantization, its output agreement with the reference."""
+    evidence = CellEvidence(template, report, metrics, runtime_version, agreement)
+    outcome = cell_rule(policy, slo, min_agreement).evaluate(evidence)
     statuses = {check.name: check.status for check in report.checks}
     allowed = accepted_deviations(policy, template.runtime, runtime_version)
     stale = tuple(stale_deviations(policy, template.runtime, runtime_version, report))
@@ -300,6 +335,8 @@ def cell_verdict(
         reason += f" ({len(accepted)} accepted deviation(s) of {template.runtime} {runtime_version})"
     if metrics:
         reason += f"; the benchmark met [{slo.gate_table(suite_task(template.task), template.accelerator_family)}]"
+    if agreement is not None:
+        reason += f"; greedy-token agreement with the f16 reference {agreement:.2f}"
     if unmet:
         reason += "; optional checks not met: " + ", ".join(unmet)
     if stale:

@@ -55,6 +55,7 @@ from typing import Any
 
 from registry.runtimes import Runtime, RuntimeSpecError, TemplateKnobs, all_runtimes
 from registry.runtimes.interface import MemoryProfile
+from registry.runtimes.llama_cpp import RUNTIME as LLAMA_CPP
 from registry.schema import DeploymentTemplate, MemoryEstimate, ModelRef, model_slug
 from registry.settings import AcceleratorFamily, RuntimePolicy, Settings
 from validators.model_spec import ModelSpec, RopeExtension, model_spec, weight_bytes
@@ -232,6 +233,15 @@ def _runtimes_for(settings: Settings, task: str, vendor: str) -> Iterator[tuple[
         yield runtime, policy
 
 
+GGUF_RUNTIME = LLAMA_CPP.name  # the runtime that serves the GGUF files the pipeline derives
+
+
+def derives_gguf(settings: Settings, task: str) -> bool:
+    """Whether the policy gives `task` to llama.cpp on CPU: then GGUF files are derived for the model
+    (flows/derive.py) and planned as quantized llama.cpp templates (`gguf_templates`)."""
+    return any(runtime.name == GGUF_RUNTIME for runtime, _ in _runtimes_for(settings, task, "cpu"))
+
+
 def planned_task(config: Mapping[str, Any], settings: Settings, task: str | None = None) -> str:
     """The task to plan for (given, else from the config), or `UnsupportedTaskError` when the pipeline or the
     policy serves it nowhere."""
@@ -277,14 +287,56 @@ def plan(
     return tuple(templates)
 
 
+def gguf_templates(
+    repo_id: str,
+    config: Mapping[str, Any],
+    parameters: Mapping[str, int] | None,
+    settings: Settings,
+    quantizations: tuple[str, ...],
+    *,
+    revision: str | None = None,
+    task: str | None = None,
+) -> tuple[DeploymentTemplate, ...]:
+    """One llama.cpp CPU template per derived GGUF quantization (flows/derive.py), at the native context (capped),
+    beside `plan`'s templates; its id ends `-<quantization>`. Memory is estimated from the unquantized
+    parameters: an upper bound for a quantized file."""
+    task = planned_task(config, settings, task)
+    if not quantizations or not derives_gguf(settings, task):
+        return ()
+    spec = model_spec(config, task)
+    model = ModelRef(repo_id=repo_id, revision=revision) if revision else None
+    templates: list[DeploymentTemplate] = []
+    for family_name, family in settings.accelerators.items():
+        candidates = list(_runtimes_for(settings, task, family.vendor))
+        found = [(r, p) for r, p in candidates if r.name == GGUF_RUNTIME]
+        if not found:
+            continue
+        runtime, policy = found[0]
+        named = runtime.name if runtime is not candidates[0][0] else None
+        for quantization in quantizations:
+            where = _Where(family_name, family, context_options(spec)[0], named, quantization)
+            template = _smallest_fit(repo_id, spec, parameters, runtime, policy, where)
+            if template is not None:
+                templates.append(template.model_copy(update={"model": model, "task": task}))
+    return tuple(templates)
+
+
+def is_derived_gguf(template: DeploymentTemplate) -> bool:
+    """Whether the template serves a GGUF the pipeline derived (its quantization is not the checkpoint's own:
+    llama.cpp takes no quantized checkpoint)."""
+    return template.runtime == GGUF_RUNTIME and template.quantization is not None
+
+
 @dataclass(frozen=True)
 class _Where:
-    """One family x context a template is sought for, and the runtime name its id carries (if any)."""
+    """One family x context a template is sought for, the runtime name its id carries (if any), and the derived
+    quantization it serves (if any)."""
 
     family_name: str
     family: AcceleratorFamily
     option: ContextOption
     id_runtime: str | None = None
+    derived: str | None = None
 
 
 def _smallest_fit(
@@ -321,13 +373,21 @@ def _smallest_fit(
         except RuntimeSpecError:
             return None  # the runtime cannot do what this template needs (YaRN, tensor parallelism): not its
         return DeploymentTemplate(
-            id=template_id(repo_id, option.length, family.vendor, count, family_name, runtime=where.id_runtime),
+            id=template_id(
+                repo_id,
+                option.length,
+                family.vendor,
+                count,
+                family_name,
+                runtime=where.id_runtime,
+                quantization=where.derived,
+            ),
             runtime=runtime.name,
             accelerator_family=family_name,
             vendor=family.vendor,
             count=count,
             context_length=option.length,
-            quantization=spec.quantization,
+            quantization=where.derived or spec.quantization,
             runtime_args=args,
             tool_call_parser=parsers[0],
             reasoning_parser=parsers[1],

@@ -51,6 +51,7 @@ from validators.cells import (
 )
 from validators.conformance import SUITE_VERSION, checks_for
 from validators.errors import ConformanceError
+from validators.planner import is_derived_gguf
 
 _TEMPLATE_LAUNCH = {
     "runtime",
@@ -67,14 +68,17 @@ _TEMPLATE_LAUNCH = {
 
 
 def cell_policy(settings: Settings, template: DeploymentTemplate) -> dict[str, Any]:
-    """The part of the policy that decides this cell's verdict: its launch, required checks, error rate, and for
-    a benchmarked task the benchmark's bounds and the SLO gate it is judged by."""
+    """The part of the policy that decides this cell's verdict: its launch, required checks, error rate, a derived
+    quantization's minimum output agreement, and for a benchmarked task the benchmark's bounds and the SLO gate it
+    is judged by."""
     v = settings.validation
     policy: dict[str, Any] = {
         "template": template.model_dump(mode="json", include=_TEMPLATE_LAUNCH),
         "required": list(required_checks(v, template)),
         "max_benchmark_error_rate": v.max_benchmark_error_rate,
     }
+    if is_derived_gguf(template):  # its verdict also needs its outputs to agree with the f16 reference's
+        policy["min_token_agreement"] = settings.derive.min_token_agreement
     kind = benchmark_kind(template)
     if kind is None:
         return policy  # no benchmark for this task

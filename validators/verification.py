@@ -11,7 +11,8 @@ pipeline's own key when publishing; a key the consumer pins when verifying).
 - `check_image`: the pinned digest carries a valid signature by the key, and the tag the image was built under
   still points at that digest (a re-pointed tag fails);
 - `check_bindings`: every published template ran on the entry's pinned image of its runtime and on the entry's
-  weights signature.
+  weights signature (a llama.cpp template: or on one of the GGUF files derived from them that the entry lists in
+  `derived`, each verified like the weights in every region, under its own prefix).
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ from urllib.parse import unquote, urlsplit
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.blob_errors import BlobIntegrityError
-from registry.blobs import RegionalBlobStore, model_prefix, signature_blob_name
+from registry.blobs import RegionalBlobStore, derived_file_prefix, model_prefix, signature_blob_name
 from registry.entries import PublicationError, entry_digest, verify_entry
 from registry.errors import RegistryError
 from registry.image_signatures import verify_image
 from registry.keys import key_id
 from registry.oci import ImageName, OciError
-from registry.schema import CatalogEntry, EntryStatus, RegionCopy
+from registry.schema import CatalogEntry, EntryStatus, RegionCopy, StagedWeights
 from registry.settings import StorageSettings
 from registry.verification_records import VerificationCheck, VerificationReport
 from validators.errors import ValidatorError
+from validators.planner import GGUF_RUNTIME
 from validators.weights_signing import repair_advice, verify_remote
 
 
@@ -62,9 +64,9 @@ def check_entry_signature(entry: CatalogEntry, public_key: ec.EllipticCurvePubli
     return _ok("entry-signature", f"signed by key {key_id(public_key)[:16]}, digest {entry_digest(entry)[:19]}")
 
 
-def container_of(entry: CatalogEntry, copy: RegionCopy) -> str | None:
-    """The blob container named by a region copy's URL (`.../<container>/<org>/<name>/<revision>/`)."""
-    prefix = model_prefix(entry.model)
+def container_of(entry: CatalogEntry, copy: RegionCopy, prefix: str | None = None) -> str | None:
+    """The blob container named by a region copy's URL (`.../<container>/<prefix>`, default the model's)."""
+    prefix = prefix or model_prefix(entry.model)
     path = unquote(urlsplit(copy.container_url).path)
     if not path.endswith("/" + prefix):
         return None
@@ -73,27 +75,42 @@ def container_of(entry: CatalogEntry, copy: RegionCopy) -> str | None:
     return container or None
 
 
+def _where(entry: CatalogEntry, weights: StagedWeights) -> tuple[str, str] | None:
+    """(check name stem, blob prefix) of the entry's weights or of one of its derived GGUFs (None: neither)."""
+    if weights is entry.weights:
+        return "weights", model_prefix(entry.model)
+    if len(weights.files) != 1 or weights.ref != entry.model:
+        return None
+    prefix = derived_file_prefix(entry.model, weights.files[0].name)
+    return (f"gguf:{weights.files[0].name}", prefix) if prefix is not None else None
+
+
 def check_weights_region(
-    entry: CatalogEntry, region: str, storage: StorageSettings, public_key: ec.EllipticCurvePublicKey
+    entry: CatalogEntry,
+    region: str,
+    storage: StorageSettings,
+    public_key: ec.EllipticCurvePublicKey,
+    weights: StagedWeights | None = None,
 ) -> VerificationCheck:
-    """The region's copy of the entry's weights: signature blob, key, file set and every blob's sha256."""
-    name = f"weights:{region}"
-    copy = entry.weights.regions.get(region)
-    signature = entry.weights.signature
-    if copy is None:
-        return _bad(name, f"the entry lists no copy in region {region}")
-    if signature is None:
-        return _bad(name, "the entry's weights carry no signature")
+    """The region's copy of the entry's weights (or of one derived GGUF it lists): signature blob, key, file set
+    and every blob's sha256."""
+    weights = weights or entry.weights
+    where = _where(entry, weights)
+    if where is None:
+        return _bad(f"gguf:{region}", f"a derived file of {entry.model} is not named as the derive step names them")
+    name, prefix = f"{where[0]}:{region}", where[1]
+    copy, signature = weights.regions.get(region), weights.signature
+    if copy is None or signature is None:
+        return _bad(name, f"the entry lists no copy in region {region}" if copy is None else "it carries no signature")
     if region not in storage.regions:
         return _bad(
             name,
             f"no storage account configured for region {region}; add [storage.regions.{region}] (or "
             f"CURATE_STORAGE__REGIONS__{region.upper()}__*) with read access",
         )
-    container = container_of(entry, copy)
+    container = container_of(entry, copy, prefix)
     if container is None:
         return _bad(name, f"{copy.container_url} is not a weights location of {entry.model}")
-    prefix = model_prefix(entry.model)
     try:
         with RegionalBlobStore(
             storage.model_copy(update={"container": container}), regions=(region,), retry_total=1
@@ -122,7 +139,7 @@ def check_weights_region(
         return _bad(name, str(exc))
     if manifest.statement_digest != signature.signed_digest:
         return _bad(name, f"the signature in {region} signs another statement than the entry names")
-    expected = {f.name: f.sha256 for f in entry.weights.files}
+    expected = {f.name: f.sha256 for f in weights.files}
     if manifest.files != expected:
         return _bad(name, f"the signed file set in {region} differs from the entry's file list")
     return _ok(name, f"{len(expected)} files, signature and every blob's sha256 verified")
@@ -168,10 +185,13 @@ def check_bindings(entry: CatalogEntry) -> list[VerificationCheck]:
             problems.append(f"validated on {published.image}, but the entry pins {pinned}")
         if template.model is not None and template.model != entry.model:
             problems.append(f"validated for {template.model}, not {entry.model}")
+        signed = {_plain(signature.signature_digest)} if signature is not None else set()
+        if template.runtime == GGUF_RUNTIME:  # llama.cpp serves a GGUF derived from the weights, listed with them
+            signed |= {_plain(d.signature.signature_digest) for d in entry.derived if d.signature is not None}
         if signature is None:
             problems.append("the entry's weights are not signed")
-        elif _plain(published.weights_signature_digest) != _plain(signature.signature_digest):
-            problems.append("validated against another weights signature than the entry's")
+        elif _plain(published.weights_signature_digest) not in signed:
+            problems.append("validated against another weights signature than the entry's (or its GGUF files')")
         if problems:
             checks.append(_bad(name, "; ".join(problems)))
         else:
@@ -184,6 +204,8 @@ def verify_artifacts(
 ) -> list[VerificationCheck]:
     """Weights in every region, every image, and the template bindings (everything but the entry signature)."""
     checks = [check_weights_region(entry, region, storage, public_key) for region in sorted(entry.weights.regions)]
+    for derived in entry.derived:
+        checks += [check_weights_region(entry, r, storage, public_key, derived) for r in sorted(derived.regions)]
     if not entry.weights.regions:
         checks.append(_bad("weights", "the entry lists no region holding its weights"))
     checks += [check_image(entry, runtime, public_key) for runtime in sorted(entry.images)]

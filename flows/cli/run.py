@@ -10,9 +10,9 @@ from flows.cli.params import one_of, repo_id_argument, revision_option
 from flows.cli.services import check_hub, prefect_api
 from registry.schema import StageName
 
-STAGES = tuple(s.value for s in StageName if s is not StageName.BUILD)
+STAGES = tuple(s.value for s in StageName if s not in (StageName.BUILD, StageName.DERIVE))
 """The stages `rerun --from-stage` accepts: flows.curate.STAGE_ORDER, which costs seconds to import (a test checks
-the two agree)."""
+the two agree). Derive is redone with staging."""
 
 
 def _overrides() -> dict[str, object]:

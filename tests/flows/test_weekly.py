@@ -231,11 +231,21 @@ def test_weekly_curation_end_to_end(
     assert PRIVATE not in published and PRIVATE not in screenings and f"`{PRIVATE}`" not in run_table
     assert not [r for r in hub.requests.entries() if r.repo_id == PRIVATE and r.status == 200]
 
+    # SmolLM2 is also served by llama.cpp from GGUF files derived from its staged weights: at least one quantized
+    # template passed its cell (conformance, benchmark, agreement with the f16 GGUF) and the entry lists its GGUF.
+    smollm2 = published[SMOLLM2]
+    quantized = [t.template for t in smollm2.templates if t.template.quantization]
+    assert quantized and {t.runtime for t in quantized} == {"llama-cpp"}, [t.template.id for t in smollm2.templates]
+    assert {f.name for d in smollm2.derived for f in d.files} >= {
+        f"SmolLM2-135M-Instruct-{t.quantization}.gguf" for t in quantized
+    }
+
     # ---- consumers verify every published entry from the export.
     for entry in published.values():
         code, report = verify_cli(settings, entry.id)
         assert code == 0 and report.ok, [c for c in report.checks if not c.passed]
         assert any(c.name.startswith("weights:") for c in report.checks)
+        assert any(c.name.startswith("gguf:") for c in report.checks) == bool(entry.derived)
 
     # ---- week 2: no upstream change -> nothing new, no stage redone.
     accepted = [e.model for e in published.values()]

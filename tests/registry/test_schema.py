@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 import registry.schema as schema
 import registry.verification_records as vr
+from registry.derived_records import DerivedArtifacts, DerivedGguf
 from registry.schema import (
     SCHEMA_VERSION,
     BenchmarkMetrics,
@@ -152,6 +153,28 @@ def _decision() -> schema.ReviewDecision:
     )
 
 
+def _derived(staged: StagedWeights) -> DerivedArtifacts:
+    """GGUF files derived from `staged`: the f16 reference and a q4_k_m whose 576-wide rows fell back to q5_0."""
+    assert staged.signature is not None
+    ggufs = tuple(
+        DerivedGguf(
+            quantization=quant,
+            file=StagedFile(name=f"{REF.name}-{quant}.gguf", size=size, sha256=sha64(quant)),
+            prefix=f"{REF.org}/{REF.name}/{REF.revision}.gguf/{quant}/",
+            signature=staged.signature.model_copy(update={"signature_digest": "sha256:" + sha64(quant + ".sig")}),
+            fallbacks=fallbacks,
+        )
+        for quant, size, fallbacks in (("f16", 270_000_000, {}), ("q4_k_m", 105_000_000, {"q5_0": 60}))
+    )
+    return DerivedArtifacts(
+        ref=REF,
+        source_signature_digest=staged.signature.signature_digest,
+        image_digest=IMAGE_DIGEST,
+        key=sha64("derive-key"),
+        ggufs=ggufs,
+    )
+
+
 def _examples() -> dict[type[Record], Record]:
     """One realistic, fully populated instance of every record in registry/schema.py."""
     latency = LatencyStats(mean=0.21, p50=0.2, p90=0.31, p99=0.52)
@@ -216,6 +239,8 @@ def _examples() -> dict[type[Record], Record]:
         staged.files[0],
         staged.regions["eastus"],
         staged,
+        _derived(staged),
+        _derived(staged).ggufs[1],
         sample_template(REF).memory,  # type: ignore[list-item]
         sample_template(REF),
         _conformance().checks[1],

@@ -21,6 +21,8 @@ from validators.planner import (
     estimate_memory,
     family_short_name,
     fits,
+    gguf_templates,
+    is_derived_gguf,
     plan,
     template_id,
     tp_allowed,
@@ -96,7 +98,8 @@ def test_a_template_on_another_runtime_than_the_default_names_it(policy: Setting
     # template, and its id says so. The GPU templates stay vLLM's, in the catalog's form.
     config = {**_config("smollm2-135m-instruct"), "torch_dtype": "float32"}
     params = {"F32": 4_000_000_000}
-    assert not [t for t in plan("a/b", config, params, policy) if t.vendor == "cpu"]
+    without_llama = load_settings(runtimes={"llama-cpp": {"enabled": False}})
+    assert not [t for t in plan("a/b", config, params, without_llama) if t.vendor == "cpu"]
     enabled = load_settings(runtimes={"llama-cpp": {"enabled": True}}).runtimes
     order = [name for name in enabled if name != "llama-cpp"] + ["llama-cpp"]
     with_llama = policy.model_copy(update={"runtimes": {name: enabled[name] for name in order}})
@@ -303,3 +306,22 @@ def test_a_task_no_runtime_is_given_ends_unsupported(policy: Settings) -> None:
     # The tiny samples plan on the CPU runtime the policy gives their tasks.
     assert [t.id for t in plan("s/asr", tiny_whisper.whisper_config(), None, policy)] == ["s--asr--0.4k-cpu"]
     assert [t.id for t in plan("s/vlm", tiny_vlm.llava_config(), None, policy)] == ["s--vlm--2k-cpu"]
+
+
+def test_each_derived_gguf_quantization_gets_a_llama_cpp_cpu_template() -> None:
+    # The shipped policy enables llama.cpp after hf-serve: hf-serve keeps CPU chat's unquantized template, and
+    # each GGUF quantization the derive step made gets its own llama.cpp template, named by runtime and type.
+    settings = load_settings()
+    config = _config("smollm2-135m-instruct")
+    params = {"BF16": 134_515_008}
+    cpu = [t for t in plan("a/b", config, params, settings) if t.vendor == "cpu"]
+    assert [(t.id, t.runtime, t.quantization) for t in cpu] == [("a--b--8k-cpu", "hf-serve", None)]
+    quantized = gguf_templates("a/b", config, params, settings, ("q8_0", "q4_k_m"))
+    assert [(t.id, t.runtime, t.quantization, t.runtime_args) for t in quantized] == [
+        ("a--b--8k-cpu-llama-cpp-q8_0", "llama-cpp", "q8_0", ("--n_ctx", "8192")),
+        ("a--b--8k-cpu-llama-cpp-q4_k_m", "llama-cpp", "q4_k_m", ("--n_ctx", "8192")),
+    ]
+    assert all(is_derived_gguf(t) for t in quantized) and not any(is_derived_gguf(t) for t in cpu)
+    assert gguf_templates("a/b", config, params, settings, ()) == ()
+    off = load_settings(runtimes={"llama-cpp": {"enabled": False}})
+    assert gguf_templates("a/b", config, params, off, ("q8_0",)) == ()
