@@ -19,8 +19,9 @@ from devstack.hub_server import HubServer
 from devstack.repostore import RepoStore
 from tests.fixtures.hub import build_repo
 
-# A liveness bound, not a measurement: without the fix these commands took minutes to stop.
-STOP_WITHIN_S = 20.0
+# A liveness bound, not a measurement: without the fix these commands took minutes to stop. A stop takes a few
+# seconds on an idle machine; one full CI run on the shared 2-core machine went past 20 s, so the bound is generous.
+STOP_WITHIN_S = 60.0
 
 
 @pytest.fixture(scope="module")
