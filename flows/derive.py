@@ -62,6 +62,8 @@ from validators.errors import ValidatorError
 from validators.planner import GGUF_RUNTIME, derives_gguf
 from validators.weights_signing import sign_weights, verify_envelope
 
+MAX_REASON_CHARS = 300
+
 
 def derive_key(source_signature_digest: str, image_digest: str, policy_digest: str) -> str:
     """What a derivation is cached under: the same source weights, llama.cpp image and derive policy."""
@@ -90,10 +92,19 @@ def derived_weights(
     return tuple(found)
 
 
+def _one_line(reason: str) -> str:
+    """A reason as one line for the run's table: a refusal's first line with the last line of llama.cpp's log
+    (the error it raised); the whole log tail stays in the stage result."""
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    return f"{lines[0].removesuffix('; its log ends:')}: {lines[-1]}"[:MAX_REASON_CHARS]
+
+
 def derive_text(result: StageResult) -> str:
     """The `derive` cell of a model's row."""
     if result.outcome is not StageOutcome.OK:
-        return f"{result.outcome.value}: {result.reason}"
+        return f"{result.outcome.value}: {_one_line(result.reason)}"
     artifacts = DerivedArtifacts.model_validate(result.payload)
     return "GGUF " + ", ".join(g.applied for g in artifacts.ggufs) + (f" ({result.reason})" if result.reason else "")
 
