@@ -252,16 +252,15 @@ def derive_artifacts(
     logger = get_run_logger()
     settings = settings_from(overrides)
     ref = ModelRef(repo_id=repo_id, revision=revision)
+    host = docker_host or os.environ.get("DOCKER_HOST")
     with CatalogStore.from_settings(settings) as catalog:
         weights = catalog.staged(ref)
         image = current_image(catalog, GGUF_RUNTIME)
-    host = docker_host or os.environ.get("DOCKER_HOST")
-    why = _skip_reason(settings, weights, image, host)
-    if why is not None or weights is None or weights.signature is None or image is None or host is None:
-        logger.info("derive %s: nothing derived: %s", ref, why)
-        return _result(ref, StageOutcome.SKIPPED, "", why or "")
-    key = derive_key(weights.signature.signature_digest, image.digest, settings.policy_digest("derive"))
-    with CatalogStore.from_settings(settings) as catalog:
+        why = _skip_reason(settings, weights, image, host)
+        if why is not None or weights is None or weights.signature is None or image is None or host is None:
+            logger.info("derive %s: nothing derived: %s", ref, why)
+            return _result(ref, StageOutcome.SKIPPED, "", why or "")
+        key = derive_key(weights.signature.signature_digest, image.digest, settings.policy_digest("derive"))
         cached = catalog.stage_result(ref, StageName.DERIVE, policy_digest=key)
     if cached is not None and cached.outcome in (StageOutcome.OK, StageOutcome.REJECTED):
         logger.info("derive %s: unchanged since %s", ref, cached.run_id)

@@ -358,11 +358,11 @@ def _exercise(
         metrics = _benchmark(settings, template, spec, ref.repo_id, tokenizer_dir)
         compared = derived.reference if derived is not None else None
         answers = greedy_answers(spec.base_url + "/v1", ref.repo_id) if compared is not None else ()
-    if compared is None:
+    if derived is None or compared is None:
         return report, metrics, None
     if tokenizer_dir is None:
         raise ValidationFlowError(f"{ref} has no staged tokenizer.json: the output agreement cannot be measured")
-    reference = spec_for(derived.env(compared) if derived is not None else {})
+    reference = spec_for(derived.env(compared))
     with run_container(reference, health_timeout_s=health, docker_host=docker_host):
         references = greedy_answers(reference.base_url + "/v1", ref.repo_id)
     agreement = token_agreement(tokenizer_dir / "tokenizer.json", references, answers, compared.file.name)
