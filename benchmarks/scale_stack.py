@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from builders.images import BuiltImage
+from builders.recipes.base import Recipe
 from devstack.azurite import AzuriteStack, start_azurite, stop_azurite
 from devstack.docker_engine import DockerStack, ensure_base_image, start_docker, stop_docker
 from devstack.fleet import clone_repo, keep_only
@@ -57,7 +59,8 @@ class BenchStack:
     azurite: AzuriteStack
     docker: DockerStack
     hub: HubServer
-    standin: tuple[str, str]  # reference, digest
+    standin: BuiltImage
+    standin_recipe: Recipe
 
     def env(self) -> dict[str, str]:
         """What a worker needs: the Prefect API, the regions' accounts, the Docker Engine."""
@@ -83,9 +86,16 @@ class BenchStack:
             "required": {"chat": REQUIRED_CHAT},
         }
 
+    def serve_standin_as_hf_serve(self) -> None:
+        """Make the stand-in's recipe hf-serve's recipe in this process, where the weekly run refreshes its images:
+        the refresh then checks the stand-in as it checks any image it reuses (the registry's tag, the recorded
+        scan, the signature verified again). Workers never build images, so they keep the real recipe."""
+        from builders import recipes
+
+        recipes._RECIPES["hf-serve"] = self.standin_recipe
+
     def record_standin(self, overrides: dict[str, Any]) -> None:
         """Record the stand-in as the signed, gate-passed hf-serve image of this run's catalog (its key)."""
-        from builders.recipes import get_recipe
         from builders.signing import sign_image
         from registry.catalog import CatalogStore
         from registry.keys import signing_key
@@ -93,14 +103,15 @@ class BenchStack:
         from registry.settings import load_settings
 
         settings = load_settings(**overrides)
-        reference, digest = self.standin
+        built = self.standin
         image = RuntimeImage(
             runtime="hf-serve",
-            version=get_recipe("hf-serve").version,
-            reference=reference,
-            digest=digest,
+            version=self.standin_recipe.version,
+            reference=built.reference,
+            digest=built.digest,
+            recipe_digest=built.recipe_digest,
             scan=ScanSummary(passed=True, policy_digest=settings.policy_digest("images")),
-            signature=sign_image(reference, digest, signing_key(settings)),
+            signature=sign_image(built.reference, built.digest, signing_key(settings)),
         )
         with CatalogStore.from_settings(settings) as store:
             store.record_image(image)
@@ -226,9 +237,9 @@ def _start_prefect(work: Path, postgres: PostgresCluster, cleanup: ExitStack) ->
     return url
 
 
-def _standin_image(docker: DockerStack) -> tuple[str, str]:
+def _standin_image(docker: DockerStack) -> tuple[Recipe, BuiltImage]:
     """hf-serve's image as builders/recipes/offline.py builds it (the Debian base, the entrypoint's locked venv,
-    the shared entrypoint) with the stand-in server as the server the entrypoint execs; (reference, digest)."""
+    the shared entrypoint) with the stand-in server as the server the entrypoint execs."""
     from builders.images import build_image
     from builders.locks import read_lock
     from builders.recipes.base import recipe_for
@@ -252,7 +263,7 @@ def _standin_image(docker: DockerStack) -> tuple[str, str]:
     files[RUNTIME_REQUIREMENTS_FILE] = "# the stand-in server needs nothing but the standard library\n"
     recipe = recipe_for(runtime, base_image=LOCAL_BASE_IMAGE, build_files=files, entrypoint=ENTRYPOINT)
     built = build_image(recipe, docker_host=docker.docker_host, registry=docker.registry)
-    return built.reference, built.digest
+    return recipe, built
 
 
 def _hub(work: Path, models: int, latency_s: float, cleanup: ExitStack) -> HubServer:
@@ -285,4 +296,7 @@ def start_stack(work: Path, *, models: int, latency_s: float, cleanup: ExitStack
     ensure_base_image(docker.docker_host)
     os.environ["DOCKER_HOST"] = docker.docker_host
     hub = _hub(work, models, latency_s, cleanup)
-    return BenchStack(work, postgres, os.environ["PREFECT_API_URL"], azurite, docker, hub, _standin_image(docker))
+    recipe, built = _standin_image(docker)
+    stack = BenchStack(work, postgres, os.environ["PREFECT_API_URL"], azurite, docker, hub, built, recipe)
+    stack.serve_standin_as_hf_serve()
+    return stack
