@@ -16,7 +16,8 @@ recorded as staged:
 signed file set; replaces a missing, truncated or altered file by server-side copy from a region whose copy
 re-hashes to the signed sha256 (the target is re-hashed after the copy), else by uploading it from the Hub at the
 pinned revision (downloaded and verified against the record's sha256); and rewrites the manifests from the
-record. The weekly audit (flows/audit.py) uses the same functions on published entries.
+record. The weekly audit (flows/audit.py) uses the same functions on published entries, and on the GGUF files
+derived from their weights (each at its own `Location`, with no Hub copy to fall back on).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from registry.blob_errors import BlobIntegrityError
 from registry.blob_upload import holds_content
 from registry.blobs import (
     RegionalBlobStore,
+    derived_prefix,
+    derived_quantization,
     manifest_blob_name,
     model_prefix,
     signature_blob_name,
@@ -71,6 +74,39 @@ class RepairAction:
         return {"region": self.region, "blob": self.blob, "problem": self.problem, "action": self.action}
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where one signed file set lives in every region, and what its manifests say besides the record: a model's
+    staged weights (`of_weights`), or one GGUF derived from them (`of_derived`), which the Hub cannot serve again."""
+
+    prefix: str
+    derived_from: str = ""
+    quantization: str = ""
+
+    @classmethod
+    def of_weights(cls, weights: StagedWeights) -> Location:
+        return cls(model_prefix(weights.ref))
+
+    @classmethod
+    def of_derived(cls, source: StagedWeights, derived: StagedWeights) -> Location | None:
+        """The location of a GGUF derived from `source`, as a catalog entry lists it (None: not named as the
+        derive step names its files, or a source without a signature)."""
+        names = [f.name for f in derived.files]
+        quantization = derived_quantization(source.ref, names[0]) if len(names) == 1 else None
+        if quantization is None or source.signature is None or derived.ref != source.ref:
+            return None
+        return cls(derived_prefix(source.ref, quantization), source.signature.signature_digest, quantization)
+
+    @property
+    def on_the_hub(self) -> bool:
+        """Whether the Hub serves these files at the pinned revision (a derived GGUF exists only in the regions)."""
+        return not self.derived_from
+
+
+def _at(weights: StagedWeights, location: Location | None) -> Location:
+    return location or Location.of_weights(weights)
+
+
 # --------------------------------------------------------------------------------------------- audit
 
 
@@ -82,12 +118,14 @@ def audit_region_task(
     weights: StagedWeights,
     deep: bool,
     byte_budget: int | None = None,
+    location: Location | None = None,
 ) -> RegionAudit:
     settings = settings_from(overrides)
     key, public = pipeline_key(settings)
     trusted = public if weights.signature is not None and weights.signature.key_id == key.key_id else None
+    prefix = _at(weights, location).prefix
     with store_for(settings, regions) as store:
-        return audit_region(store, region, weights, trusted, deep=deep, byte_budget=byte_budget)
+        return audit_region(store, region, weights, trusted, deep=deep, byte_budget=byte_budget, prefix=prefix)
 
 
 def audit_regions(
@@ -97,12 +135,13 @@ def audit_regions(
     *,
     deep: bool,
     byte_budget: int | None = None,
+    location: Location | None = None,
 ) -> dict[str, RegionAudit]:
     """Audit every region concurrently (each task tagged `region:<name>`); `byte_budget` is per region."""
     futures = {}
     for region in regions:
         with tags(f"region:{region}"):
-            futures[region] = audit_region_task.submit(overrides, regions, region, weights, deep, byte_budget)
+            futures[region] = audit_region_task.submit(overrides, regions, region, weights, deep, byte_budget, location)
     return {region: future.result() for region, future in futures.items()}
 
 
@@ -122,10 +161,11 @@ def _replace_file(
     weights: StagedWeights,
     staged: StagedFile,
     files_dir: Path | None,
+    prefix: str,
 ) -> str | None:
     """Replace one bad file blob in `target`; returns how, or None when no verified copy exists (yet)."""
     assert weights.signature is not None
-    name = model_prefix(weights.ref) + staged.name
+    name = prefix + staged.name
     metadata = blob_metadata(weights.ref, staged.sha256, weights.signature)
     for source in _sources(audits, target, staged.name):
         if staged.name not in audits[source].verified:
@@ -153,10 +193,10 @@ def _replace_file(
 
 
 def _copy_signature(
-    store: RegionalBlobStore, audits: dict[str, RegionAudit], target: str, weights: StagedWeights
+    store: RegionalBlobStore, audits: dict[str, RegionAudit], target: str, weights: StagedWeights, prefix: str
 ) -> str:
     assert weights.signature is not None
-    name = model_prefix(weights.ref) + signature_blob_name(weights.signature)
+    name = prefix + signature_blob_name(weights.signature)
     source = next(r for r, a in audits.items() if r != target and a.signature_ok)
     data = store.get_bytes(source, name, max_bytes=16 * 1024 * 1024)
     digest = weights.signature.signature_digest
@@ -176,13 +216,15 @@ def repair_region(
     weights: StagedWeights,
     problems: list[BlobProblem],
     files_dir: str | None = None,
+    location: Location | None = None,
 ) -> tuple[list[RepairAction], list[BlobProblem]]:
     """Repair `problems` of region `target`; returns what was done and what still needs a copy from the Hub."""
     settings = settings_from(overrides)
     files = {f.name: f for f in weights.files}
     actions: list[RepairAction] = []
     unresolved: list[BlobProblem] = []
-    prefix = model_prefix(weights.ref)
+    at = _at(weights, location)
+    prefix = at.prefix
     with store_for(settings, list(audits)) as store:
         for problem in problems:
             how: str | None
@@ -190,10 +232,10 @@ def repair_region(
                 store.delete(target, prefix + problem.name)
                 how = "deleted"
             elif problem.problem is Problem.SIGNATURE:
-                how = _copy_signature(store, audits, target, weights)
+                how = _copy_signature(store, audits, target, weights, prefix)
             elif problem.problem in _FILE_PROBLEMS:
                 local = Path(files_dir) if files_dir else None
-                how = _replace_file(store, audits, target, weights, files[problem.name], local)
+                how = _replace_file(store, audits, target, weights, files[problem.name], local, prefix)
             else:
                 continue  # manifests: rewritten below
             if how is None:
@@ -202,7 +244,17 @@ def repair_region(
                 actions.append(RepairAction(target, problem.name, f"{problem.problem.value}: {problem.detail}", how))
         if problems and not unresolved:
             assert weights.signature is not None
-            put_manifests(store, target, weights.ref, weights.files, weights.signature, weights.staged_at)
+            put_manifests(
+                store,
+                target,
+                weights.ref,
+                weights.files,
+                weights.signature,
+                weights.staged_at,
+                prefix=prefix,
+                derived_from=at.derived_from,
+                quantization=at.quantization,
+            )
             for problem in problems:
                 if problem.problem is Problem.MANIFEST:
                     actions.append(RepairAction(target, problem.name, problem.detail, "rewritten from the record"))
@@ -224,19 +276,30 @@ def _from_hub(overrides: dict[str, Any] | None, weights: StagedWeights, work: Pa
 
 
 def repair_staged(
-    overrides: dict[str, Any] | None, weights: StagedWeights, audits: dict[str, RegionAudit]
+    overrides: dict[str, Any] | None,
+    weights: StagedWeights,
+    audits: dict[str, RegionAudit],
+    location: Location | None = None,
 ) -> list[RepairAction]:
-    """Repair every problem the audits found (at least one region must hold the recorded signature)."""
+    """Repair every problem the audits found (at least one region must hold the recorded signature).
+
+    Raises BlobIntegrityError when no region holds a verified copy of a file the Hub cannot serve again either."""
     actions: list[RepairAction] = []
     pending: dict[str, list[BlobProblem]] = {}
     for region, audit in audits.items():
         if audit.problems:
             with tags(f"region:{region}"):
-                done, left = repair_region(overrides, audits, region, weights, audit.problems)
+                done, left = repair_region(overrides, audits, region, weights, audit.problems, location=location)
             actions += done
             if left:
                 manifests = [p for p in audit.problems if p.problem is Problem.MANIFEST]
                 pending[region] = left + manifests
+    if pending and not _at(weights, location).on_the_hub:
+        lost = sorted({p.name for problems in pending.values() for p in problems if p.problem in _FILE_PROBLEMS})
+        raise BlobIntegrityError(
+            f"no region holds a verified copy of {', '.join(lost[:5])} derived from {weights.ref}; derive it again: "
+            f"`curate rerun {weights.ref.repo_id} --from-stage stage`"
+        )
     if pending:
         work = work_dir(settings_from(overrides), weights.ref) / "repair"
         try:

@@ -119,11 +119,17 @@ def derived_gguf_name(ref: ModelRef, quantization: str) -> str:
     return f"{ref.name}-{quantization}.gguf"
 
 
-def derived_file_prefix(ref: ModelRef, file_name: str) -> str | None:
-    """The derived prefix a GGUF named by `derived_gguf_name` lives under (None: not such a name)."""
+def derived_quantization(ref: ModelRef, file_name: str) -> str | None:
+    """The quantization of a GGUF named by `derived_gguf_name` (None: not such a name)."""
     head, tail = f"{ref.name}-", ".gguf"
     quantization = file_name[len(head) : -len(tail)] if file_name.startswith(head) and file_name.endswith(tail) else ""
-    return derived_prefix(ref, quantization) if quantization and "/" not in quantization else None
+    return quantization if quantization and "/" not in quantization else None
+
+
+def derived_file_prefix(ref: ModelRef, file_name: str) -> str | None:
+    """The derived prefix a GGUF named by `derived_gguf_name` lives under (None: not such a name)."""
+    quantization = derived_quantization(ref, file_name)
+    return derived_prefix(ref, quantization) if quantization is not None else None
 
 
 def _hex(digest: str) -> str:

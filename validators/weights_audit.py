@@ -88,6 +88,7 @@ def check_signature(
     audit: RegionAudit,
     weights: StagedWeights,
     public_key: ec.EllipticCurvePublicKey | None,
+    prefix: str | None = None,
 ) -> bytes | None:
     """The region's copy of the recorded signature: its bytes if it is exactly the recorded one and signs the
     recorded file set with `public_key` (None: a key no longer configured made it; its digest alone is then
@@ -95,7 +96,7 @@ def check_signature(
     signature = weights.signature
     assert signature is not None
     name = signature_blob_name(signature)
-    data = _small(store, audit.region, model_prefix(weights.ref) + name)
+    data = _small(store, audit.region, (prefix or model_prefix(weights.ref)) + name)
     if data is None:
         audit.bad(name, Problem.SIGNATURE, "the recorded signature blob is missing")
         return None
@@ -116,11 +117,13 @@ def check_signature(
     return data
 
 
-def check_manifests(store: RegionalBlobStore, audit: RegionAudit, weights: StagedWeights) -> None:
+def check_manifests(
+    store: RegionalBlobStore, audit: RegionAudit, weights: StagedWeights, prefix: str | None = None
+) -> None:
     """The signature's own manifest matches the record; the latest manifest (read by runtime images) lists the
     record's files."""
     assert weights.signature is not None
-    prefix = model_prefix(weights.ref)
+    prefix = prefix or model_prefix(weights.ref)
     for name in dict.fromkeys((manifest_blob_name(weights.signature), MANIFEST_NAME)):
         data = _small(store, audit.region, prefix + name)
         if data is None:
@@ -144,16 +147,18 @@ def audit_region(
     *,
     deep: bool,
     byte_budget: int | None = None,
+    prefix: str | None = None,
 ) -> RegionAudit:
-    """Every problem of `region`'s copy of `weights`. With `deep`, file blobs are re-hashed while `byte_budget`
-    (bytes to read, None = unbounded) lasts; `complete` is False when the budget ran out first."""
+    """Every problem of `region`'s copy of `weights` under `prefix` (default the model's; a derived GGUF has its
+    own). With `deep`, file blobs are re-hashed while `byte_budget` (bytes to read, None = unbounded) lasts;
+    `complete` is False when the budget ran out first."""
     audit = RegionAudit(region)
     if weights.signature is None:
         audit.bad("", Problem.SIGNATURE, "the record has no signature")
         return audit
-    prefix = model_prefix(weights.ref)
-    check_signature(store, audit, weights, public_key)
-    check_manifests(store, audit, weights)
+    prefix = prefix or model_prefix(weights.ref)
+    check_signature(store, audit, weights, public_key, prefix)
+    check_manifests(store, audit, weights, prefix)
     expected = {f.name: f for f in weights.files}
     present = {n[len(prefix) :] for n in store.list_names(region, prefix)}
     for name in sorted(n for n in present if not is_reserved(n) and n not in expected):

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from flows.audit import audit_week, due_for_audit, week_index
-from registry.schema import CatalogEntry
+from flows.audit import audit_week, due_for_audit, entry_copies, week_index
+from flows.stage_repair import Location
+from registry.blobs import derived_prefix, model_prefix
+from registry.schema import CatalogEntry, StagedFile
 from tests.fixtures.catalog import sample_entry, sample_ref
 
 MONDAY = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)  # a Monday
@@ -56,3 +58,23 @@ def test_an_entry_staged_this_week_waits_for_its_week_of_the_next_cycle() -> Non
     assert due_for_audit([fresh], when, 4) == []  # staging hashed every byte this week
     assert due_for_audit([fresh], when + timedelta(weeks=4), 4) == [fresh]
     assert audit_week(entry.id, 4) == week_index(when) % 4
+
+
+def test_an_entry_is_audited_with_the_ggufs_it_lists_each_under_its_own_prefix() -> None:
+    entry = sample_entry(sample_ref("org/model"))
+    assert entry.weights.signature is not None
+    gguf = StagedFile(name="model-q8_0.gguf", size=10, sha256="ab" * 32)
+    derived = entry.weights.model_copy(update={"files": (gguf,), "total_bytes": 10})
+    odd = entry.weights.model_copy(update={"files": (gguf.model_copy(update={"name": "../other.gguf"}),)})
+    copies = entry_copies(entry.model_copy(update={"derived": (derived, odd)}))
+    assert [(label, weights.files) for label, weights, _ in copies] == [
+        (entry.id, entry.weights.files),
+        (f"{entry.id} model-q8_0.gguf", (gguf,)),
+        (f"{entry.id} ../other.gguf", odd.files),
+    ]
+    assert [location for _, _, location in copies] == [
+        Location(model_prefix(entry.model)),
+        Location(derived_prefix(entry.model, "q8_0"), entry.weights.signature.signature_digest, "q8_0"),
+        None,  # not a name the derive step gives: reported, never read from a guessed prefix
+    ]
+    assert Location(model_prefix(entry.model)).on_the_hub and not copies[1][2].on_the_hub  # type: ignore[union-attr]

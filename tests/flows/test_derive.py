@@ -1,6 +1,7 @@
 """Stage 4b for real: SmolLM2 staged into Azurite from the Hub test server, GGUF files derived from it inside the
 llama.cpp image (no network), each signed and staged under its own prefix with a manifest linked to the source
-weights' signature; the same inputs again reuse the record; a tampered derived blob no longer verifies."""
+weights' signature; the same inputs again reuse the record; a tampered derived blob no longer verifies, and the
+weekly audit's repair restores it from another region's copy (or says to derive it again when none is intact)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,20 @@ from typing import Any
 
 import pytest
 from gguf import GGUFReader
+from prefect import flow
 
 from builders.images import BuiltImage
 from devstack.docker_engine import DockerStack
 from devstack.hub_server import HubServer
 from devstack.samples import SampleSet
 from devstack.samples.expectations import SMOLLM2
-from flows.derive import derive_artifacts, derive_text
+from flows.derive import derive_artifacts, derive_text, derived_weights
 from flows.stage import stage_weights
+from flows.stage_repair import Location, audit_regions, repair_staged
 from flows.validate import plan_staged, validate_cell
 from registry.blob_errors import BlobIntegrityError
 from registry.blobs import MANIFEST_NAME, RegionalBlobStore, model_prefix, signature_blob_name
+from registry.catalog import CatalogStore
 from registry.derived_records import DerivedArtifacts
 from registry.keys import signing_key
 from registry.schema import StagedWeights, StageOutcome, ValidationVerdict
@@ -66,6 +70,16 @@ def derive_env(
     weights = stage_weights(SMOLLM2, overrides=overrides, regions=["eastus", "westeurope"])
     record_signed_image(load_settings(**overrides), llama_cpp_image.reference, llama_cpp_image.digest, "llama-cpp")
     yield overrides, weights
+
+
+@flow(name="test-audit-derived")
+def _audit_and_repair(
+    overrides: dict[str, Any], weights: StagedWeights, location: Location
+) -> tuple[list[tuple[str, str, str]], list[dict[str, str]]]:
+    """What the weekly audit does with one copy (flows/audit.py): every region re-hashed, then repaired."""
+    audits = audit_regions(overrides, weights, sorted(weights.regions), deep=True, location=location)
+    found = [(region, p.name, p.problem.value) for region, audit in audits.items() for p in audit.problems]
+    return found, [action.row() for action in repair_staged(overrides, weights, audits, location)]
 
 
 def _file_type(path: Path) -> int:
@@ -136,6 +150,27 @@ def test_derive_signs_each_gguf_under_its_own_prefix_linked_to_the_source(
             verify_remote(store, "eastus", q4.prefix, public, signature_name=signature_blob_name(q4.signature))
     tampered = validate_cell(SMOLLM2, weights.ref.revision, quantized["q4_k_m"], overrides=overrides)
     assert tampered.verdict is ValidationVerdict.FAILED and q4.file.name in tampered.reason, tampered.reason
+
+    # The weekly audit re-hashes the GGUF an entry lists under its own prefix and repairs it from the other region.
+    with CatalogStore.from_settings(settings) as catalog:
+        listed = {copy.files[0].name: copy for copy in derived_weights(settings, weights, catalog)}
+    location = Location.of_derived(weights, listed[q4.file.name])
+    assert location == Location(q4.prefix, weights.signature.signature_digest, "q4_k_m")
+    found, actions = _audit_and_repair(overrides, listed[q4.file.name], location)
+    assert found == [("eastus", q4.file.name, "size")], found
+    assert [(a["region"], a["blob"], a["action"]) for a in actions] == [
+        ("eastus", q4.file.name, "copied from westeurope")
+    ]
+    with RegionalBlobStore(settings.storage, regions=("eastus", "westeurope")) as store:
+        signed = verify_remote(store, "eastus", q4.prefix, public, signature_name=signature_blob_name(q4.signature))
+        assert signed.files == {q4.file.name: q4.file.sha256}
+        manifest = json.loads(store.get_bytes("eastus", q4.prefix + MANIFEST_NAME))
+        assert (manifest["derived_from"], manifest["quantization"]) == (weights.signature.signature_digest, "q4_k_m")
+        # No region intact: the Hub cannot serve a derived file, so the repair says to derive it again.
+        for region in ("eastus", "westeurope"):
+            store.put_bytes(region, q4.prefix + q4.file.name, b"GGUF" + b"\0" * 64)
+    with pytest.raises(BlobIntegrityError, match="derive it again"):
+        _audit_and_repair(overrides, listed[q4.file.name], location)
 
 
 def test_derive_says_why_without_a_llama_cpp_image(
