@@ -203,11 +203,11 @@ def _weekly(
 ) -> None:
     logger = get_run_logger()
     settings = record.settings
+    ensure_limits(settings)  # before the first Hub call: Prefect remembers a tag without a limit for a while
     record.candidates = discover_models(overrides=overrides, limit=limit, run_id=record.run_id)
     selected = [c for c in record.candidates if c.decision is Decision.SELECTED]
     record.reports = screen_candidates(selected, overrides=overrides, run_id=record.run_id)
     accepted = [r.ref for r in record.reports if r.verdict is Verdict.ACCEPTED]
-    ensure_limits(settings)
     refresh_images(overrides, logger.info)
     jobs = [ModelJob(ref) for ref in accepted]
     jobs += review_jobs(settings, record.reports, record.run_id)
@@ -251,13 +251,13 @@ def _screened(
 
 def _rerun(record: RunRecord, candidate: Candidate, from_stage: str, overrides: dict[str, Any] | None) -> None:
     settings = record.settings
+    ensure_limits(settings)
     with CatalogStore.from_settings(settings) as store:
         store.record_candidates(record.run_id, [candidate])
         previous = store.entries()
     report = _screened(record, candidate, overrides, STAGE_ORDER.index(from_stage) <= STAGE_ORDER.index("screen"))
     if report is not None and report.verdict in (Verdict.ACCEPTED, Verdict.NEEDS_REVIEW):
         first = "stage" if STAGE_ORDER.index(from_stage) <= STAGE_ORDER.index("stage") else from_stage
-        ensure_limits(settings)
         if first in ("stage", "validate"):
             refresh_images(overrides, get_run_logger().info)
         job = ModelJob(

@@ -15,10 +15,13 @@ from registry.artifacts import cell, code
 from registry.catalog import CatalogStore
 from registry.discovery import Unresolved, pinned_candidates
 from registry.hub import hub_source
+from registry.quotas import HUB_TAG
 from registry.schema import Candidate, Decision, ModelOutcome, ModelRow
 
 
-@task(name="fetch-candidates", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=only_retryable, tags=["hub"])
+@task(
+    name="fetch-candidates", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=only_retryable, tags=[HUB_TAG]
+)
 def fetch_candidates(
     overrides: dict[str, Any] | None, limit: int | None, requested: list[str] | None
 ) -> tuple[list[Candidate], list[Unresolved]]:

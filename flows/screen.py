@@ -18,19 +18,19 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
-from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
 
 from decisions.review import decision_text, decisions_digest, reviewed
+from flows.limits import ensure_limits
 from flows.retries import only_retryable
 from flows.settings import settings_from
 from registry.artifacts import artifact_key, cell, code
 from registry.catalog import CatalogStore
 from registry.hub import hub_source
+from registry.quotas import HUB_TAG
 from registry.schema import (
     Candidate,
     Decision,
@@ -47,7 +47,6 @@ from registry.settings import Settings
 from scanners.policy import describe, disposition
 from scanners.screen import screen_repo
 
-HUB_TAG = "hub"
 # Bump when the scanners change what they conclude: it is part of the cache key.
 SCANNER_VERSION = "1"
 CACHE_EXPIRATION = timedelta(days=30)
@@ -87,17 +86,6 @@ def result_storage(settings: Settings) -> str:
     name = "screen-results-" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
     LocalFileSystem(basepath=str(path)).save(name, overwrite=True)
     return f"local-file-system/{name}"
-
-
-def ensure_concurrency_limit(tag: str, limit: int) -> int:
-    """Create the Prefect tag concurrency limit `tag` when it is missing; return the limit in force."""
-    with get_client(sync_client=True) as client:
-        try:
-            existing = client.read_concurrency_limit_by_tag(tag)
-        except ObjectNotFound:
-            client.create_concurrency_limit(tag=tag, concurrency_limit=limit)
-            return limit
-        return int(existing.concurrency_limit)
 
 
 @task(
@@ -171,7 +159,7 @@ def _screen_all(
     selected: list[Candidate], overrides: dict[str, Any] | None, settings: Settings
 ) -> tuple[list[ScreeningReport], list[tuple[Candidate, str]]]:
     """(reports, (candidate, why) of every screening that could not run), in the candidates' order."""
-    ensure_concurrency_limit(HUB_TAG, settings.hub.concurrency)
+    ensure_limits(settings)  # the `hub` tag's limit among them, before the first screening asks for it
     runner = screen_candidate.with_options(result_storage=result_storage(settings))
     futures = runner.map(selected, unmapped(overrides))
     futures.wait()

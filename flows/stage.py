@@ -56,7 +56,7 @@ from registry.catalog import CatalogStore
 from registry.errors import RegistryError
 from registry.hub import hub_source
 from registry.keys import KeyPair, signing_key
-from registry.quotas import BLOB_UPLOADS, HUB_DOWNLOADS
+from registry.quotas import BLOB_UPLOADS, HUB_DOWNLOADS, HUB_TAG
 from registry.schema import (
     Finding,
     ModelRef,
@@ -125,7 +125,7 @@ def work_dir(settings: Settings, ref: ModelRef) -> Path:
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=only_retryable,
-    tags=["hub"],
+    tags=[HUB_TAG],
 )
 def resolve_revision(overrides: dict[str, Any] | None, repo_id: str, revision: str | None) -> ModelRef:
     settings = settings_from(overrides)
@@ -136,7 +136,7 @@ def resolve_revision(overrides: dict[str, Any] | None, repo_id: str, revision: s
         source.close()
 
 
-@task(name="fetch-weights", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=only_retryable, tags=["hub"])
+@task(name="fetch-weights", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=only_retryable, tags=[HUB_TAG])
 def fetch_weights(overrides: dict[str, Any] | None, ref: ModelRef, files_dir: str) -> FetchedWeights:
     """Download the revision's weights and serving files, verify hashes and tensors; reject on mismatch."""
     settings = settings_from(overrides)

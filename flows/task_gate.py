@@ -18,12 +18,13 @@ from prefect.runtime import flow_run
 from flows.settings import settings_from
 from registry.catalog import CatalogStore
 from registry.hub import hub_source
+from registry.quotas import HUB_TAG
 from registry.schema import ModelRef, StageName, StageOutcome, StageResult
 from validators.planner import planned_task
 from validators.tasks import UnsupportedTaskError, detect_task, hub_evidence
 
 
-@task(name="check-task", tags=["hub"])
+@task(name="check-task", tags=[HUB_TAG])
 def unsupported_task(overrides: dict[str, Any] | None, ref: ModelRef) -> str | None:
     """None when the model's task is served; else the reason (recorded as the SKIPPED `stage` result)."""
     settings = settings_from(overrides)

@@ -8,7 +8,10 @@ from here (flows/limits.py creates them from the policy and acquires them):
 - `quota-<family>-<region>`: the devices of one family in one region; a cell holds as many slots as its
   template has devices, for as long as it runs;
 - `hub-downloads`: weight downloads from the Hub at once (one slot per model being downloaded);
-- `blob-uploads`: weight uploads to blob storage at once (one slot per model being uploaded).
+- `blob-uploads`: weight uploads to blob storage at once (one slot per model being uploaded);
+- `tag:hub`: Prefect's limit of the task runs tagged `hub` (every task that calls the Hub: discovery, screening,
+  the task check, weight fetches): `hub.concurrency` of them at once. It is created before a run's first Hub
+  call, since Prefect remembers for a few seconds that a tag had no limit.
 
 Pure data, no I/O: flows and validators both read it.
 """
@@ -21,6 +24,9 @@ from typing import Any
 from registry.artifacts import artifact_key
 from registry.settings import Settings
 
+HUB_TAG = "hub"
+"""The Prefect tag of every task that calls the Hub."""
+HUB_REQUESTS = f"tag:{HUB_TAG}"
 HUB_DOWNLOADS = "hub-downloads"
 BLOB_UPLOADS = "blob-uploads"
 QUOTA_PREFIX = "quota"
@@ -74,6 +80,7 @@ def pools(settings: Settings) -> tuple[str, ...]:
 def limits(settings: Settings) -> dict[str, int]:
     """Every global concurrency limit the policy declares: name -> slots."""
     declared = {
+        HUB_REQUESTS: settings.hub.concurrency,
         HUB_DOWNLOADS: settings.orchestration.hub_downloads,
         BLOB_UPLOADS: settings.orchestration.blob_uploads,
     }

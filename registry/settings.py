@@ -46,7 +46,10 @@ class HubSettings(_Section):
     )
     backoff_s: float = Field(default=0.5, ge=0, le=3600)
     max_backoff_s: float = Field(default=30.0, ge=0, le=3600)
-    concurrency: int = Field(default=4, ge=1)
+    concurrency: int = Field(default=4, ge=1, description="tasks that call the Hub at once (Prefect's `tag:hub` limit)")
+    parallel_reads: int = Field(
+        default=4, ge=1, le=32, description="small files one screening reads from the Hub at once"
+    )
 
     @field_validator("endpoint")
     @classmethod

@@ -8,7 +8,9 @@ through `_Reader`, which counts the bytes, so each report says what screening co
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +80,7 @@ class _Reader:
     ref: ModelRef
     bytes_read: int = 0
     blocked: Exception | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # reads may run in threads (_read_texts)
 
     def _guard(self, call: Callable[[], bytes]) -> bytes:
         if self.blocked is not None:
@@ -87,7 +90,8 @@ class _Reader:
         except (GatedRepoError, HubAuthError) as exc:
             self.blocked = exc
             raise _Blocked(str(exc)) from exc
-        self.bytes_read += len(data)
+        with self._lock:
+            self.bytes_read += len(data)
         return data
 
     def range(self, path: str, start: int, length: int) -> bytes:
@@ -139,12 +143,7 @@ def select_text_files(files: tuple[RepoFile, ...], max_bytes: int) -> tuple[list
             or lower.endswith(safetensors_headers.INDEX_SUFFIX)
         ):
             needed.append(f)
-        elif (
-            lower.endswith(TEXT_SUFFIXES)
-            and name not in SKIP_TEXT
-            and not f.lfs
-            and (f.size or 0) <= max_bytes
-        ):
+        elif lower.endswith(TEXT_SUFFIXES) and name not in SKIP_TEXT and not f.lfs and (f.size or 0) <= max_bytes:
             extra.append(f)
     extra.sort(key=lambda f: (f.size or 0, f.path))
     return needed, extra[: max(0, MAX_TEXT_FILES - len(needed))]
@@ -196,14 +195,14 @@ def _metadata_findings(
     return format_scan
 
 
-def _read_texts(work: _Work, reader: _Reader, info: RepoInfo, max_text: int) -> dict[str, bytes]:
-    """The small text files screening needs, then others for the secret scan, within the byte budget."""
+def _planned_texts(work: _Work, info: RepoInfo, max_text: int) -> tuple[list[RepoFile], set[RepoFile]]:
+    """(the text files to read, in order, those of them screening needs): the needed ones first, then others for
+    the secret scan while the byte budget lasts (by their listed sizes); a needed file over the size limit is a
+    finding instead."""
     needed, extra = select_text_files(info.files, max_text)
-    texts: dict[str, bytes] = {}
+    planned: list[RepoFile] = []
     budget = TEXT_BUDGET_FACTOR * max_text
     for f in [*needed, *extra]:
-        if reader.blocked is not None:
-            break
         if f.size is not None and f.size > max_text:
             if f in needed:
                 why = f"{f.size} bytes, over screening.max_text_file_bytes"
@@ -211,19 +210,38 @@ def _read_texts(work: _Work, reader: _Reader, info: RepoInfo, max_text: int) -> 
             continue
         if budget <= 0:
             break
+        planned.append(f)
+        budget -= f.size if f.size is not None else max_text
+    return planned, set(needed)
+
+
+def _read_texts(work: _Work, reader: _Reader, info: RepoInfo, max_text: int, parallel: int) -> dict[str, bytes]:
+    """The planned text files, `parallel` read at once (each read waits out the Hub's latency); results are taken
+    in plan order, and a refused read ends them as if they had been read one after another."""
+    planned, needed = _planned_texts(work, info, max_text)
+
+    def read(f: RepoFile) -> bytes | Exception:
         try:
-            data = reader.file(f.path, max_text)
-        except _Blocked:
+            return reader.file(f.path, max_text)
+        except (_Blocked, EntryNotFoundError, HubResponseError) as exc:
+            return exc
+
+    if parallel > 1 and len(planned) > 1:
+        with ThreadPoolExecutor(max_workers=min(parallel, len(planned)), thread_name_prefix="screen-read") as pool:
+            outcomes = list(pool.map(read, planned))
+    else:
+        outcomes = [read(f) for f in planned]
+    texts: dict[str, bytes] = {}
+    for f, outcome in zip(planned, outcomes, strict=True):
+        if isinstance(outcome, _Blocked):
             break
-        except EntryNotFoundError:
+        if isinstance(outcome, EntryNotFoundError):
             work.add([_unreadable(f.path, "listed but not served")])
-            continue
-        except HubResponseError as exc:
+        elif isinstance(outcome, HubResponseError):
             if f in needed:
-                work.add([_unreadable(f.path, str(exc)[:160], codes.FILE_TOO_LARGE)])
-            continue
-        budget -= len(data)
-        texts[f.path] = data
+                work.add([_unreadable(f.path, str(outcome)[:160], codes.FILE_TOO_LARGE)])
+        elif isinstance(outcome, bytes):
+            texts[f.path] = outcome
     return texts
 
 
@@ -310,7 +328,7 @@ def screen_repo(
     ref = _ref(repo_id, info.sha or revision)
     reader, work = _Reader(source, ref), _Work()
     format_scan = _metadata_findings(work, repo_id, info, reader, has_token)
-    texts = _read_texts(work, reader, info, settings.screening.max_text_file_bytes)
+    texts = _read_texts(work, reader, info, settings.screening.max_text_file_bytes, settings.hub.parallel_reads)
     readme_bytes = texts.get("README.md")
     readme = readme_bytes.decode("utf-8", "replace") if readme_bytes is not None else None
     card: dict[str, Any] = dict(info.card_data) or (_front_matter(readme) if readme else {})

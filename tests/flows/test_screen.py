@@ -14,9 +14,10 @@ from devstack.hub_server import HubServer
 from devstack.repostore import RepoStore
 from flows.cli.app import app
 from flows.cli.exit_codes import ExitCode
-from flows.screen import HUB_TAG, screen_candidates
+from flows.screen import screen_candidates
 from registry import finding_codes as codes
 from registry.catalog import CatalogStore
+from registry.quotas import HUB_TAG
 from registry.schema import Candidate, Decision, ModelRef, StageName, StageOutcome, Verdict
 from registry.settings import load_settings
 from tests.fixtures.hub import DEFAULT_CARD, model_card, tiny_safetensors
@@ -82,7 +83,8 @@ def test_screen_flow_persists_reports_and_caches_reruns(
         assert "remote-code.python-file" in stage.reason
 
     with get_client(sync_client=True) as client:
-        assert client.read_concurrency_limit_by_tag(HUB_TAG).concurrency_limit >= 1
+        # the `hub` tag's limit, created as a global concurrency limit: Prefect's tag limits are those
+        assert client.read_concurrency_limit_by_tag(HUB_TAG).concurrency_limit == settings.hub.concurrency
 
     # A rerun at the same revisions and policy costs nothing: no request reaches the Hub.
     before = len(hub.requests.entries())

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from registry.quotas import BLOB_UPLOADS, HUB_DOWNLOADS, Site, gpu_job_variables, limits, pools, sites
+from registry.quotas import BLOB_UPLOADS, HUB_DOWNLOADS, HUB_REQUESTS, Site, gpu_job_variables, limits, pools, sites
 from registry.settings import POLICY_STAGES, SettingsError, load_settings
 
 A100 = {
@@ -45,13 +45,16 @@ def test_a_family_without_quota_is_its_home_region_unlimited() -> None:
 
 
 def test_every_limit_the_policy_declares() -> None:
-    settings = load_settings(accelerators={"A100_TEST": A100}, orchestration={"hub_downloads": 3, "blob_uploads": 2})
+    settings = load_settings(
+        accelerators={"A100_TEST": A100}, orchestration={"hub_downloads": 3, "blob_uploads": 2}, hub={"concurrency": 5}
+    )
     declared = limits(settings)
     assert declared[HUB_DOWNLOADS] == 3 and declared[BLOB_UPLOADS] == 2
+    assert declared[HUB_REQUESTS] == 5 and HUB_REQUESTS == "tag:hub"  # Prefect's limit of the tasks tagged `hub`
     assert declared["quota-a100-test-eastus"] == 4
     assert declared["quota-a100-test-westeurope"] == 8
     assert declared["quota-a100-test-southeastasia"] == 2
-    assert all(name == name.lower() and "_" not in name for name in declared)
+    assert all(name == name.lower() and "_" not in name for name in declared if name != HUB_REQUESTS)
     site = sites(settings, "A100_TEST")[1]
     assert site.limit == "quota-a100-test-eastus" and site.fits(4) and not site.fits(5)
 

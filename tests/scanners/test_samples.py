@@ -26,17 +26,13 @@ def sample_hub(sample_set: SampleSet) -> Iterator[HubServer]:
         yield hub
 
 
-def test_every_sample_gets_its_expected_verdict_and_codes(
-    sample_set: SampleSet, sample_hub: HubServer
-) -> None:
+def test_every_sample_gets_its_expected_verdict_and_codes(sample_set: SampleSet, sample_hub: HubServer) -> None:
     settings = load_settings(hub={"endpoint": sample_hub.url, "max_retries": 0})
     source = HfHubSource(settings.hub)
     try:
         for sample in sample_set.samples:
             report = screen_repo(source, sample.repo_id, sample.revision, settings)
-            explained = f"{sample.repo_id}:\n" + "\n".join(
-                f"  {f.code}: {f.message}" for f in report.findings
-            )
+            explained = f"{sample.repo_id}:\n" + "\n".join(f"  {f.code}: {f.message}" for f in report.findings)
             assert report.verdict is sample.expected_verdict, explained
             assert set(sample.expected_codes) <= set(report.codes), explained
             assert report.ref.revision == sample.revision
@@ -67,3 +63,38 @@ def test_gated_and_private_samples_with_a_token(sample_set: SampleSet, sample_hu
             assert report.verdict is Verdict.ACCEPTED, [f.message for f in report.findings]
     finally:
         source.close()
+
+
+def _peak(spans: list[tuple[float, float]]) -> int:
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    best = current = 0
+    for _, step in events:
+        current += step
+        best = max(best, current)
+    return best
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_a_screening_reads_at_most_parallel_reads_small_files_at_once(
+    sample_set: SampleSet, sample_hub: HubServer, parallel: int
+) -> None:
+    """Each read waits out the Hub's latency (here 100 ms): read one after another, they add it up."""
+    sample = next(s for s in sample_set.samples if s.repo_id == "curation-samples/tiny-llama-chat")
+    settings = load_settings(hub={"endpoint": sample_hub.url, "max_retries": 0, "parallel_reads": parallel})
+    sample_hub.faults.add("/resolve/", status=None, delay=0.1, times=None, message="latency")
+    sample_hub.requests.clear()
+    source = HfHubSource(settings.hub)
+    try:
+        report = screen_repo(source, sample.repo_id, sample.revision, settings)
+    finally:
+        source.close()
+        sample_hub.faults.clear()
+    assert report.verdict is sample.expected_verdict
+    # the server logs a request as finished a little after the client has its answer and starts the next one
+    reads = [
+        (r.started_at, r.finished_at - 0.02)
+        for r in sample_hub.requests.entries()
+        if "/resolve/" in r.path and r.range is None and not r.path.endswith(".safetensors")
+    ]
+    assert len(reads) >= 4  # card, licence, configs
+    assert _peak(reads) == min(parallel, len(reads))
