@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.scale_stack import BenchStack, start_stack
+from devstack.hub.control import peak_concurrency
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OUT = REPO_ROOT / "docs" / "benchmarks" / "scale.md"
@@ -64,16 +65,6 @@ class Result:
     peak_models: int
     outcomes: dict[str, int]
     status: str
-
-
-def peak(spans: list[tuple[float, float]]) -> int:
-    """The most intervals open at one instant."""
-    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    best = current = 0
-    for _, step in events:
-        current += step
-        best = max(best, current)
-    return best
 
 
 def overrides_for(stack: BenchStack, workers: int, pool: str, catalog_url: str) -> dict[str, Any]:
@@ -152,9 +143,9 @@ def run_once(stack: BenchStack, workers: int, *, again: bool) -> tuple[Result, S
         workers=workers,
         makespan_s=finished - started,
         cpu_busy=(busy1 - busy0) / max(total1 - total0, 1.0),
-        peak_downloads=peak(downloads),
-        peak_uploads=peak(stack.task_spans("upload-primary", started)),
-        peak_models=peak(stack.flow_spans("curate-model", started)),
+        peak_downloads=peak_concurrency(downloads),
+        peak_uploads=peak_concurrency(stack.task_spans("upload-primary", started)),
+        peak_models=peak_concurrency(stack.flow_spans("curate-model", started)),
         outcomes=dict(summary.outcomes),
         status=summary.status,
     ), week2

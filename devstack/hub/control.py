@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def peak_concurrency(spans: Sequence[tuple[float, float]]) -> int:
+    """The most (start, end) intervals open at one instant: how many requests (or runs) overlapped at most."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    best = current = 0
+    for _, step in events:
+        current += step
+        best = max(best, current)
+    return best
 
 
 @dataclass

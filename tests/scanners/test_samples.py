@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from devstack.hub.control import peak_concurrency
 from devstack.hub_server import HubServer
 from devstack.samples import SampleSet
 from registry import finding_codes as codes
@@ -65,15 +66,6 @@ def test_gated_and_private_samples_with_a_token(sample_set: SampleSet, sample_hu
         source.close()
 
 
-def _peak(spans: list[tuple[float, float]]) -> int:
-    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    best = current = 0
-    for _, step in events:
-        current += step
-        best = max(best, current)
-    return best
-
-
 @pytest.mark.parametrize("parallel", [1, 3])
 def test_a_screening_reads_at_most_parallel_reads_small_files_at_once(
     sample_set: SampleSet, sample_hub: HubServer, parallel: int
@@ -97,4 +89,4 @@ def test_a_screening_reads_at_most_parallel_reads_small_files_at_once(
         if "/resolve/" in r.path and r.range is None and not r.path.endswith(".safetensors")
     ]
     assert len(reads) >= 4  # card, licence, configs
-    assert _peak(reads) == min(parallel, len(reads))
+    assert peak_concurrency(reads) == min(parallel, len(reads))
