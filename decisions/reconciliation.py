@@ -149,9 +149,7 @@ IMAGE_RESCAN: Rule[Rescanned] = Check(image_now_fails_gate, Verdict.NEEDS_REVIEW
 """An entry whose runtime image fails a rescan is flagged (`rescan-images`)."""
 
 
-def flagged_by_rescan(
-    entries: Sequence[CatalogEntry], image: RuntimeImage, scan: ScanSummary
-) -> list[tuple[str, str]]:
+def flagged_by_rescan(entries: Sequence[CatalogEntry], image: RuntimeImage, scan: ScanSummary) -> list[tuple[str, str]]:
     """(entry id, reason) of every entry the rescan of `image` flags."""
     flagged: list[tuple[str, str]] = []
     for entry in entries:

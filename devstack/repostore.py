@@ -26,8 +26,23 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 LFS_SUFFIXES = (
-    ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".gguf", ".onnx", ".h5", ".msgpack",
-    ".npy", ".npz", ".model", ".tar", ".zip", ".gz",
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".pkl",
+    ".pickle",
+    ".gguf",
+    ".onnx",
+    ".h5",
+    ".msgpack",
+    ".npy",
+    ".npz",
+    ".model",
+    ".tar",
+    ".zip",
+    ".gz",
 )
 LFS_THRESHOLD = 10 * 1024 * 1024
 DEFAULT_DATE = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

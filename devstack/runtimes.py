@@ -29,6 +29,8 @@ from registry.tools import find_tool
 
 class RuntimeLaunchError(ProcessError):
     """A runtime process could not be started or did not become healthy; the message points at its log."""
+
+
 _LOCAL_REVISION = "0" * 40
 
 

@@ -70,8 +70,17 @@ def start_hub(ctx: StackContext) -> ServiceState:
     ctx.progress(f"starting the Hub test server on 127.0.0.1:{port}")
     proc = start_process(
         "hub",
-        [sys.executable, "-m", "devstack.hub_server", "--root", str(store_root), "--port", str(port),
-         "--token", DEV_HUB_TOKEN],
+        [
+            sys.executable,
+            "-m",
+            "devstack.hub_server",
+            "--root",
+            str(store_root),
+            "--port",
+            str(port),
+            "--token",
+            DEV_HUB_TOKEN,
+        ],
         log_path=ctx.root / "logs" / "hub.log",
     )
     url = f"http://127.0.0.1:{port}"

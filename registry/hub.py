@@ -38,8 +38,20 @@ T = TypeVar("T")
 
 # What discovery asks the listing for: everything the filters and the artifact table need, in one call.
 LISTING_EXPAND = [
-    "sha", "trendingScore", "likes", "downloads", "pipeline_tag", "library_name", "tags", "gated", "private",
-    "safetensors", "cardData", "lastModified", "author", "createdAt",
+    "sha",
+    "trendingScore",
+    "likes",
+    "downloads",
+    "pipeline_tag",
+    "library_name",
+    "tags",
+    "gated",
+    "private",
+    "safetensors",
+    "cardData",
+    "lastModified",
+    "author",
+    "createdAt",
 ]
 
 

@@ -46,12 +46,14 @@ def error_for_status(
     if code == "GatedRepo":
         return GatedRepoError(
             f"{where} is gated; set HF_TOKEN to a token of an account that accepted its terms",
-            repo_id=repo_id, status=status,
+            repo_id=repo_id,
+            status=status,
         )
     if code == "RepoNotFound" or (status == 404 and not path and not code and repo_id):
         return RepoNotFoundError(
             f"{where} was not found on the Hub (or it is private: set HF_TOKEN if you have access)",
-            repo_id=repo_id, status=status,
+            repo_id=repo_id,
+            status=status,
         )
     if code == "RevisionNotFound":
         return RevisionNotFoundError(f"{where}: that revision does not exist", repo_id=repo_id, status=status)
@@ -60,23 +62,27 @@ def error_for_status(
     if status == 429:
         return HubRateLimitedError(
             f"the Hub rate-limited requests for {where}; retry later or lower hub.concurrency",
-            repo_id=repo_id, retry_after=_parse_retry_after(retry_after),
+            repo_id=repo_id,
+            retry_after=_parse_retry_after(retry_after),
         )
     if status in (401, 403):
         return HubAuthError(
             f"the Hub refused access to {where} (HTTP {status}): check HF_TOKEN ({message[:120]})",
-            repo_id=repo_id, status=status,
+            repo_id=repo_id,
+            status=status,
         )
     if status == 416:
         return HubResponseError(f"{where}: range outside the file", repo_id=repo_id, status=status)
     if status >= 500:
         return HubUnavailableError(
             f"the Hub failed on {where} (HTTP {status}); it is retried, then try again later",
-            repo_id=repo_id, status=status,
+            repo_id=repo_id,
+            status=status,
         )
     return HubResponseError(
         f"unexpected HTTP {status} from the Hub for {where}: {message[:120]}; is hub.endpoint a Hub?",
-        repo_id=repo_id, status=status,
+        repo_id=repo_id,
+        status=status,
     )
 
 
@@ -119,7 +125,11 @@ def translate_error(exc: BaseException, repo_id: str | None, endpoint: str) -> H
         status = response.status_code if response is not None else 0
         headers = response.headers if response is not None else {}
         return error_for_status(
-            status, headers.get("X-Error-Code", ""), str(exc).splitlines()[0], repo_id, None,
+            status,
+            headers.get("X-Error-Code", ""),
+            str(exc).splitlines()[0],
+            repo_id,
+            None,
             headers.get("Retry-After"),
         )
     if fails_fast(exc):

@@ -88,9 +88,7 @@ def check_revision(value: str) -> str:
         or value.endswith(".lock")
     )
     if bad:
-        raise _invalid(
-            "a revision", value, "expected a commit sha or a branch/tag name (e.g. main, v1.0, refs/pr/3)"
-        )
+        raise _invalid("a revision", value, "expected a commit sha or a branch/tag name (e.g. main, v1.0, refs/pr/3)")
     return value
 
 

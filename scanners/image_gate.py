@@ -106,9 +106,7 @@ def fixable_vulnerabilities(policy: ImageSettings, today: date) -> Rule[ImageRep
 
 
 def no_secrets(policy: ImageSettings, today: date) -> Rule[ImageReport]:
-    return CheckAll(
-        lambda report: [f"secret:{s.rule}" for s in report.secrets if not secret_allowed(policy, s, today)]
-    )
+    return CheckAll(lambda report: [f"secret:{s.rule}" for s in report.secrets if not secret_allowed(policy, s, today)])
 
 
 def no_denied_licenses(policy: ImageSettings) -> Rule[ImageReport]:

@@ -35,9 +35,7 @@ from registry.settings import LicensePolicy
 from scanners.paths import display_path
 
 SCANNER = "licenses"
-LICENSE_FILE = re.compile(
-    r"^(?:.*/)?(?:LICEN[CS]E|COPYING|LICENSE_AGREEMENT|USE_POLICY)[^/]*$", re.IGNORECASE
-)
+LICENSE_FILE = re.compile(r"^(?:.*/)?(?:LICEN[CS]E|COPYING|LICENSE_AGREEMENT|USE_POLICY)[^/]*$", re.IGNORECASE)
 _REF_CHARS = re.compile(r"[^A-Za-z0-9.\-]+")
 _RANK = {Verdict.ACCEPTED: 0, Verdict.NEEDS_REVIEW: 1, Verdict.REJECTED: 2}
 _MAX_DECLARED = 300
@@ -157,9 +155,7 @@ def _render(node: Any, rename: Mapping[str, str]) -> str:
     raise ExpressionError(f"unexpected licence expression node {type(node).__name__}")
 
 
-def normalize(
-    declared: object, license_name: object = None, policy: LicensePolicy | None = None
-) -> Normalized:
+def normalize(declared: object, license_name: object = None, policy: LicensePolicy | None = None) -> Normalized:
     """The card's `license` (+ `license_name` for `other`) as an SPDX expression with LicenseRef- ids."""
     if declared is None or declared in ("", []):
         return Normalized(None, None, "no licence declared")
@@ -295,23 +291,15 @@ def _finding(code: str, severity: Severity, message: str, path: str | None = Non
     return Finding(scanner=SCANNER, code=code, severity=severity, message=message, path=path)
 
 
-def _judgement_findings(
-    expression: str, source: str, policy: LicensePolicy, path: str | None
-) -> list[Finding]:
+def _judgement_findings(expression: str, source: str, policy: LicensePolicy, path: str | None) -> list[Finding]:
     try:
         result = judge(expression, policy)
     except ExpressionError as exc:
         return [
-            _finding(
-                codes.LICENSE_UNKNOWN, Severity.HIGH, f"{source} {expression!r} cannot be judged: {exc}", path
-            )
+            _finding(codes.LICENSE_UNKNOWN, Severity.HIGH, f"{source} {expression!r} cannot be judged: {exc}", path)
         ]
     if result.verdict is Verdict.ACCEPTED:
-        return [
-            _finding(
-                codes.LICENSE_ALLOWED, Severity.INFO, f"{source} {expression} is allowed by policy", path
-            )
-        ]
+        return [_finding(codes.LICENSE_ALLOWED, Severity.INFO, f"{source} {expression} is allowed by policy", path)]
     found: list[Finding] = []
     if result.denied:
         found.append(

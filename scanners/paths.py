@@ -43,16 +43,12 @@ def check_path(path: str) -> list[Finding]:
     found: list[Finding] = []
     parts = path.replace("\\", "/").split("/")
     if ".." in parts or path in ("", "."):
-        found.append(
-            _finding(codes.PATH_TRAVERSAL, Severity.CRITICAL, path, "climbs out of the repository ('..')")
-        )
+        found.append(_finding(codes.PATH_TRAVERSAL, Severity.CRITICAL, path, "climbs out of the repository ('..')"))
     if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":" and path[0].isalpha()):
         found.append(_finding(codes.PATH_ABSOLUTE, Severity.CRITICAL, path, "is absolute"))
     if "\\" in path:
         found.append(
-            _finding(
-                codes.PATH_BACKSLASH, Severity.HIGH, path, "contains a backslash (a separator on Windows)"
-            )
+            _finding(codes.PATH_BACKSLASH, Severity.HIGH, path, "contains a backslash (a separator on Windows)")
         )
     if any(unicodedata.category(c) == "Cc" for c in path):
         found.append(_finding(codes.PATH_CONTROL_CHARS, Severity.HIGH, path, "contains control characters"))
@@ -75,8 +71,7 @@ def check_path(path: str) -> list[Finding]:
                 codes.PATH_TOO_LONG,
                 Severity.HIGH,
                 path,
-                f"is too long ({len(encoded)} bytes; limits {MAX_PATH_BYTES} per path, "
-                f"{MAX_COMPONENT_BYTES} per part)",
+                f"is too long ({len(encoded)} bytes; limits {MAX_PATH_BYTES} per path, {MAX_COMPONENT_BYTES} per part)",
             )
         )
     return found

@@ -307,9 +307,7 @@ def _scan_one(stream: io.BytesIO, result: PickleImports) -> None:
     result.pickles += 1
 
 
-def scan_pickle_stream(
-    data: bytes, *, truncated: bool, max_pickles: int = MAX_PICKLES_PER_FILE
-) -> PickleImports:
+def scan_pickle_stream(data: bytes, *, truncated: bool, max_pickles: int = MAX_PICKLES_PER_FILE) -> PickleImports:
     """Imports of up to `max_pickles` consecutive pickles at the start of `data` (legacy torch layout).
 
     `truncated` says that `data` is only a prefix of the file: running out of bytes then means "not fully
@@ -390,9 +388,7 @@ def read_zip_directory(read: RangeReader, size: int, *, budget: int) -> list[Zip
     while pos + 46 <= len(directory) and len(members) < 100_000:
         if directory[pos : pos + 4] != b"PK\x01\x02":
             raise _Malformed("bad central directory entry")
-        method, _t, _d, _crc, csize, usize, nlen, elen, clen = struct.unpack_from(
-            "<HHHIIIHHH", directory, pos + 10
-        )
+        method, _t, _d, _crc, csize, usize, nlen, elen, clen = struct.unpack_from("<HHHIIIHHH", directory, pos + 10)
         (local,) = struct.unpack_from("<I", directory, pos + 42)
         name = directory[pos + 46 : pos + 46 + nlen].decode("utf-8", "replace")
         extra = directory[pos + 46 + nlen : pos + 46 + nlen + elen]
@@ -439,18 +435,10 @@ def _findings_for(path: str, result: PickleImports, where: str = "") -> list[Fin
     label = f"{shown}{where}"
     found: list[Finding] = []
     dangerous = sorted(
-        {
-            f"{m}.{n} ({op})"
-            for m, n, op in result.imports
-            if m == _UNRESOLVED or classify_global(m, n) == "dangerous"
-        }
+        {f"{m}.{n} ({op})" for m, n, op in result.imports if m == _UNRESOLVED or classify_global(m, n) == "dangerous"}
     )
     unknown = sorted(
-        {
-            f"{m}.{n}"
-            for m, n, _op in result.imports
-            if m != _UNRESOLVED and classify_global(m, n) == "unknown"
-        }
+        {f"{m}.{n}" for m, n, _op in result.imports if m != _UNRESOLVED and classify_global(m, n) == "unknown"}
     )
     if dangerous:
         found.append(
@@ -459,7 +447,7 @@ def _findings_for(path: str, result: PickleImports, where: str = "") -> list[Fin
                 code=codes.PICKLE_DANGEROUS_IMPORT,
                 severity=Severity.CRITICAL,
                 message=f"{label} would import {', '.join(display_path(d) for d in dangerous[:8])} when "
-                    "unpickled "
+                "unpickled "
                 f"({result.calls} call opcodes): it can run arbitrary code",
                 path=shown,
             )
@@ -471,7 +459,7 @@ def _findings_for(path: str, result: PickleImports, where: str = "") -> list[Fin
                 code=codes.PICKLE_UNKNOWN_IMPORT,
                 severity=Severity.MEDIUM,
                 message=f"{label} imports {', '.join(display_path(u) for u in unknown[:8])}, which are not "
-                    "known-safe "
+                "known-safe "
                 "tensor-rebuild functions: a maintainer must review them",
                 path=shown,
             )
@@ -484,7 +472,7 @@ def _findings_for(path: str, result: PickleImports, where: str = "") -> list[Fin
                 code=code,
                 severity=Severity.MEDIUM,
                 message=f"{label} could not be fully inspected ({display_path(result.error)}); it is never "
-                    "loaded, but a "
+                "loaded, but a "
                 "maintainer must review it",
                 path=shown,
             )
@@ -497,9 +485,7 @@ def scan_pickle_bytes(path: str, data: bytes, *, truncated: bool, where: str = "
     return _findings_for(path, scan_pickle_stream(data, truncated=truncated, max_pickles=1), where)
 
 
-def scan_pickle_file(
-    path: str, size: int | None, read: RangeReader, *, budget: int = DEFAULT_BUDGET
-) -> list[Finding]:
+def scan_pickle_file(path: str, size: int | None, read: RangeReader, *, budget: int = DEFAULT_BUDGET) -> list[Finding]:
     """Findings for one pickle-based file, read through `read(start, length)` within `budget` bytes."""
     shown = display_path(path)
     if size is None or size <= 0:
@@ -532,7 +518,7 @@ def scan_pickle_file(
                     code=codes.PICKLE_MALFORMED,
                     severity=Severity.MEDIUM,
                     message=f"{shown} is a zip whose pickle could not be located "
-                        f"({display_path(str(exc))}); it is never "
+                    f"({display_path(str(exc))}); it is never "
                     "loaded, but a maintainer must review it",
                     path=shown,
                 )

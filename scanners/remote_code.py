@@ -86,7 +86,7 @@ def auto_map_findings(path: str, config: Mapping[str, Any]) -> list[Finding]:
                         code=codes.REMOTE_CODE_CROSS_REPO,
                         severity=Severity.CRITICAL,
                         message=f"{shown} loads code from another repository "
-                            f"({display_path(match.group(1))}: "
+                        f"({display_path(match.group(1))}: "
                         f"{display_path(match.group(2))}); that code is outside this screening",
                         path=shown,
                     )
@@ -126,8 +126,7 @@ def code_file_findings(paths: Iterable[str]) -> list[Finding]:
                     scanner=SCANNER,
                     code=codes.REMOTE_CODE_PYTHON_FILE,
                     severity=Severity.HIGH,
-                    message=f"{shown} is repository code (never imported here); serving it needs "
-                        "trust_remote_code",
+                    message=f"{shown} is repository code (never imported here); serving it needs trust_remote_code",
                     path=shown,
                 )
             )

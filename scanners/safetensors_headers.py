@@ -191,9 +191,7 @@ def check_header(path: str, header: bytes, *, file_size: int | None, header_len:
     return scan
 
 
-def scan_safetensors_file(
-    path: str, file_size: int | None, read: RangeReader, *, max_header_bytes: int
-) -> HeaderScan:
+def scan_safetensors_file(path: str, file_size: int | None, read: RangeReader, *, max_header_bytes: int) -> HeaderScan:
     """Read and check one file's header by range: 8 bytes, then at most `max_header_bytes`."""
     prefix = read(0, 8)
     if len(prefix) < 8:
@@ -213,8 +211,7 @@ def scan_safetensors_file(
             _finding(
                 codes.ST_HEADER_TOO_LARGE,
                 path,
-                f"header claims {header_len} bytes, over screening.max_header_bytes={max_header_bytes}; "
-                "not read",
+                f"header claims {header_len} bytes, over screening.max_header_bytes={max_header_bytes}; not read",
                 Severity.CRITICAL,
             )
         )
@@ -230,9 +227,7 @@ def scan_safetensors_file(
         )
         return scan
     if header_len < 2:
-        scan.findings.append(
-            _finding(codes.ST_HEADER_INVALID, path, f"header length {header_len} is too small")
-        )
+        scan.findings.append(_finding(codes.ST_HEADER_INVALID, path, f"header length {header_len} is too small"))
         return scan
     header = read(8, header_len)
     if len(header) < header_len:
@@ -250,9 +245,7 @@ def scan_safetensors_file(
 # ------------------------------------------------------------------------------------------ sharded index
 
 
-def check_index(
-    index_path: str, data: bytes, shards: Mapping[str, HeaderScan], repo_paths: set[str]
-) -> list[Finding]:
+def check_index(index_path: str, data: bytes, shards: Mapping[str, HeaderScan], repo_paths: set[str]) -> list[Finding]:
     """The index's weight map against the repository's files and the shards' headers."""
     try:
         index = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
@@ -260,9 +253,7 @@ def check_index(
         return [_finding(codes.ST_INDEX_INVALID, index_path, f"not valid JSON ({str(exc)[:120]})")]
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        return [
-            _finding(codes.ST_INDEX_INVALID, index_path, "has no weight_map of tensor -> shard file names")
-        ]
+        return [_finding(codes.ST_INDEX_INVALID, index_path, "has no weight_map of tensor -> shard file names")]
     found: list[Finding] = []
     base = index_path.rsplit("/", 1)[0] + "/" if "/" in index_path else ""
     named = {base + v for v in weight_map.values()}
@@ -325,19 +316,9 @@ def estimate_parameters(config: Mapping[str, Any]) -> tuple[int, ...]:
     vocab = number("vocab_size")
     inter = number("intermediate_size")
     heads = number("num_attention_heads", "n_head")
-    if (
-        None in (hidden, layers, vocab, inter, heads)
-        or config.get("num_experts")
-        or config.get("num_local_experts")
-    ):
+    if None in (hidden, layers, vocab, inter, heads) or config.get("num_experts") or config.get("num_local_experts"):
         return ()
-    assert (
-        hidden is not None
-        and layers is not None
-        and vocab is not None
-        and inter is not None
-        and heads is not None
-    )
+    assert hidden is not None and layers is not None and vocab is not None and inter is not None and heads is not None
     if config.get("model_type") not in (
         "llama",
         "qwen2",
@@ -391,8 +372,7 @@ def parameter_findings(
                 scanner=SCANNER,
                 code=codes.ST_PARAMETER_MISMATCH,
                 severity=Severity.MEDIUM,
-                message=f"the headers hold {header_total} parameters but config.json describes about "
-                    f"{estimate}",
+                message=f"the headers hold {header_total} parameters but config.json describes about {estimate}",
                 path="config.json",
             )
         )

@@ -56,8 +56,7 @@ def _finding(path: str, line: int, rule: str, title: str, source: str) -> Findin
         scanner=SCANNER,
         code=codes.SECRET_FOUND,
         severity=Severity.CRITICAL,
-        message=f"{shown} line {line}: {title} ({source} rule {rule}); revoke it and remove it from the "
-            "repository",
+        message=f"{shown} line {line}: {title} ({source} rule {rule}); revoke it and remove it from the repository",
         path=shown,
     )
 
@@ -79,9 +78,7 @@ def trivy_binary() -> str | None:
     return find_tool("trivy")
 
 
-def trivy_findings(
-    files: Mapping[str, bytes], *, binary: str, cache_dir: Path | None = None
-) -> list[Finding]:
+def trivy_findings(files: Mapping[str, bytes], *, binary: str, cache_dir: Path | None = None) -> list[Finding]:
     """Run Trivy's secret scanner offline over a neutral-named copy of `files`."""
     found: list[Finding] = []
     with tempfile.TemporaryDirectory(prefix="curate-secrets-") as tmp:
@@ -108,9 +105,7 @@ def trivy_findings(
         try:
             proc = subprocess.run(argv, capture_output=True, timeout=TRIVY_TIMEOUT_S, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ScannerError(
-                f"trivy secret scan failed to run ({exc}); check the trivy binary on PATH"
-            ) from exc
+            raise ScannerError(f"trivy secret scan failed to run ({exc}); check the trivy binary on PATH") from exc
         if proc.returncode != 0:
             raise ScannerError(
                 f"trivy secret scan exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-300:]}"
@@ -136,9 +131,7 @@ def trivy_findings(
     return found
 
 
-def scan_secrets(
-    files: Mapping[str, bytes], *, use_trivy: bool = True, cache_dir: Path | None = None
-) -> list[Finding]:
+def scan_secrets(files: Mapping[str, bytes], *, use_trivy: bool = True, cache_dir: Path | None = None) -> list[Finding]:
     """Secret findings in `files` (path -> bytes), one per (file, line): Trivy's, then built-in rules."""
     if not files:
         return []

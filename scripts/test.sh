@@ -8,8 +8,9 @@ bash scripts/install-system.sh
 bash scripts/bootstrap.sh
 . .venv/bin/activate
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
-echo "== lint (ruff, mypy --strict, import contracts, size rule)"
+echo "== lint (ruff, ruff format, mypy --strict, import contracts, size rule)"
 ruff check .
+ruff format --check .
 mypy
 lint-imports
 python scripts/check_size.py

@@ -96,9 +96,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     ),
     CheckSpec("embeddings.base64", 1, _EMB, "base64 decodes to the float vectors", embeddings.embeddings_base64),
     CheckSpec("embeddings.dimensions_param", 1, _EMB, "dimensions parameter", embeddings.embeddings_dimensions_param),
-    CheckSpec(
-        "audio.transcription", 1, _ASR, "multipart upload answers a Transcription (json)", audio.transcription
-    ),
+    CheckSpec("audio.transcription", 1, _ASR, "multipart upload answers a Transcription (json)", audio.transcription),
     CheckSpec(
         "audio.response_format_text",
         1,

@@ -46,8 +46,11 @@ def solid_png(width: int = 48, height: int = 40, rgb: tuple[int, int, int] = (20
     """An 8-bit RGB PNG of one colour."""
     row = b"\x00" + bytes(rgb) * width  # filter type 0 per scanline
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(row * height, 9)) + _chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(row * height, 9))
+        + _chunk(b"IEND", b"")
     )
 
 

@@ -132,9 +132,7 @@ def check_weights_region(
                     f"the signature blob in {region} is not the one the entry names (replaced); "
                     + repair_advice(prefix),
                 )
-            manifest = verify_remote(
-                store, region, prefix, public_key, signature_name=sig_name, expected_signature=raw
-            )
+            manifest = verify_remote(store, region, prefix, public_key, signature_name=sig_name, expected_signature=raw)
     except (RegistryError, ValidatorError) as exc:
         return _bad(name, str(exc))
     if manifest.statement_digest != signature.signed_digest:

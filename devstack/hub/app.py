@@ -46,9 +46,7 @@ class HubSettings:
 class HubError(Exception):
     """An HTTP error answer with the Hub's `X-Error-Code` / `X-Error-Message` headers."""
 
-    def __init__(
-        self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
-    ):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -148,11 +146,7 @@ class HubApp:
             if fault is not None and fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault is not None and fault.status is not None:
-                headers = (
-                    {"Retry-After": str(math.ceil(fault.retry_after))}
-                    if fault.retry_after is not None
-                    else {}
-                )
+                headers = {"Retry-After": str(math.ceil(fault.retry_after))} if fault.retry_after is not None else {}
                 raise HubError(fault.status, fault.message, headers=headers)
             authorized = self._authorize(request)
             response = await self._route(request, raw_path, authorized)
@@ -225,16 +219,12 @@ class HubApp:
                     )
                 if rest[:1] == ["paths-info"] and len(rest) >= 2 and method == "POST":
                     body = await request.body()
-                    return await run_in_threadpool(
-                        self._paths_info, body, repo_id, "/".join(rest[1:]), authorized
-                    )
+                    return await run_in_threadpool(self._paths_info, body, repo_id, "/".join(rest[1:]), authorized)
                 if rest == ["refs"] and method == "GET":
                     return await run_in_threadpool(self._refs, repo_id, authorized)
         if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
             repo_id = f"{parts[0]}/{parts[1]}"
-            return await run_in_threadpool(
-                self._resolve, request, repo_id, parts[3], "/".join(parts[4:]), authorized
-            )
+            return await run_in_threadpool(self._resolve, request, repo_id, parts[3], "/".join(parts[4:]), authorized)
         raise HubError(404, f"no such endpoint: {method} {raw_path[:200]}")
 
     # ------------------------------------------------------------------------------------------ access
@@ -359,9 +349,7 @@ class HubApp:
         commit = self._commit(repo_id, revision)
         form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
         expand = _truthy((form.get("expand") or ["false"])[0])
-        entries = [
-            self.catalog.tree_entry(commit, p.strip("/"), expand=expand) for p in form.get("paths", [])
-        ]
+        entries = [self.catalog.tree_entry(commit, p.strip("/"), expand=expand) for p in form.get("paths", [])]
         return _json([e for e in entries if e is not None])
 
     def _refs(self, repo_id: str, authorized: bool) -> Response:
@@ -372,9 +360,7 @@ class HubApp:
         ]
         return _json({"branches": branches, "converts": [], "tags": []})
 
-    def _resolve(
-        self, request: Request, repo_id: str, revision: str, path: str, authorized: bool
-    ) -> Response:
+    def _resolve(self, request: Request, repo_id: str, revision: str, path: str, authorized: bool) -> Response:
         meta = self._repo(repo_id, authorized)
         if meta.gated and not authorized:
             raise HubError(

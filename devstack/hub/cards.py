@@ -132,14 +132,10 @@ def exposed_config(
             out["model_type"] = config["model_type"]
         auto_map = config.get("auto_map")
         if isinstance(auto_map, dict):
-            out["auto_map"] = {
-                k: v for k, v in auto_map.items() if isinstance(v, str) or _str_list(v) is not None
-            }
+            out["auto_map"] = {k: v for k, v in auto_map.items() if isinstance(v, str) or _str_list(v) is not None}
         quant = config.get("quantization_config")
         if isinstance(quant, dict):
-            subset = {
-                k: quant[k] for k in ("quant_method", "bits", "load_in_4bit", "load_in_8bit") if k in quant
-            }
+            subset = {k: quant[k] for k in ("quant_method", "bits", "load_in_4bit", "load_in_8bit") if k in quant}
             if subset:
                 out["quantization_config"] = subset
         if isinstance(config.get("task_specific_params"), dict):
@@ -154,9 +150,7 @@ def exposed_config(
         if tok:
             out["tokenizer_config"] = tok
     if adapter is not None:
-        peft = {
-            k: adapter[k] for k in ("base_model_name_or_path", "task_type") if isinstance(adapter.get(k), str)
-        }
+        peft = {k: adapter[k] for k in ("base_model_name_or_path", "task_type") if isinstance(adapter.get(k), str)}
         if peft:
             out["peft"] = peft
     return out or None

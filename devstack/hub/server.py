@@ -109,9 +109,7 @@ class HubServer:
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                raise HubServerError(
-                    f"the Hub test server did not start on {self.host}:{self._port} in {timeout}s"
-                )
+                raise HubServerError(f"the Hub test server did not start on {self.host}:{self._port} in {timeout}s")
             time.sleep(0.02)
         return self
 
@@ -151,6 +149,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--root {args.root} is not a directory; build the sample repos first")
     hub = HubServer(args.root, tokens=args.token, page_size=args.page_size, host=args.host, port=args.port)
     print(f"Hub test server for {args.root} on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(
-        hub.app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="off"
-    )
+    uvicorn.run(hub.app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="off")

@@ -286,9 +286,7 @@ def build_samples(root: Path, *, include_real: bool = True, cache_dir: Path | No
             return found
         tiny_dir = cached_artifact(cache, "tiny", tiny_key(), _make_tiny)
         media_dir = cached_artifact(cache, "media", media_key(), _make_media)
-        smollm2_dir = (
-            cached_artifact(cache, "smollm2", smollm2_key(), real.build_smollm2) if include_real else None
-        )
+        smollm2_dir = cached_artifact(cache, "smollm2", smollm2_key(), real.build_smollm2) if include_real else None
         store = RepoStore(root)
         samples = []
         for expect in ex.EXPECTATIONS:
@@ -296,9 +294,7 @@ def build_samples(root: Path, *, include_real: bool = True, cache_dir: Path | No
             if expect.real and not include_real:
                 continue
             files = _repo_files(expect, tiny_dir, media_dir, smollm2_dir)
-            revision = store.commit(
-                expect.repo_id, files, message="Initial commit", date=SAMPLE_DATE, replace=True
-            )
+            revision = store.commit(expect.repo_id, files, message="Initial commit", date=SAMPLE_DATE, replace=True)
             store.set_meta(
                 expect.repo_id,
                 gated="manual" if expect.gated else False,
@@ -317,9 +313,7 @@ def build_samples(root: Path, *, include_real: bool = True, cache_dir: Path | No
                 )
             )
         artifacts = {"tiny": tiny_dir, "media": media_dir, **({"smollm2": smollm2_dir} if smollm2_dir else {})}
-        result = SampleSet(
-            root=root, key=key, include_real=include_real, samples=tuple(samples), artifacts=artifacts
-        )
+        result = SampleSet(root=root, key=key, include_real=include_real, samples=tuple(samples), artifacts=artifacts)
         tmp = root / f".{MARKER}.tmp-{os.getpid()}"
         tmp.write_text(result.model_dump_json(indent=2))
         tmp.replace(root / MARKER)

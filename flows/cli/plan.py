@@ -22,9 +22,7 @@ GIB = 1024**3
 _MAX_CONFIG_BYTES = 2_000_000
 
 
-def _from_hub(
-    repo_id: str, revision: str | None
-) -> tuple[dict[str, Any], dict[str, int], str | None, TaskDecision]:
+def _from_hub(repo_id: str, revision: str | None) -> tuple[dict[str, Any], dict[str, int], str | None, TaskDecision]:
     """config.json, the safetensors parameters, the sha and the task (from config, processor files and card)."""
     from registry.hub import HfHubSource
     from validators.tasks import detect_task, hub_evidence

@@ -28,8 +28,7 @@ def render(report: ScreeningReport) -> None:
     style = _VERDICT_STYLE[report.verdict]
     lic = report.license
     console.print(
-        f"[bold]{escape(report.ref.repo_id)}[/] @ {report.ref.revision[:12]}: [bold "
-        f"{style}]{report.verdict.value}[/]"
+        f"[bold]{escape(report.ref.repo_id)}[/] @ {report.ref.revision[:12]}: [bold {style}]{report.verdict.value}[/]"
     )
     console.print(
         f"licence: {escape(lic.spdx or '-')} (declared {escape(lic.declared or '-')}, file "

@@ -181,9 +181,7 @@ def test_observe_upstream_uses_the_run_then_the_hub() -> None:
         lookups.append(repo_id)
         return None if repo_id == "org/gone" else "b" * 40
 
-    observed = observe_upstream(
-        [seen, gone, asked], {"org/seen": report.ref.revision}, {"org/seen": report}, lookup
-    )
+    observed = observe_upstream([seen, gone, asked], {"org/seen": report.ref.revision}, {"org/seen": report}, lookup)
     assert lookups == ["org/gone", "org/asked"]
     assert observed["org/seen"].screening == report and observed["org/seen"].revision == report.ref.revision
     assert observed["org/gone"].gone

@@ -155,9 +155,7 @@ def test_list_models_rejects_unknown_expand(five_repos: RepoStore, hub_factory: 
 
 def test_model_info_with_files_metadata(hub_store: RepoStore, hub_factory: HubFactory) -> None:
     weights = tiny_safetensors(seed=3)
-    sha = build_repo(
-        hub_store, "org/m", weights=weights, meta={"likes": 4, "downloads": 9, "trending_score": 2.5}
-    )
+    sha = build_repo(hub_store, "org/m", weights=weights, meta={"likes": 4, "downloads": 9, "trending_score": 2.5})
     info = _api(hub_factory(hub_store)).model_info("org/m", files_metadata=True)
     assert info.id == "org/m" and info.author == "org" and info.sha == sha
     assert info.likes == 4 and info.downloads == 9 and info.trending_score == 2.5
@@ -211,9 +209,7 @@ def test_sharded_safetensors_are_summed(hub_store: RepoStore, hub_factory: HubFa
 # ---------------------------------------------------------------------------------------------- downloads
 
 
-def test_download_snapshot_and_request_log(
-    hub_store: RepoStore, hub_factory: HubFactory, hf_cache: Path
-) -> None:
+def test_download_snapshot_and_request_log(hub_store: RepoStore, hub_factory: HubFactory, hf_cache: Path) -> None:
     weights = tiny_safetensors(seed=1)
     sha = build_repo(hub_store, "org/m", weights=weights, files={"sub/dir/extra.txt": b"nested"})
     hub = hub_factory(hub_store)
@@ -353,9 +349,7 @@ def test_not_found_variants(hub_store: RepoStore, hub_factory: HubFactory, hf_ca
     with pytest.raises(RevisionNotFoundError):
         api.model_info("org/m", revision="no-such-branch")
     with pytest.raises(RevisionNotFoundError):
-        hf_hub_download(
-            "org/m", "config.json", revision="0" * 40, endpoint=hub.url, cache_dir=hf_cache, token=False
-        )
+        hf_hub_download("org/m", "config.json", revision="0" * 40, endpoint=hub.url, cache_dir=hf_cache, token=False)
     with pytest.raises(EntryNotFoundError):
         hf_hub_download("org/m", "missing.bin", endpoint=hub.url, cache_dir=hf_cache, token=False)
     with pytest.raises(EntryNotFoundError):  # a hostile name comes back in X-Error-Message, escaped

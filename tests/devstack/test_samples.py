@@ -260,9 +260,7 @@ def test_tiny_models_load_and_generate(sample_set: SampleSet, tmp_path: Path, re
 
 
 @pytest.mark.integration
-def test_smollm2_answers_paris(
-    sample_set: SampleSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_smollm2_answers_paris(sample_set: SampleSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     local = export_repo(sample_set.store(), ex.SMOLLM2, tmp_path / "smollm2")
     tokenizer: Any = AutoTokenizer.from_pretrained(local)
@@ -329,9 +327,7 @@ def test_the_hub_test_server_serves_the_samples(
     assert ex.PRIVATE in [m.id for m in with_token.list_models(sort="trending_score", limit=50)]
 
     tiny = sample_set.get(ex.TINY_LLAMA)
-    local = snapshot_download(
-        ex.TINY_LLAMA, revision=tiny.revision, endpoint=hub.url, token=False, cache_dir=hf_cache
-    )
+    local = snapshot_download(ex.TINY_LLAMA, revision=tiny.revision, endpoint=hub.url, token=False, cache_dir=hf_cache)
     for path, digest in tiny.files.items():
         assert hashlib.sha256((Path(local) / path).read_bytes()).hexdigest() == digest
     with pytest.raises(GatedRepoError):

@@ -36,9 +36,7 @@ def screen_hub(tmp_path: Path) -> Iterator[tuple[HubServer, dict[str, str]]]:
     }
     shas = {
         "flow/good": store.commit("flow/good", base),
-        "flow/evil": store.commit(
-            "flow/evil", {**base, "pytorch_model.bin": global_call("os", "system", "id")}
-        ),
+        "flow/evil": store.commit("flow/evil", {**base, "pytorch_model.bin": global_call("os", "system", "id")}),
         "flow/custom": store.commit("flow/custom", {**base, "modeling_x.py": b"print('hi')\n"}),
         "flow/gone": "f" * 40,
     }
@@ -76,9 +74,7 @@ def test_screen_flow_persists_reports_and_caches_reruns(
     with CatalogStore.from_settings(settings) as store:
         saved = store.screening(ModelRef(repo_id="flow/evil", revision=shas["flow/evil"]))
         assert saved is not None and saved.verdict is Verdict.REJECTED
-        stage = store.stage_result(
-            ModelRef(repo_id="flow/custom", revision=shas["flow/custom"]), StageName.SCREEN
-        )
+        stage = store.stage_result(ModelRef(repo_id="flow/custom", revision=shas["flow/custom"]), StageName.SCREEN)
         assert stage is not None and stage.outcome is StageOutcome.REJECTED
         assert "remote-code.python-file" in stage.reason
 
@@ -101,9 +97,7 @@ def test_screen_flow_persists_reports_and_caches_reruns(
     assert len(hub.requests.entries()) > before
 
 
-def test_curate_screen_cli_explains_every_finding(
-    screen_hub: tuple[HubServer, dict[str, str]], tmp_path: Path
-) -> None:
+def test_curate_screen_cli_explains_every_finding(screen_hub: tuple[HubServer, dict[str, str]], tmp_path: Path) -> None:
     hub, shas = screen_hub
     runner = CliRunner()
     base = ["--endpoint", hub.url, "--data-dir", str(tmp_path / "cli-data"), "screen"]

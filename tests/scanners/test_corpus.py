@@ -221,9 +221,7 @@ CASES: tuple[Case, ...] = (
         "numpy-structured-object-field",
         R,
         (codes.FORMAT_NUMPY_OBJECT, codes.PICKLE_UNKNOWN_IMPORT),
-        lambda m: {
-            "vocab_table.npy": npy("[('id', '<i4'), ('word', 'O')]", global_call("vocab_tables", "Table", "x"))
-        },
+        lambda m: {"vocab_table.npy": npy("[('id', '<i4'), ('word', 'O')]", global_call("vocab_tables", "Table", "x"))},
     ),
     Case("numpy-not-numpy", R, (codes.PICKLE_MALFORMED,), lambda m: {"mel_filters.npy": b"not a numpy file at all"}),
     Case(

@@ -29,10 +29,7 @@ def test_hostile_names(path: str, code: str) -> None:
 
 
 def test_plain_names_pass() -> None:
-    assert (
-        scan_paths(["config.json", "onnx/model.onnx", "1_Pooling/config.json", "README.md", ".gitattributes"])
-        == []
-    )
+    assert scan_paths(["config.json", "onnx/model.onnx", "1_Pooling/config.json", "README.md", ".gitattributes"]) == []
 
 
 def test_display_path_is_printable_and_bounded() -> None:

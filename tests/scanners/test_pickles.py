@@ -80,9 +80,7 @@ def test_real_torch_checkpoints_are_clean() -> None:
     torch = pytest.importorskip("torch")
     for zip_format in (True, False):
         buffer = io.BytesIO()
-        torch.save(
-            {"w": torch.zeros(4, 4), "b": torch.ones(3)}, buffer, _use_new_zipfile_serialization=zip_format
-        )
+        torch.save({"w": torch.zeros(4, 4), "b": torch.ones(3)}, buffer, _use_new_zipfile_serialization=zip_format)
         data = buffer.getvalue()
         read, _ = _reader(data)
         assert scan_pickle_file("pytorch_model.bin", len(data), read) == [], zip_format

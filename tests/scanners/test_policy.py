@@ -14,13 +14,8 @@ def _f(code: str, severity: Severity = Severity.HIGH) -> Finding:
 def test_default_policy_verdicts() -> None:
     policy = default_policy(load_settings())
     assert isinstance(policy, Rule)
-    assert (
-        policy.evaluate(Subject("o/r", (_f(codes.LICENSE_ALLOWED, Severity.INFO),))).verdict
-        is Verdict.ACCEPTED
-    )
-    review = policy.evaluate(
-        Subject("o/r", (_f(codes.LICENSE_REVIEW, Severity.MEDIUM), _f(codes.NEEDS_TOKEN)))
-    )
+    assert policy.evaluate(Subject("o/r", (_f(codes.LICENSE_ALLOWED, Severity.INFO),))).verdict is Verdict.ACCEPTED
+    review = policy.evaluate(Subject("o/r", (_f(codes.LICENSE_REVIEW, Severity.MEDIUM), _f(codes.NEEDS_TOKEN))))
     assert review.verdict is Verdict.NEEDS_REVIEW
     assert len(review.review) == 2 and review.review[0].startswith("license.needs-review (x)")
     rejected = policy.evaluate(Subject("o/r", (_f(codes.LICENSE_REVIEW), _f(codes.PICKLE_DANGEROUS_IMPORT))))
@@ -30,9 +25,7 @@ def test_default_policy_verdicts() -> None:
 def test_unknown_codes_fall_back_to_severity() -> None:
     policy = ByDisposition()
     assert policy.evaluate(Subject("o/r", (_f("new.thing", Severity.CRITICAL),))).verdict is Verdict.REJECTED
-    assert (
-        policy.evaluate(Subject("o/r", (_f("new.thing", Severity.MEDIUM),))).verdict is Verdict.NEEDS_REVIEW
-    )
+    assert policy.evaluate(Subject("o/r", (_f("new.thing", Severity.MEDIUM),))).verdict is Verdict.NEEDS_REVIEW
     assert policy.evaluate(Subject("o/r", (_f("new.thing", Severity.LOW),))).verdict is Verdict.ACCEPTED
 
 

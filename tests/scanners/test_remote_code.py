@@ -23,16 +23,12 @@ def test_cross_repo_reference_in_tokenizer_list() -> None:
 
 
 def test_hub_config_auto_map_counts_even_without_the_file() -> None:
-    found = scan_remote_code(
-        [], {}, {}, None, hub_config={"tokenizer_config": {"auto_map": {"AutoTokenizer": "t.T"}}}
-    )
+    found = scan_remote_code([], {}, {}, None, hub_config={"tokenizer_config": {"auto_map": {"AutoTokenizer": "t.T"}}})
     assert [f.path for f in found] == ["tokenizer_config.json"]
 
 
 def test_python_files_anywhere_and_handlers() -> None:
-    found = scan_remote_code(
-        ["src/deep/nested/modeling.py", "handler.py", "lib/ext.so", "README.md"], {}, {}, None
-    )
+    found = scan_remote_code(["src/deep/nested/modeling.py", "handler.py", "lib/ext.so", "README.md"], {}, {}, None)
     codes_by_path = {(f.code, f.path) for f in found}
     assert (codes.REMOTE_CODE_PYTHON_FILE, "src/deep/nested/modeling.py") in codes_by_path
     assert (codes.REMOTE_CODE_HANDLER, "handler.py") in codes_by_path
@@ -43,9 +39,7 @@ def test_python_files_anywhere_and_handlers() -> None:
 def test_card_hints() -> None:
     readme = "```python\nAutoModel.from_pretrained('x', trust_remote_code=True)\n```"
     assert [f.code for f in scan_remote_code([], {}, {}, readme)] == [codes.REMOTE_CODE_CARD_HINT]
-    assert [f.code for f in scan_remote_code([], {}, {"tags": ["custom_code"]}, None)] == [
-        codes.REMOTE_CODE_CARD_HINT
-    ]
+    assert [f.code for f in scan_remote_code([], {}, {"tags": ["custom_code"]}, None)] == [codes.REMOTE_CODE_CARD_HINT]
 
 
 def test_clean_and_garbage_configs() -> None:

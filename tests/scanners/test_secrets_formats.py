@@ -26,16 +26,11 @@ def test_trivy_finds_secrets_under_neutral_names() -> None:
 
 
 def test_no_secrets() -> None:
-    assert (
-        scan_secrets({"README.md": b"# fine\nAKIAIOSFODNN7EXAMPLE is the docs example"}, use_trivy=False)
-        == []
-    )
+    assert scan_secrets({"README.md": b"# fine\nAKIAIOSFODNN7EXAMPLE is the docs example"}, use_trivy=False) == []
 
 
 def test_formats() -> None:
-    scan = scan_formats(
-        ["model.safetensors", "model.gguf", "onnx/model.onnx", "pytorch_model.bin", "README.md"]
-    )
+    scan = scan_formats(["model.safetensors", "model.gguf", "onnx/model.onnx", "pytorch_model.bin", "README.md"])
     assert scan.formats == ("gguf", "onnx", "pickle", "safetensors")
     assert {f.code for f in scan.findings} == {codes.FORMAT_GGUF, codes.FORMAT_ONNX, codes.FORMAT_PICKLE}
     assert scan.pickle_files == ("pytorch_model.bin",)

@@ -49,5 +49,3 @@ def test_answers_that_are_not_a_model_list(not_openai: ThreadServer) -> None:
 
 def test_an_openai_server_lists_its_models(ground_truth: GroundTruthProcess) -> None:
     assert served_models(ground_truth.base_url) == (ground_truth.schedule.model,)
-
-

@@ -109,8 +109,7 @@ def stream(session: Session) -> Outcome:
     kinds = [_event_type(payload) for payload in events]
     if not events or kinds[-1] != "transcript.text.done":
         return failed(
-            f"the stream's events are {kinds[:5]}..., not transcript.text.delta events ending in "
-            "transcript.text.done",
+            f"the stream's events are {kinds[:5]}..., not transcript.text.delta events ending in transcript.text.done",
             exchange.evidence(),
         )
     return passed(f"{len(events)} events ending in transcript.text.done")

@@ -79,8 +79,7 @@ def content_parts(session: Session) -> Outcome:
     require_ok(plain, "plain text content")
     if _prompt_tokens(parts) != _prompt_tokens(plain):
         return failed(
-            f"a text part counts {_prompt_tokens(parts)} prompt tokens, the same plain string "
-            f"{_prompt_tokens(plain)}",
+            f"a text part counts {_prompt_tokens(parts)} prompt tokens, the same plain string {_prompt_tokens(plain)}",
             parts.evidence(),
         )
     return passed("a list of text parts is the same prompt as the plain string")
