@@ -88,10 +88,12 @@ def start_process(
     pid_path: Path | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    inherit_env: bool = True,
 ) -> ManagedProcess:
-    """Start `argv` in its own session (so stopping it stops its children), logging to `log_path`."""
+    """Start `argv` in its own session (so stopping it stops its children), logging to `log_path`. Its
+    environment is this process's with `env` on top, or exactly `env` when not `inherit_env`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ)
+    full_env = dict(os.environ) if inherit_env else {}
     if env:
         full_env.update(env)
     with log_path.open("ab") as log:

@@ -9,11 +9,8 @@ its repo id. The process runs in its own session; `stop()` signals its whole pro
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from devstack.process import ProcessError
+from devstack.process import ProcessError, pid_alive, start_process, stop_pid
 from registry.net import LOOPBACK
 from registry.runtimes import get_runtime
 from registry.tools import find_tool
@@ -78,7 +75,7 @@ class RuntimeProcess:
         return f"http://{self.host}:{self.port}"
 
     def alive(self) -> bool:
-        return _alive(self.pid)
+        return pid_alive(self.pid)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -88,33 +85,7 @@ class RuntimeProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the process group, SIGKILL it after `timeout` seconds."""
-        if not _alive(self.pid):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(self.pid):
-                return
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        stop_pid(self.pid, timeout=timeout)
 
 
 def _transformers_cli() -> list[str]:
@@ -122,23 +93,6 @@ def _transformers_cli() -> list[str]:
     if found is None:
         raise RuntimeLaunchError("the `transformers` CLI is not installed: pip install 'transformers[serving]'")
     return [found]
-
-
-def start_process(name: str, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str]) -> int:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        try:
-            proc = subprocess.Popen(
-                list(argv),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(env),
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise RuntimeLaunchError(f"could not start {name} ({argv[0]}): {exc}") from exc
-    return proc.pid
 
 
 def wait_healthy(process: RuntimeProcess, *, path: str = "/health", timeout: float = 120.0) -> None:
@@ -201,8 +155,11 @@ def start_hf_serve(
     }
     env.pop("HF_ENDPOINT", None)
     log_path = workdir / "hf-serve.log"
-    pid = start_process("transformers serve", argv, log_path=log_path, env=env)
-    process = RuntimeProcess(name="transformers serve", pid=pid, port=port, log_path=log_path)
+    try:
+        started = start_process("transformers serve", argv, log_path=log_path, env=env, inherit_env=False)
+    except ProcessError as exc:
+        raise RuntimeLaunchError(str(exc)) from exc
+    process = RuntimeProcess(name="transformers serve", pid=started.pid, port=port, log_path=log_path)
     wait_healthy(process, path=runtime.health_path, timeout=timeout)
     return process
 
