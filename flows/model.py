@@ -17,11 +17,13 @@ keeps every cell whose inputs did not change (validators/revalidation.py: the ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
+from prefect.exceptions import MissingResult
 from prefect.runtime import flow_run
 
 from flows.derive import derive_artifacts, derive_text
@@ -49,11 +51,29 @@ CHAIN = ("stage", "derive", "validate", "publish")
 _ORDER = ("discover", "screen", *CHAIN)
 
 
+MISSING_RESULT = "it completed, but its result did not come back from the Prefect API"
+
+
 def outcome_of(state: State[Any]) -> tuple[Any, str]:
-    """(result, "") for a completed subflow, (None, why) for one that failed or crashed."""
+    """(result, "") for a completed subflow, (None, why) for one that failed or crashed, or whose result is missing
+    (the engine re-read its state from the API without the data: an API call retried under load)."""
     if state.is_completed():
-        return state.result(), ""
+        try:
+            return state.result(), ""
+        except MissingResult:
+            return None, MISSING_RESULT
     return None, str(state.message or state.name)
+
+
+def subflow_outcome(start: Callable[[bool], State[Any]]) -> tuple[Any, str]:
+    """`outcome_of` the subflow `start(again=False)` runs; once more (`start(again=True)`: never forced) when its
+    result did not come back. Every subflow of the chain skips what is done at its key, so the second run reuses
+    the first one's work and returns its result."""
+    found, why = outcome_of(start(False))
+    if why == MISSING_RESULT:
+        get_run_logger().warning("a subflow's result did not come back from the Prefect API: running it again")
+        found, why = outcome_of(start(True))
+    return found, why
 
 
 def validate_text(results: list[ValidationResult], run_id: str | None = None) -> str:
@@ -103,8 +123,11 @@ class RowTracker:
 def derive(tracker: RowTracker, ref: ModelRef, overrides: dict[str, Any] | None, run_id: str) -> None:
     """Stage 4b (flows/derive.py): GGUF files for llama.cpp; whatever it says, the chain goes on (a model without
     them is validated and published with its other templates)."""
-    state = derive_artifacts(ref.repo_id, ref.revision, overrides=overrides, run_id=run_id, return_state=True)
-    result, why = outcome_of(state)
+    result, why = subflow_outcome(
+        lambda _again: derive_artifacts(
+            ref.repo_id, ref.revision, overrides=overrides, run_id=run_id, return_state=True
+        )
+    )
     tracker.note("derive", derive_text(result) if result is not None else f"failed: {why}")
 
 
@@ -139,14 +162,17 @@ def _chain(
     weights: StagedWeights | None = None
     if first <= _ORDER.index("stage"):
         tracker.enter("stage")
-        unsupported, why = outcome_of(unsupported_task(overrides, ref, return_state=True))
+        unsupported, why = subflow_outcome(lambda _again: unsupported_task(overrides, ref, return_state=True))
         if unsupported:
             tracker.note("stage", unsupported)
             return tracker.save(outcome=ModelOutcome.NOT_PUBLISHED, reason=f"stage: {unsupported}")
         if why:
             return tracker.fail("stage", f"could not tell the model's task: {why}")
-        state = stage_weights(ref.repo_id, ref.revision, overrides=overrides, force=opts.force_stage, return_state=True)
-        weights, why = outcome_of(state)
+        weights, why = subflow_outcome(
+            lambda again: stage_weights(
+                ref.repo_id, ref.revision, overrides=overrides, force=opts.force_stage and not again, return_state=True
+            )
+        )
         if weights is None:
             return tracker.fail("stage", why)
         tracker.note("stage", f"staged to {', '.join(sorted(weights.regions))}")
@@ -156,23 +182,24 @@ def _chain(
     results: list[ValidationResult] = []
     if first <= _ORDER.index("validate"):
         tracker.enter("validate")
-        validated = validate_model(
-            ref.repo_id,
-            ref.revision,
-            overrides=overrides,
-            online_pools=opts.online_pools,
-            run_id=run_id,
-            force=opts.force_validation,
-            return_state=True,
+        found, why = subflow_outcome(
+            lambda again: validate_model(
+                ref.repo_id,
+                ref.revision,
+                overrides=overrides,
+                online_pools=opts.online_pools,
+                run_id=run_id,
+                force=opts.force_validation and not again,
+                return_state=True,
+            )
         )
-        found, why = outcome_of(validated)
         if found is None:
             return tracker.fail("validate", why)
         results = list(found)
         tracker.note("validate", validate_text(results, run_id))
     tracker.enter("publish")
-    published, why = outcome_of(
-        publish_model(ref.repo_id, ref.revision, overrides=overrides, export=False, return_state=True)
+    published, why = subflow_outcome(
+        lambda _again: publish_model(ref.repo_id, ref.revision, overrides=overrides, export=False, return_state=True)
     )
     if published is None:
         return tracker.fail("publish", why)
