@@ -212,14 +212,16 @@ def _context(recipe: Recipe, inputs: BuildInputs, target: Path) -> None:
 def _find_local(client: docker.DockerClient, reference: str, digest: str) -> bool:
     """Whether the engine has an image built from this recipe digest; tags it as `reference` if so.
 
-    Found by label, not by tag, so an image built for another registry address is reused too.
+    Found by label, not by tag, so an image built for another registry address is reused too. An image built
+    FROM it (a patched or test rebuild) inherits the label but always has a longer history: the shortest is ours.
     """
     images = client.images.list(filters={"label": f"{LABEL_RECIPE}={digest}"})
     if not images:
         return False
+    ours = min(images, key=lambda image: len(image.history()))
     name = ImageName.parse(reference)
-    if reference not in images[0].tags:
-        images[0].tag(f"{name.registry}/{name.repository}", tag=name.tag)
+    if reference not in ours.tags:
+        ours.tag(f"{name.registry}/{name.repository}", tag=name.tag)
     return True
 
 
